@@ -1,0 +1,32 @@
+# Quick start: `make demo` (generate with the bundled model) and `make test` (every test).
+# Both install what is missing, idempotently.
+SHELL := /bin/bash
+VENV := .venv
+TORCH_VERSION := 2.11.0
+TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
+CARGO ?= cargo
+SPN := target/release/spn
+
+.PHONY: setup build test demo data clean-venv
+
+setup: $(TORCH_STAMP) libtorch
+
+$(TORCH_STAMP):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	touch $@
+
+# A stable path for LIBTORCH (see .cargo/config.toml) whatever the Python version.
+libtorch: $(TORCH_STAMP)
+	ln -sfn "$$($(VENV)/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" libtorch
+
+build: setup
+	$(CARGO) build --release --workspace --bins
+
+test: build
+	$(CARGO) test --release --workspace
+
+demo: build
+	mkdir -p out
+	$(SPN) generate --count 16 --seed 1 --grid out/demo.png --out out/demo
+	@echo "wrote out/demo.png"

@@ -1,0 +1,144 @@
+//! Image files in and out: RGBA composited on white, fitted to the model size, a deterministic held-out
+//! split by file-name hash, and the lossless codecs the model is compared with.
+use crate::error::{Error, Result};
+use image::{imageops::FilterType, DynamicImage, ImageEncoder, RgbImage};
+use std::path::{Path, PathBuf};
+use tch::{Kind, Tensor};
+
+pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp"];
+
+/// Opens an image file as 8-bit RGB, compositing any alpha over white.
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    let img = image::open(path).map_err(|e| Error::Image { path: path.to_path_buf(), msg: e.to_string() })?;
+    Ok(composite_on_white(&img))
+}
+
+pub fn composite_on_white(img: &DynamicImage) -> RgbImage {
+    let rgba = img.to_rgba8();
+    RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
+        let p = rgba.get_pixel(x, y).0;
+        let a = p[3] as u32;
+        let mix = |c: u8| ((c as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
+        image::Rgb([mix(p[0]), mix(p[1]), mix(p[2])])
+    })
+}
+
+/// Centre-crops to the target aspect ratio and resizes; a no-op for images already of that size.
+pub fn fit(img: RgbImage, height: u32, width: u32) -> RgbImage {
+    if img.width() == width && img.height() == height {
+        return img;
+    }
+    let (w, h) = (img.width() as u64, img.height() as u64);
+    let (cw, ch) = if w * height as u64 > h * width as u64 {
+        ((h * width as u64 / height as u64).max(1), h)
+    } else {
+        (w, (w * height as u64 / width as u64).max(1))
+    };
+    let cropped = image::imageops::crop_imm(&img, ((w - cw) / 2) as u32, ((h - ch) / 2) as u32, cw as u32, ch as u32)
+        .to_image();
+    image::imageops::resize(&cropped, width, height, FilterType::Lanczos3)
+}
+
+/// `(3, H, W)` uint8 tensor of an image.
+pub fn to_tensor(img: &RgbImage) -> Result<Tensor> {
+    let (w, h) = (img.width() as i64, img.height() as i64);
+    Ok(Tensor::f_from_slice(img.as_raw())?.f_view([h, w, 3])?.f_permute([2, 0, 1])?.f_contiguous()?)
+}
+
+/// An image from a `(3, H, W)` tensor with values in 0..=255.
+pub fn from_tensor(t: &Tensor) -> Result<RgbImage> {
+    let (c, h, w) = t.size3()?;
+    if c != 3 {
+        return Err(Error::input(format!("expected 3 channels, got {c}")));
+    }
+    let t = t.f_to_device(tch::Device::Cpu)?.f_clamp(0, 255)?.f_to_kind(Kind::Uint8)?.f_permute([1, 2, 0])?.f_contiguous()?;
+    let v = Vec::<u8>::try_from(t.f_flatten(0, -1)?)?;
+    RgbImage::from_raw(w as u32, h as u32, v).ok_or_else(|| Error::Other("image buffer size".into()))
+}
+
+/// Stable 64-bit FNV-1a hash, so the split never changes between versions or machines.
+fn fnv1a(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// Whether a file belongs to the held-out split (by its file name only, not its folder).
+pub fn is_heldout(path: &Path, heldout_percent: u32) -> bool {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    fnv1a(&name) % 100 < heldout_percent as u64
+}
+
+/// Image files of a folder (not recursive), sorted by name.
+pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| Error::input(format!("cannot read data folder {}: {e}", dir.display())))?;
+    let mut v: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension().is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str()))
+        })
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Split {
+    All,
+    Train,
+    Heldout,
+}
+
+/// Files of a folder in one split.
+pub fn split_files(dir: &Path, split: Split, heldout_percent: u32) -> Result<Vec<PathBuf>> {
+    Ok(list_images(dir)?
+        .into_iter()
+        .filter(|p| match split {
+            Split::All => true,
+            Split::Train => !is_heldout(p, heldout_percent),
+            Split::Heldout => is_heldout(p, heldout_percent),
+        })
+        .collect())
+}
+
+/// Loads files into one `(N, 3, H, W)` uint8 tensor, fitting each to the size.
+pub fn load_batch(files: &[PathBuf], height: i64, width: i64) -> Result<Tensor> {
+    let mut ts = Vec::with_capacity(files.len());
+    for f in files {
+        ts.push(to_tensor(&fit(load_rgb(f)?, height as u32, width as u32))?);
+    }
+    if ts.is_empty() {
+        return Err(Error::input("no images"));
+    }
+    Ok(Tensor::f_stack(&ts, 0)?)
+}
+
+/// Bytes of lossless PNG (best compression, adaptive filters) and lossless WebP encodings.
+pub fn codec_sizes(img: &RgbImage) -> Result<(usize, usize)> {
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new_with_quality(
+        &mut png,
+        image::codecs::png::CompressionType::Best,
+        image::codecs::png::FilterType::Adaptive,
+    )
+    .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
+    .map_err(|e| Error::Other(format!("png encode: {e}")))?;
+    let mut webp = Vec::new();
+    image::codecs::webp::WebPEncoder::new_lossless(&mut webp)
+        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
+        .map_err(|e| Error::Other(format!("webp encode: {e}")))?;
+    Ok((png.len(), webp.len()))
+}
+
+pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut tmp = tempfile::Builder::new().suffix(".png").tempfile_in(dir)?;
+    img.write_to(&mut std::io::BufWriter::new(tmp.as_file_mut()), image::ImageFormat::Png)
+        .map_err(|e| Error::Other(format!("cannot write {}: {e}", path.display())))?;
+    tmp.persist(path).map_err(|e| Error::Io(e.error))?;
+    Ok(())
+}

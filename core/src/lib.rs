@@ -1,0 +1,35 @@
+//! spn: Subscale Pixel Networks with Multidimensional Upscaling (Menick & Kalchbrenner, ICLR 2019) on
+//! libtorch. See `shared/design/SPN.md` for the model and its invariants.
+pub mod bundle;
+pub mod config;
+pub mod data;
+pub mod error;
+pub mod model;
+pub mod pipeline;
+pub mod subscale;
+
+pub use config::{NetConfig, PipelineConfig, StageKind, StageSpec};
+pub use error::{Error, Result};
+pub use pipeline::Pipeline;
+
+/// Parses a device name: `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when present).
+pub fn parse_device(name: &str) -> Result<tch::Device> {
+    match name {
+        "auto" => Ok(tch::Device::cuda_if_available()),
+        "cpu" => Ok(tch::Device::Cpu),
+        "cuda" | "gpu" => cuda(0),
+        d => match d.strip_prefix("cuda:").and_then(|n| n.parse::<usize>().ok()) {
+            Some(i) => cuda(i),
+            None => Err(Error::input(format!("unknown device '{d}' (use cpu, cuda, cuda:N or auto)"))),
+        },
+    }
+}
+
+fn cuda(i: usize) -> Result<tch::Device> {
+    let n = tch::Cuda::device_count() as usize;
+    if i < n {
+        Ok(tch::Device::Cuda(i))
+    } else {
+        Err(Error::input(format!("CUDA device {i} requested but {n} CUDA device(s) are available")))
+    }
+}

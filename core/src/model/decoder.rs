@@ -1,0 +1,65 @@
+//! The masked decoder: causal convolutions and causal self-attention over one slice, with the slice
+//! embedder's context added into every block.
+use super::layers::{CausalSelfAttention, MaskedConv2d};
+use crate::config::StageSpec;
+use crate::error::Result;
+use tch::{nn, nn::Module, Tensor};
+
+#[derive(Debug)]
+pub struct GatedBlock {
+    pub conv: MaskedConv2d,
+    pub out: nn::Conv2D,
+    pub attention: Option<CausalSelfAttention>,
+}
+
+#[derive(Debug)]
+pub struct MaskedDecoder {
+    pub input: MaskedConv2d,
+    /// One 1x1 projection of the context for all blocks at once (2D channels per block).
+    pub context: nn::Conv2D,
+    pub blocks: Vec<GatedBlock>,
+    pub channels: i64,
+}
+
+impl MaskedDecoder {
+    pub fn new(vs: nn::Path, spec: &StageSpec) -> Self {
+        let net = &spec.net;
+        let d = net.channels;
+        let (h, w) = spec.slice_hw();
+        let blocks = (0..net.decoder_blocks)
+            .map(|i| {
+                let b = &vs / "blocks" / i;
+                let attention = (net.attention_every > 0 && (i + 1) % net.attention_every == 0)
+                    .then(|| CausalSelfAttention::new(&b / "attention", d, net.heads, h * w));
+                GatedBlock {
+                    conv: MaskedConv2d::new(&b / "conv", d, 2 * d, 3, true),
+                    out: nn::conv2d(&b / "out", d, d, 1, Default::default()),
+                    attention,
+                }
+            })
+            .collect();
+        Self {
+            input: MaskedConv2d::new(&vs / "input", 3, d, net.first_kernel, false),
+            context: nn::conv2d(&vs / "context", d, 2 * d * net.decoder_blocks.max(1), 1, Default::default()),
+            blocks,
+            channels: d,
+        }
+    }
+
+    /// `x`: the target slice scaled to [-1, 1], `(B, 3, h, w)`; `ctx`: `(B, D, h, w)`.
+    /// Output at position p depends on the context and on pixels of `x` strictly before p.
+    pub fn forward(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        let d = self.channels;
+        let mut x = self.input.forward(x)?.f_add(ctx)?;
+        let proj = self.context.forward(ctx);
+        for (i, block) in self.blocks.iter().enumerate() {
+            let hcat = block.conv.forward(&x)?.f_add(&proj.f_narrow(1, 2 * d * i as i64, 2 * d)?)?;
+            let gate = hcat.f_narrow(1, 0, d)?.f_tanh()?.f_mul(&hcat.f_narrow(1, d, d)?.f_sigmoid()?)?;
+            x = x.f_add(&block.out.forward(&gate))?;
+            if let Some(att) = &block.attention {
+                x = x.f_add(&att.forward(&x)?)?;
+            }
+        }
+        Ok(x)
+    }
+}

@@ -1,0 +1,41 @@
+//! The slice embedder (conditioning network): sees every known slice, unmasked, once per target slice.
+use crate::config::StageSpec;
+use crate::error::Result;
+use tch::{nn, nn::Module, Tensor};
+
+#[derive(Debug)]
+pub struct SliceEmbedder {
+    input: nn::Conv2D,
+    blocks: Vec<(nn::Conv2D, nn::Conv2D)>,
+    /// Learned embedding of the target's meta-position k: tells the network which slices are present.
+    meta: nn::Embedding,
+}
+
+impl SliceEmbedder {
+    pub fn new(vs: nn::Path, spec: &StageSpec) -> Self {
+        let d = spec.net.channels;
+        let conv = |p: nn::Path, cin| nn::conv2d(p, cin, d, 3, nn::ConvConfig { padding: 1, ..Default::default() });
+        let blocks = (0..spec.net.embed_blocks)
+            .map(|i| {
+                let b = &vs / "blocks" / i;
+                (conv(&b / "conv1", d), conv(&b / "conv2", d))
+            })
+            .collect();
+        Self {
+            input: conv(&vs / "input", spec.cond_channels()),
+            blocks,
+            meta: nn::embedding(&vs / "meta", spec.slices(), d, Default::default()),
+        }
+    }
+
+    /// `cond`: `(B, cond_channels, h, w)`, `k`: `(B,)` target slice indices -> context `(B, D, h, w)`.
+    pub fn forward(&self, cond: &Tensor, k: &Tensor) -> Result<Tensor> {
+        let meta = Tensor::f_embedding(&self.meta.ws, k, -1, false, false)?.f_unsqueeze(-1)?.f_unsqueeze(-1)?;
+        let mut x = self.input.forward(cond).f_add(&meta)?;
+        for (c1, c2) in &self.blocks {
+            let y = c2.forward(&c1.forward(&x.f_relu()?).f_relu()?);
+            x = x.f_add(&y)?;
+        }
+        Ok(x)
+    }
+}

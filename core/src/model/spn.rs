@@ -1,0 +1,71 @@
+//! One stage's network: slice embedder + masked decoder + channel head. The same type serves stages A, B, C
+//! and the single-stage 8-bit SPN; what differs is the [`StageSpec`].
+use super::decoder::MaskedDecoder;
+use super::embedder::SliceEmbedder;
+use super::head::ChannelHead;
+use super::values::Values;
+use crate::config::StageSpec;
+use crate::error::{Error, Result};
+use tch::{nn, Kind, Tensor};
+
+#[derive(Debug)]
+pub struct SpnNet {
+    pub spec: StageSpec,
+    pub embedder: SliceEmbedder,
+    pub decoder: MaskedDecoder,
+    pub head: ChannelHead,
+}
+
+impl SpnNet {
+    pub fn new(vs: nn::Path, spec: &StageSpec) -> Self {
+        Self {
+            spec: spec.clone(),
+            embedder: SliceEmbedder::new(&vs / "embedder", spec),
+            decoder: MaskedDecoder::new(&vs / "decoder", spec),
+            head: ChannelHead::new(&vs / "head", spec.net.channels, spec.levels()),
+        }
+    }
+
+    /// The embedder input for target slices `k`: the stage's own slices before k (later ones zeroed), plus
+    /// every slice of the MSB image for stage C. `own`, `cond`: slice stacks `(B, 3, [L], S*S, h, w)`.
+    pub fn condition(&self, own: &Values, cond: Option<&Values>, k: &Tensor) -> Result<Tensor> {
+        let n = self.spec.slices();
+        let x = own.normalized(self.spec.levels())?; // (B, 3, S*S, h, w)
+        let (b, _, _, h, w) = x.size5()?;
+        let present = Tensor::f_arange(n, (Kind::Int64, x.device()))?
+            .f_view([1, n])?
+            .f_lt_tensor(&k.f_view([b, 1])?)?
+            .f_to_kind(Kind::Float)?
+            .f_view([b, 1, n, 1, 1])?;
+        let mut parts = vec![x.f_mul(&present)?.f_reshape([b, 3 * n, h, w])?];
+        match (cond, self.spec.cond_bits) {
+            (Some(m), Some(bits)) => parts.push(m.normalized(1 << bits)?.f_reshape([b, 3 * n, h, w])?),
+            (None, None) => {}
+            _ => return Err(Error::Other("stage conditioning does not match its spec".into())),
+        }
+        Ok(Tensor::f_cat(&parts, 1)?)
+    }
+
+    /// Slice context `(B, D, h, w)` for target slices `k`.
+    pub fn context(&self, own: &Values, cond: Option<&Values>, k: &Tensor) -> Result<Tensor> {
+        self.embedder.forward(&self.condition(own, cond, k)?, k)
+    }
+
+    /// Teacher-forced logits `(B, 3, L, h, w)` of target slices `k` (one per example).
+    pub fn logits(&self, own: &Values, cond: Option<&Values>, k: &Tensor) -> Result<Tensor> {
+        let ctx = self.context(own, cond, k)?;
+        let target = own.gather_slice(k)?;
+        self.logits_with_context(&ctx, &target)
+    }
+
+    pub fn logits_with_context(&self, ctx: &Tensor, target: &Values) -> Result<Tensor> {
+        let trunk = self.decoder.forward(&target.normalized(self.spec.levels())?, ctx)?;
+        self.head.forward(&trunk, target)
+    }
+}
+
+/// Negative log-likelihood in nats of every sub-pixel: logits `(B, 3, L, h, w)`, targets `(B, 3, h, w)`.
+pub fn nll(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
+    let lp = logits.f_log_softmax(2, Kind::Float)?;
+    Ok(lp.f_gather(2, &target.f_unsqueeze(2)?, false)?.f_squeeze_dim(2)?.f_neg()?)
+}

@@ -1,0 +1,230 @@
+//! A model: one or three stages (SPN.md section 2) sharing one VarStore under the stage names
+//! `full` or `a`, `b`, `c`. Computes exact likelihoods; sampling lives in [`crate::sampler`].
+use crate::bundle::{self, TrainingInfo};
+use crate::config::{PipelineConfig, StageKind, StageSpec};
+use crate::error::{Error, Result};
+use crate::model::values::{from_slices_nd, Values};
+use crate::model::{nll, SpnNet};
+use std::path::Path;
+use tch::{nn, Device, Kind, Tensor};
+
+pub struct Pipeline {
+    pub config: PipelineConfig,
+    pub vs: nn::VarStore,
+    pub stages: Vec<SpnNet>,
+    pub info: TrainingInfo,
+}
+
+/// An image batch split into what the stages model: 8-bit values, or MSB and LSB images.
+/// Each is `Values` over full-size images `(B, 3, [L], H, W)`.
+pub struct Parts {
+    pub full: Option<Values>,
+    pub msb: Option<Values>,
+    pub lsb: Option<Values>,
+}
+
+/// Per-stage negative log-likelihoods in nats.
+pub struct Likelihood {
+    /// Per stage (generation order): `(B,)` NLL of each image.
+    pub per_stage: Vec<Tensor>,
+    /// Sum over stages, `(B,)`.
+    pub total: Tensor,
+}
+
+impl Pipeline {
+    pub fn new(config: PipelineConfig, device: Device) -> Result<Self> {
+        config.validate()?;
+        let vs = nn::VarStore::new(device);
+        let stages = config.stages().iter().map(|s| SpnNet::new(vs.root() / s.kind.name(), s)).collect();
+        Ok(Self { config, vs, stages, info: TrainingInfo::default() })
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    pub fn specs(&self) -> Vec<&StageSpec> {
+        self.stages.iter().map(|s| &s.spec).collect()
+    }
+
+    /// Parameters of one stage (by name) or of all.
+    pub fn parameter_count(&self, stage: Option<&str>) -> i64 {
+        self.vs
+            .variables()
+            .iter()
+            .filter(|(n, _)| stage.is_none_or(|s| n.split('.').next() == Some(s)))
+            .map(|(_, t)| t.numel() as i64)
+            .sum()
+    }
+
+    /// Named weights in a stable order.
+    pub fn named_weights(&self) -> Vec<(String, Tensor)> {
+        let mut v: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let meta = bundle::base_meta(&self.config, &self.info)?;
+        bundle::write(path, meta, &self.named_weights())
+    }
+
+    pub fn load(path: &Path, device: Device) -> Result<Self> {
+        let contents = bundle::read(path)?;
+        let (config, info) = bundle::parse_meta(path, &contents.meta)?;
+        let mut p = Self::new(config, device)?;
+        p.info = info;
+        p.load_weights(path, &contents.tensors, "")?;
+        Ok(p)
+    }
+
+    /// Copies `prefix + name` tensors into the VarStore, checking that names and shapes match exactly.
+    pub fn load_weights(
+        &mut self,
+        path: &Path,
+        tensors: &std::collections::BTreeMap<String, Tensor>,
+        prefix: &str,
+    ) -> Result<()> {
+        let err = |m: String| Error::Bundle { path: path.to_path_buf(), msg: m };
+        let vars = self.vs.variables();
+        for (name, var) in &vars {
+            let src = tensors
+                .get(&format!("{prefix}{name}"))
+                .ok_or_else(|| err(format!("missing weight '{name}': the bundle does not match its config")))?;
+            if src.size() != var.size() {
+                return Err(err(format!("weight '{name}' has shape {:?}, expected {:?}", src.size(), var.size())));
+            }
+            let mut var = var.shallow_clone();
+            tch::no_grad(|| var.f_copy_(src))?;
+        }
+        let extra = tensors
+            .keys()
+            .filter_map(|k| k.strip_prefix(prefix))
+            .filter(|k| !k.starts_with("__") && !vars.contains_key(*k))
+            .count();
+        if !prefix.is_empty() || extra == 0 {
+            Ok(())
+        } else {
+            Err(err(format!("{extra} weights that the config does not use")))
+        }
+    }
+
+    /// Splits 8-bit images `(B, 3, H, W)` (any integer kind) into the stages' value images.
+    pub fn decompose(&self, x: &Tensor) -> Result<Parts> {
+        let (_, c, h, w) = x.size4()?;
+        if c != 3 || h != self.config.height || w != self.config.width {
+            return Err(Error::input(format!(
+                "image batch is {c}x{h}x{w}; this model takes 3x{}x{}",
+                self.config.height, self.config.width
+            )));
+        }
+        let x = x.f_to_kind(Kind::Int64)?.f_to_device(self.device())?;
+        Ok(match self.config.msb_bits {
+            None => Parts { full: Some(Values::Hard(x)), msb: None, lsb: None },
+            Some(b) => {
+                let (m, l) = crate::subscale::split_depth(&x, b)?;
+                Parts { full: None, msb: Some(Values::Hard(m)), lsb: Some(Values::Hard(l)) }
+            }
+        })
+    }
+
+    /// Each stage's own slice stack and conditioning slice stack.
+    pub fn stage_inputs(&self, parts: &Parts) -> Result<Vec<(Values, Option<Values>)>> {
+        let missing = || Error::Other("image parts do not match the pipeline".into());
+        self.stages
+            .iter()
+            .map(|st| {
+                let s = &st.spec;
+                Ok(match s.kind {
+                    StageKind::Full => (parts.full.as_ref().ok_or_else(missing)?.to_slices(s.scale)?, None),
+                    StageKind::Small => {
+                        let m = parts.msb.as_ref().ok_or_else(missing)?;
+                        (m.to_slices(self.config.scale)?.select_slice(0)?.to_slices(s.scale)?, None)
+                    }
+                    StageKind::SizeUp => (parts.msb.as_ref().ok_or_else(missing)?.to_slices(s.scale)?, None),
+                    StageKind::DepthUp => (
+                        parts.lsb.as_ref().ok_or_else(missing)?.to_slices(s.scale)?,
+                        Some(parts.msb.as_ref().ok_or_else(missing)?.to_slices(s.scale)?),
+                    ),
+                })
+            })
+            .collect()
+    }
+
+    /// Exact NLL (nats) of every sub-pixel a stage predicts, as a slice stack `(B, 3, S*S, h, w)`:
+    /// one decoder pass per slice, each conditioned on the true earlier slices.
+    pub fn stage_nll_slices(&self, stage: usize, own: &Values, cond: Option<&Values>) -> Result<Tensor> {
+        let net = &self.stages[stage];
+        let Values::Hard(own_t) = own else {
+            return Err(Error::Other("exact NLL needs hard values".into()));
+        };
+        let (b, _, n, h, w) = own_t.size5()?;
+        let mut out = Vec::with_capacity(n as usize);
+        for k in 0..n {
+            if k < net.spec.first_slice {
+                out.push(Tensor::f_zeros([b, 3, h, w], (Kind::Float, self.device()))?);
+                continue;
+            }
+            let kk = Tensor::f_full([b], k, (Kind::Int64, self.device()))?;
+            let logits = net.logits(own, cond, &kk)?;
+            out.push(nll(&logits, &own_t.f_select(2, k)?)?);
+        }
+        Ok(Tensor::f_stack(&out, 2)?)
+    }
+
+    /// Per-stage NLL maps in image coordinates, `(B, 3, H, W)` each: a sub-pixel's bits in a stage are
+    /// those of the part of it (MSBs or LSBs) that the stage predicts.
+    pub fn nll_maps(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let parts = self.decompose(x)?;
+        let inputs = self.stage_inputs(&parts)?;
+        let s = self.config.scale;
+        let mut maps = Vec::new();
+        for (i, (own, cond)) in inputs.iter().enumerate() {
+            let spec = &self.stages[i].spec;
+            let sl = self.stage_nll_slices(i, own, cond.as_ref())?;
+            let img = from_slices_nd(&sl, spec.scale)?;
+            let img = if spec.kind == StageKind::Small {
+                // Stage A's image is slice 0 of the full-size image.
+                let (b, c, h, w) = img.size4()?;
+                let z = Tensor::f_zeros([b, c, s * s - 1, h, w], (Kind::Float, self.device()))?;
+                from_slices_nd(&Tensor::f_cat(&[img.f_unsqueeze(2)?, z], 2)?, s)?
+            } else {
+                img
+            };
+            maps.push(img);
+        }
+        Ok(maps)
+    }
+
+    /// Exact per-image NLL of an 8-bit image batch `(B, 3, H, W)`.
+    pub fn likelihood(&self, x: &Tensor) -> Result<Likelihood> {
+        let maps = tch::no_grad(|| self.nll_maps(x))?;
+        let per_stage: Vec<Tensor> = maps
+            .iter()
+            .map(|m| m.f_sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Double))
+            .collect::<Result<_, _>>()?;
+        let mut total = per_stage[0].shallow_clone();
+        for t in &per_stage[1..] {
+            total = total.f_add(t)?;
+        }
+        Ok(Likelihood { per_stage, total })
+    }
+
+    /// Unbiased one-slice-per-example estimate of each image's NLL per stage (nats), for training:
+    /// the loss of one random target slice times the number of slices the stage predicts.
+    pub fn stage_loss(&self, stage: usize, own: &Values, cond: Option<&Values>, k: &Tensor) -> Result<Tensor> {
+        let net = &self.stages[stage];
+        let Values::Hard(own_t) = own else {
+            return Err(Error::Other("training needs hard values".into()));
+        };
+        let logits = net.logits(own, cond, k)?;
+        let target = Values::Hard(own_t.shallow_clone()).gather_slice(k)?;
+        let n = (net.spec.slices() - net.spec.first_slice) as f64;
+        Ok(nll(&logits, target.tensor())?.f_sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Float)?.f_mul_scalar(n)?)
+    }
+
+    /// Nats -> bits per dimension of a full image.
+    pub fn bits_per_dim(&self, nats: f64) -> f64 {
+        nats / (std::f64::consts::LN_2 * self.config.dims() as f64)
+    }
+}

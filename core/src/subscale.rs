@@ -1,0 +1,135 @@
+//! Subscale ordering and the depth split (SPN.md sections 1 and 2), as small exact functions.
+//!
+//! Images are `(B, C, H, W)` integer tensors. Slice `k = i*S + j` holds the pixels `x[i + S*r, j + S*c]`;
+//! the slice stack is `(B, C, S*S, H/S, W/S)`.
+use crate::error::{Error, Result};
+use tch::{Kind, Tensor};
+
+fn check_scale(h: i64, w: i64, s: i64) -> Result<()> {
+    if s < 1 || h % s != 0 || w % s != 0 {
+        return Err(Error::input(format!(
+            "scale {s} must be >= 1 and divide the image size {h}x{w}"
+        )));
+    }
+    Ok(())
+}
+
+/// `(B, C, H, W)` -> `(B, C, S*S, H/S, W/S)`.
+pub fn to_slices(x: &Tensor, s: i64) -> Result<Tensor> {
+    let (b, c, h, w) = x.size4()?;
+    check_scale(h, w, s)?;
+    // pixel_unshuffle puts channel c, offset (i, j) at c*S*S + i*S + j: exactly the slice order.
+    let y = x.f_pixel_unshuffle(s)?;
+    Ok(y.f_reshape([b, c, s * s, h / s, w / s])?)
+}
+
+/// `(B, C, S*S, h, w)` -> `(B, C, h*S, w*S)`; the inverse of [`to_slices`].
+pub fn from_slices(x: &Tensor, s: i64) -> Result<Tensor> {
+    let size = x.size();
+    if size.len() != 5 || size[2] != s * s {
+        return Err(Error::input(format!("expected (B, C, {}, h, w) slices, got {:?}", s * s, size)));
+    }
+    let (b, c, h, w) = (size[0], size[1], size[3], size[4]);
+    Ok(x.f_reshape([b, c * s * s, h, w])?.f_pixel_shuffle(s)?)
+}
+
+/// One slice `k` of an image, `(B, C, H/S, W/S)`.
+pub fn slice(x: &Tensor, s: i64, k: i64) -> Result<Tensor> {
+    if k < 0 || k >= s * s {
+        return Err(Error::input(format!("slice {k} out of range 0..{}", s * s)));
+    }
+    Ok(to_slices(x, s)?.f_select(2, k)?)
+}
+
+/// Splits 8-bit values into their `b` most significant bits and the `8-b` low bits.
+pub fn split_depth(x: &Tensor, b: u32) -> Result<(Tensor, Tensor)> {
+    check_bits(b)?;
+    let x = x.f_to_kind(Kind::Int64)?;
+    let shift = 8 - b as i64;
+    let msb = x.f_div_scalar_mode(1i64 << shift, "floor")?;
+    let lsb = x.f_remainder(1i64 << shift)?;
+    Ok((msb, lsb))
+}
+
+/// Inverse of [`split_depth`]: `(m << (8-b)) | l`.
+pub fn merge_depth(msb: &Tensor, lsb: &Tensor, b: u32) -> Result<Tensor> {
+    check_bits(b)?;
+    let shift = 8 - b as i64;
+    Ok(msb.f_to_kind(Kind::Int64)?.f_mul_scalar(1i64 << shift)?.f_add(&lsb.f_to_kind(Kind::Int64)?)?)
+}
+
+fn check_bits(b: u32) -> Result<()> {
+    if !(1..=8).contains(&b) {
+        return Err(Error::input(format!("bit depth split {b} must be in 1..=8")));
+    }
+    Ok(())
+}
+
+/// Position of pixel `(y, x)` of an image in subscale order: (slice, row, column inside the slice).
+pub fn subscale_position(y: i64, x: i64, s: i64) -> (i64, i64, i64) {
+    ((y % s) * s + (x % s), y / s, x / s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ramp(b: i64, c: i64, h: i64, w: i64) -> Tensor {
+        Tensor::arange(b * c * h * w, (Kind::Int64, tch::Device::Cpu)).reshape([b, c, h, w])
+    }
+
+    #[test]
+    fn roundtrip_for_every_scale() {
+        for (h, w) in [(8, 8), (12, 6), (16, 16)] {
+            let x = ramp(2, 3, h, w);
+            for s in 1..=h.min(w) {
+                if h % s != 0 || w % s != 0 {
+                    assert!(to_slices(&x, s).is_err());
+                    continue;
+                }
+                let sl = to_slices(&x, s).unwrap();
+                assert_eq!(sl.size(), vec![2, 3, s * s, h / s, w / s]);
+                assert!(from_slices(&sl, s).unwrap().equal(&x), "h={h} w={w} s={s}");
+            }
+        }
+    }
+
+    #[test]
+    fn slice_layout_matches_definition() {
+        let (h, w, s) = (12i64, 8i64, 4i64);
+        let x = ramp(1, 3, h, w);
+        let sl = to_slices(&x, s).unwrap();
+        for i in 0..s {
+            for j in 0..s {
+                for c in 0..3 {
+                    for r in 0..h / s {
+                        for q in 0..w / s {
+                            let v = sl.int64_value(&[0, c, i * s + j, r, q]);
+                            assert_eq!(v, x.int64_value(&[0, c, i + s * r, j + s * q]));
+                            assert_eq!(subscale_position(i + s * r, j + s * q, s), (i * s + j, r, q));
+                        }
+                    }
+                }
+            }
+        }
+        // Slice 0 is the image subsampled every S pixels.
+        let sub = x.slice(2, 0, h, s).slice(3, 0, w, s);
+        assert!(slice(&x, s, 0).unwrap().equal(&sub));
+    }
+
+    #[test]
+    fn depth_split_and_merge_are_exact() {
+        let x = Tensor::arange(256, (Kind::Int64, tch::Device::Cpu)).reshape([1, 1, 16, 16]);
+        for b in 1..=8u32 {
+            let (m, l) = split_depth(&x, b).unwrap();
+            for v in 0..256i64 {
+                let (r, c) = (v / 16, v % 16);
+                assert_eq!(m.int64_value(&[0, 0, r, c]), v >> (8 - b));
+                assert_eq!(l.int64_value(&[0, 0, r, c]), v & ((1 << (8 - b)) - 1));
+            }
+            assert!(merge_depth(&m, &l, b).unwrap().equal(&x));
+        }
+        assert!(split_depth(&x, 0).is_err());
+        assert!(split_depth(&x, 9).is_err());
+    }
+}
