@@ -50,6 +50,7 @@ impl MaskedDecoder {
     /// Output at position p depends on the context and on pixels of `x` strictly before p.
     pub fn forward(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
         let d = self.channels;
+        let pix = x;
         let mut x = self.input.forward(x)?.f_add(ctx)?;
         let proj = self.context.forward(ctx);
         for (i, block) in self.blocks.iter().enumerate() {
@@ -57,7 +58,7 @@ impl MaskedDecoder {
             let gate = hcat.f_narrow(1, 0, d)?.f_tanh()?.f_mul(&hcat.f_narrow(1, d, d)?.f_sigmoid()?)?;
             x = x.f_add(&block.out.forward(&gate))?;
             if let Some(att) = &block.attention {
-                x = x.f_add(&att.forward(&x)?)?;
+                x = x.f_add(&att.forward(&x, pix)?)?;
             }
         }
         Ok(x)

@@ -38,13 +38,19 @@ impl MaskedConv2d {
     }
 }
 
-/// Multi-head self-attention over the positions of a slice in raster order; position p attends to <= p.
+/// Multi-head self-attention over the positions of a slice in raster order. Position p attends to the
+/// positions q < p, whose keys and values also see the pixel at q itself (the convolutions' features at q
+/// do not), plus a learned "sink" slot so that the first position has something to attend to.
 #[derive(Debug)]
 pub struct CausalSelfAttention {
-    norm: nn::LayerNorm,
-    qkv: nn::Linear,
-    out: nn::Linear,
-    pos: Tensor,
+    pub norm: nn::LayerNorm,
+    pub q: nn::Linear,
+    pub kv: nn::Linear,
+    /// Pixel values (3 channels) into the key/value input.
+    pub pixel: nn::Linear,
+    pub out: nn::Linear,
+    pub pos: Tensor,
+    pub sink: Tensor,
     pub heads: i64,
 }
 
@@ -52,25 +58,47 @@ impl CausalSelfAttention {
     pub fn new(vs: nn::Path, dim: i64, heads: i64, positions: i64) -> Self {
         Self {
             norm: nn::layer_norm(&vs / "norm", vec![dim], Default::default()),
-            qkv: nn::linear(&vs / "qkv", dim, 3 * dim, Default::default()),
+            q: nn::linear(&vs / "q", dim, dim, Default::default()),
+            kv: nn::linear(&vs / "kv", dim, 2 * dim, Default::default()),
+            pixel: nn::linear(&vs / "pixel", 3, dim, Default::default()),
             out: nn::linear(&vs / "out", dim, dim, Default::default()),
             pos: vs.var("pos", &[positions, dim], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
+            sink: vs.var("sink", &[2, dim], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
             heads,
         }
     }
 
-    /// `(B, D, h, w)` -> the residual update `(B, D, h, w)`.
-    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    /// Normalised features `(B, n, D)` with positions added: the input of queries, keys and values.
+    pub fn features(&self, t: &Tensor, pos: &Tensor) -> Result<Tensor> {
+        Ok(t.f_add(pos)?.apply(&self.norm))
+    }
+
+    /// Keys and values `(B, n, 2D)` from features and pixel values `(B, n, 3)`.
+    pub fn keys_values(&self, f: &Tensor, pix: &Tensor) -> Result<Tensor> {
+        Ok(f.f_add(&pix.apply(&self.pixel))?.apply(&self.kv))
+    }
+
+    /// `(B, n, D)` -> `(B, heads, n, D/heads)`.
+    pub fn split_heads(&self, t: &Tensor) -> Result<Tensor> {
+        let (b, n, d) = t.size3()?;
+        Ok(t.f_reshape([b, n, self.heads, d / self.heads])?.f_transpose(1, 2)?)
+    }
+
+    /// `x`: `(B, D, h, w)`, `pix`: the slice's pixels `(B, 3, h, w)` -> the residual update `(B, D, h, w)`.
+    pub fn forward(&self, x: &Tensor, pix: &Tensor) -> Result<Tensor> {
         let (b, d, h, w) = x.size4()?;
         let n = h * w;
         let t = x.f_flatten(2, 3)?.f_transpose(1, 2)?; // (B, n, D)
-        let t = t.f_add(&self.pos)?.apply(&self.norm);
-        let dh = d / self.heads;
-        let qkv = t.apply(&self.qkv).f_reshape([b, n, 3, self.heads, dh])?.f_permute([2, 0, 3, 1, 4])?;
-        let (q, k, v) = (qkv.f_get(0)?, qkv.f_get(1)?, qkv.f_get(2)?);
-        let causal = Tensor::f_ones([n, n], (Kind::Bool, x.device()))?.f_tril(0)?;
-        let y = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(&causal), 0.0, false, None::<f64>, false)?;
-        let y = y.f_permute([0, 2, 1, 3])?.f_reshape([b, n, d])?.apply(&self.out);
+        let p = pix.f_flatten(2, 3)?.f_transpose(1, 2)?; // (B, n, 3)
+        let f = self.features(&t, &self.pos)?;
+        let q = self.split_heads(&f.apply(&self.q))?;
+        let kv = Tensor::f_cat(&[self.sink.f_reshape([1, 1, 2 * d])?.f_expand([b, 1, 2 * d], false)?, self.keys_values(&f, &p)?], 1)?;
+        let k = self.split_heads(&kv.f_narrow(2, 0, d)?)?;
+        let v = self.split_heads(&kv.f_narrow(2, d, d)?)?;
+        // Query p sees the sink (column 0) and keys q < p (column q + 1).
+        let mask = Tensor::f_ones([n, n + 1], (Kind::Bool, x.device()))?.f_tril(0)?;
+        let y = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, None::<f64>, false)?;
+        let y = y.f_transpose(1, 2)?.f_reshape([b, n, d])?.apply(&self.out);
         Ok(y.f_transpose(1, 2)?.f_reshape([b, d, h, w])?)
     }
 }
