@@ -30,3 +30,14 @@ demo: build
 	mkdir -p out
 	$(SPN) generate --count 16 --seed 1 --grid out/demo.png --out out/demo
 	@echo "wrote out/demo.png"
+
+# The emoji data set (npm package emoji-datasource-google 16.0.0), composited on white and split.
+EMOJI_VERSION := 16.0.0
+data: data/emoji/.done
+data/emoji/.done: | build
+	mkdir -p data/cache
+	test -f data/cache/emoji-datasource-google-$(EMOJI_VERSION).tgz || \
+	  (cd data/cache && npm pack --silent emoji-datasource-google@$(EMOJI_VERSION))
+	rm -rf data/cache/package && tar xzf data/cache/emoji-datasource-google-$(EMOJI_VERSION).tgz -C data/cache package/img/google/64
+	$(SPN) data --src data/cache/package/img/google/64 --out data/emoji
+	touch $@

@@ -1,5 +1,5 @@
-//! Makes binaries, tests and shared libraries of this crate start without `LD_LIBRARY_PATH`, and keeps
-//! `libtorch_cuda` linked so that CUDA is found where a GPU exists (the linker drops it as unused otherwise).
+// Makes binaries, tests and shared libraries of this crate start without `LD_LIBRARY_PATH`, and keeps
+// `libtorch_cuda` linked so that CUDA is found where a GPU exists (the linker drops it as unused otherwise).
 use std::path::Path;
 
 fn main() {
@@ -11,6 +11,9 @@ fn main() {
     println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
     let cuda = Path::new(&lib).join("libtorch_cuda.so");
     if cuda.exists() {
-        println!("cargo:rustc-link-arg=-Wl,--no-as-needed,{},--as-needed", cuda.display());
+        println!(
+            "cargo:rustc-link-arg=-Wl,--no-as-needed,{},--as-needed",
+            cuda.display()
+        );
     }
 }

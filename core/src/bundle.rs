@@ -34,14 +34,25 @@ pub struct Contents {
 }
 
 fn bundle_err(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Bundle { path: path.to_path_buf(), msg: msg.into() }
+    Error::Bundle {
+        path: path.to_path_buf(),
+        msg: msg.into(),
+    }
 }
 
 /// Writes named f32 tensors and string metadata to `path` atomically (temp file + rename).
-pub fn write(path: &Path, meta: HashMap<String, String>, tensors: &[(String, Tensor)]) -> Result<()> {
+pub fn write(
+    path: &Path,
+    meta: HashMap<String, String>,
+    tensors: &[(String, Tensor)],
+) -> Result<()> {
     let mut bufs = Vec::with_capacity(tensors.len());
     for (name, t) in tensors {
-        let t = t.f_detach()?.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Float)?.f_contiguous()?;
+        let t = t
+            .f_detach()?
+            .f_to_device(tch::Device::Cpu)?
+            .f_to_kind(Kind::Float)?
+            .f_contiguous()?;
         let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
         let v = Vec::<f32>::try_from(t.f_flatten(0, -1)?)?;
         let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
@@ -55,7 +66,8 @@ pub fn write(path: &Path, meta: HashMap<String, String>, tensors: &[(String, Ten
                 .map_err(|e| bundle_err(path, format!("{e:?}")))
         })
         .collect::<Result<Vec<_>>>()?;
-    let data = safetensors::serialize(views, &Some(meta)).map_err(|e| bundle_err(path, format!("{e:?}")))?;
+    let data = safetensors::serialize(views, &Some(meta))
+        .map_err(|e| bundle_err(path, format!("{e:?}")))?;
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -75,20 +87,31 @@ pub fn read(path: &Path) -> Result<Contents> {
         .map_err(|e| bundle_err(path, format!("not a safetensors file or damaged: {e:?}")))?;
     let meta = md.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
-        return Err(bundle_err(path, "not an spn bundle (no 'format: spn-bundle' in its header)"));
+        return Err(bundle_err(
+            path,
+            "not an spn bundle (no 'format: spn-bundle' in its header)",
+        ));
     }
     let version: u32 = meta
         .get("format_version")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| bundle_err(path, "missing or invalid format_version"))?;
     if version > FORMAT_VERSION {
-        return Err(Error::BundleVersion { path: path.to_path_buf(), found: version, supported: FORMAT_VERSION });
+        return Err(Error::BundleVersion {
+            path: path.to_path_buf(),
+            found: version,
+            supported: FORMAT_VERSION,
+        });
     }
-    let st = SafeTensors::deserialize(&data).map_err(|e| bundle_err(path, format!("damaged: {e:?}")))?;
+    let st =
+        SafeTensors::deserialize(&data).map_err(|e| bundle_err(path, format!("damaged: {e:?}")))?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
-            return Err(bundle_err(path, format!("tensor {name} has dtype {:?}, expected F32", view.dtype())));
+            return Err(bundle_err(
+                path,
+                format!("tensor {name} has dtype {:?}, expected F32", view.dtype()),
+            ));
         }
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, Kind::Float)?;
@@ -102,17 +125,32 @@ pub fn base_meta(config: &PipelineConfig, info: &TrainingInfo) -> Result<HashMap
     let mut m = HashMap::new();
     m.insert("format".into(), FORMAT.into());
     m.insert("format_version".into(), FORMAT_VERSION.to_string());
-    m.insert("config".into(), serde_json::to_string(config).map_err(|e| Error::Other(e.to_string()))?);
-    m.insert("training".into(), serde_json::to_string(info).map_err(|e| Error::Other(e.to_string()))?);
+    m.insert(
+        "config".into(),
+        serde_json::to_string(config).map_err(|e| Error::Other(e.to_string()))?,
+    );
+    m.insert(
+        "training".into(),
+        serde_json::to_string(info).map_err(|e| Error::Other(e.to_string()))?,
+    );
     Ok(m)
 }
 
-pub fn parse_meta(path: &Path, meta: &HashMap<String, String>) -> Result<(PipelineConfig, TrainingInfo)> {
-    let config: PipelineConfig = serde_json::from_str(meta.get("config").ok_or_else(|| bundle_err(path, "no config"))?)
-        .map_err(|e| bundle_err(path, format!("bad config: {e}")))?;
-    config.validate().map_err(|e| bundle_err(path, e.to_string()))?;
+pub fn parse_meta(
+    path: &Path,
+    meta: &HashMap<String, String>,
+) -> Result<(PipelineConfig, TrainingInfo)> {
+    let config: PipelineConfig = serde_json::from_str(
+        meta.get("config")
+            .ok_or_else(|| bundle_err(path, "no config"))?,
+    )
+    .map_err(|e| bundle_err(path, format!("bad config: {e}")))?;
+    config
+        .validate()
+        .map_err(|e| bundle_err(path, e.to_string()))?;
     let info = match meta.get("training") {
-        Some(t) => serde_json::from_str(t).map_err(|e| bundle_err(path, format!("bad training record: {e}")))?,
+        Some(t) => serde_json::from_str(t)
+            .map_err(|e| bundle_err(path, format!("bad training record: {e}")))?,
         None => TrainingInfo::default(),
     };
     Ok((config, info))

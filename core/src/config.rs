@@ -196,7 +196,8 @@ impl PipelineConfig {
         let text = std::fs::read_to_string(path)
             .map_err(|e| Error::config(format!("cannot read {}: {e}", path.display())))?;
         let c: Self = if path.extension().is_some_and(|e| e == "json") {
-            serde_json::from_str(&text).map_err(|e| Error::config(format!("{}: {e}", path.display())))?
+            serde_json::from_str(&text)
+                .map_err(|e| Error::config(format!("{}: {e}", path.display())))?
         } else {
             toml::from_str(&text).map_err(|e| Error::config(format!("{}: {e}", path.display())))?
         };
@@ -207,7 +208,10 @@ impl PipelineConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::config(format!("{}: {m}", self.name)));
         if self.height < 1 || self.width < 1 || self.height > 4096 || self.width > 4096 {
-            return bad(format!("image size {}x{} must be in 1..=4096", self.height, self.width));
+            return bad(format!(
+                "image size {}x{} must be in 1..=4096",
+                self.height, self.width
+            ));
         }
         if self.scale < 1 || self.height % self.scale != 0 || self.width % self.scale != 0 {
             return bad(format!(
@@ -221,18 +225,29 @@ impl PipelineConfig {
             }
             let (h, w) = (self.height / self.scale, self.width / self.scale);
             if self.small_scale < 1 || h % self.small_scale != 0 || w % self.small_scale != 0 {
-                return bad(format!("small_scale {} must divide the slice size {h}x{w}", self.small_scale));
+                return bad(format!(
+                    "small_scale {} must divide the slice size {h}x{w}",
+                    self.small_scale
+                ));
             }
         }
-        for net in [Some(&self.net), self.net_a.as_ref(), self.net_b.as_ref(), self.net_c.as_ref()]
-            .into_iter()
-            .flatten()
+        for net in [
+            Some(&self.net),
+            self.net_a.as_ref(),
+            self.net_b.as_ref(),
+            self.net_c.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
         {
             if net.channels < 1 || net.channels > 4096 {
                 return bad(format!("channels {} must be in 1..=4096", net.channels));
             }
             if net.heads < 1 || net.channels % net.heads != 0 {
-                return bad(format!("heads {} must divide channels {}", net.heads, net.channels));
+                return bad(format!(
+                    "heads {} must divide channels {}",
+                    net.heads, net.channels
+                ));
             }
             if net.first_kernel < 1 || net.first_kernel % 2 == 0 {
                 return bad(format!("first_kernel {} must be odd", net.first_kernel));

@@ -9,7 +9,10 @@ pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp"];
 
 /// Opens an image file as 8-bit RGB, compositing any alpha over white.
 pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let img = image::open(path).map_err(|e| Error::Image { path: path.to_path_buf(), msg: e.to_string() })?;
+    let img = image::open(path).map_err(|e| Error::Image {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
     Ok(composite_on_white(&img))
 }
 
@@ -34,15 +37,24 @@ pub fn fit(img: RgbImage, height: u32, width: u32) -> RgbImage {
     } else {
         (w, (w * height as u64 / width as u64).max(1))
     };
-    let cropped = image::imageops::crop_imm(&img, ((w - cw) / 2) as u32, ((h - ch) / 2) as u32, cw as u32, ch as u32)
-        .to_image();
+    let cropped = image::imageops::crop_imm(
+        &img,
+        ((w - cw) / 2) as u32,
+        ((h - ch) / 2) as u32,
+        cw as u32,
+        ch as u32,
+    )
+    .to_image();
     image::imageops::resize(&cropped, width, height, FilterType::Lanczos3)
 }
 
 /// `(3, H, W)` uint8 tensor of an image.
 pub fn to_tensor(img: &RgbImage) -> Result<Tensor> {
     let (w, h) = (img.width() as i64, img.height() as i64);
-    Ok(Tensor::f_from_slice(img.as_raw())?.f_view([h, w, 3])?.f_permute([2, 0, 1])?.f_contiguous()?)
+    Ok(Tensor::f_from_slice(img.as_raw())?
+        .f_view([h, w, 3])?
+        .f_permute([2, 0, 1])?
+        .f_contiguous()?)
 }
 
 /// An image from a `(3, H, W)` tensor with values in 0..=255.
@@ -51,19 +63,30 @@ pub fn from_tensor(t: &Tensor) -> Result<RgbImage> {
     if c != 3 {
         return Err(Error::input(format!("expected 3 channels, got {c}")));
     }
-    let t = t.f_to_device(tch::Device::Cpu)?.f_clamp(0, 255)?.f_to_kind(Kind::Uint8)?.f_permute([1, 2, 0])?.f_contiguous()?;
+    let t = t
+        .f_to_device(tch::Device::Cpu)?
+        .f_clamp(0, 255)?
+        .f_to_kind(Kind::Uint8)?
+        .f_permute([1, 2, 0])?
+        .f_contiguous()?;
     let v = Vec::<u8>::try_from(t.f_flatten(0, -1)?)?;
-    RgbImage::from_raw(w as u32, h as u32, v).ok_or_else(|| Error::Other("image buffer size".into()))
+    RgbImage::from_raw(w as u32, h as u32, v)
+        .ok_or_else(|| Error::Other("image buffer size".into()))
 }
 
 /// Stable 64-bit FNV-1a hash, so the split never changes between versions or machines.
 fn fnv1a(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// Whether a file belongs to the held-out split (by its file name only, not its folder).
 pub fn is_heldout(path: &Path, heldout_percent: u32) -> bool {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     fnv1a(&name) % 100 < heldout_percent as u64
 }
 
@@ -75,7 +98,9 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             p.is_file()
-                && p.extension().is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str()))
+                && p.extension().is_some_and(|e| {
+                    IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str())
+                })
         })
         .collect();
     v.sort();
@@ -121,11 +146,21 @@ pub fn codec_sizes(img: &RgbImage) -> Result<(usize, usize)> {
         image::codecs::png::CompressionType::Best,
         image::codecs::png::FilterType::Adaptive,
     )
-    .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
+    .write_image(
+        img.as_raw(),
+        img.width(),
+        img.height(),
+        image::ExtendedColorType::Rgb8,
+    )
     .map_err(|e| Error::Other(format!("png encode: {e}")))?;
     let mut webp = Vec::new();
     image::codecs::webp::WebPEncoder::new_lossless(&mut webp)
-        .write_image(img.as_raw(), img.width(), img.height(), image::ExtendedColorType::Rgb8)
+        .write_image(
+            img.as_raw(),
+            img.width(),
+            img.height(),
+            image::ExtendedColorType::Rgb8,
+        )
         .map_err(|e| Error::Other(format!("webp encode: {e}")))?;
     Ok((png.len(), webp.len()))
 }
@@ -137,8 +172,11 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     };
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new().suffix(".png").tempfile_in(dir)?;
-    img.write_to(&mut std::io::BufWriter::new(tmp.as_file_mut()), image::ImageFormat::Png)
-        .map_err(|e| Error::Other(format!("cannot write {}: {e}", path.display())))?;
+    img.write_to(
+        &mut std::io::BufWriter::new(tmp.as_file_mut()),
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| Error::Other(format!("cannot write {}: {e}", path.display())))?;
     tmp.persist(path).map_err(|e| Error::Io(e.error))?;
     Ok(())
 }

@@ -12,7 +12,11 @@ pub enum Error {
     #[error("bad model bundle {path}: {msg}")]
     Bundle { path: PathBuf, msg: String },
     #[error("unsupported bundle format version {found} in {path} (this build reads up to {supported}); upgrade spn")]
-    BundleVersion { path: PathBuf, found: u32, supported: u32 },
+    BundleVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
     #[error("{0}")]
     Io(#[from] std::io::Error),
     #[error("libtorch: {0}")]

@@ -35,8 +35,17 @@ impl Pipeline {
     pub fn new(config: PipelineConfig, device: Device) -> Result<Self> {
         config.validate()?;
         let vs = nn::VarStore::new(device);
-        let stages = config.stages().iter().map(|s| SpnNet::new(vs.root() / s.kind.name(), s)).collect();
-        Ok(Self { config, vs, stages, info: TrainingInfo::default() })
+        let stages = config
+            .stages()
+            .iter()
+            .map(|s| SpnNet::new(vs.root() / s.kind.name(), s))
+            .collect();
+        Ok(Self {
+            config,
+            vs,
+            stages,
+            info: TrainingInfo::default(),
+        })
     }
 
     pub fn device(&self) -> Device {
@@ -85,14 +94,23 @@ impl Pipeline {
         tensors: &std::collections::BTreeMap<String, Tensor>,
         prefix: &str,
     ) -> Result<()> {
-        let err = |m: String| Error::Bundle { path: path.to_path_buf(), msg: m };
+        let err = |m: String| Error::Bundle {
+            path: path.to_path_buf(),
+            msg: m,
+        };
         let vars = self.vs.variables();
         for (name, var) in &vars {
-            let src = tensors
-                .get(&format!("{prefix}{name}"))
-                .ok_or_else(|| err(format!("missing weight '{name}': the bundle does not match its config")))?;
+            let src = tensors.get(&format!("{prefix}{name}")).ok_or_else(|| {
+                err(format!(
+                    "missing weight '{name}': the bundle does not match its config"
+                ))
+            })?;
             if src.size() != var.size() {
-                return Err(err(format!("weight '{name}' has shape {:?}, expected {:?}", src.size(), var.size())));
+                return Err(err(format!(
+                    "weight '{name}' has shape {:?}, expected {:?}",
+                    src.size(),
+                    var.size()
+                )));
             }
             let mut var = var.shallow_clone();
             tch::no_grad(|| var.f_copy_(src))?;
@@ -120,10 +138,18 @@ impl Pipeline {
         }
         let x = x.f_to_kind(Kind::Int64)?.f_to_device(self.device())?;
         Ok(match self.config.msb_bits {
-            None => Parts { full: Some(Values::Hard(x)), msb: None, lsb: None },
+            None => Parts {
+                full: Some(Values::Hard(x)),
+                msb: None,
+                lsb: None,
+            },
             Some(b) => {
                 let (m, l) = crate::subscale::split_depth(&x, b)?;
-                Parts { full: None, msb: Some(Values::Hard(m)), lsb: Some(Values::Hard(l)) }
+                Parts {
+                    full: None,
+                    msb: Some(Values::Hard(m)),
+                    lsb: Some(Values::Hard(l)),
+                }
             }
         })
     }
@@ -136,12 +162,27 @@ impl Pipeline {
             .map(|st| {
                 let s = &st.spec;
                 Ok(match s.kind {
-                    StageKind::Full => (parts.full.as_ref().ok_or_else(missing)?.to_slices(s.scale)?, None),
+                    StageKind::Full => (
+                        parts
+                            .full
+                            .as_ref()
+                            .ok_or_else(missing)?
+                            .to_slices(s.scale)?,
+                        None,
+                    ),
                     StageKind::Small => {
                         let m = parts.msb.as_ref().ok_or_else(missing)?;
-                        (m.to_slices(self.config.scale)?.select_slice(0)?.to_slices(s.scale)?, None)
+                        (
+                            m.to_slices(self.config.scale)?
+                                .select_slice(0)?
+                                .to_slices(s.scale)?,
+                            None,
+                        )
                     }
-                    StageKind::SizeUp => (parts.msb.as_ref().ok_or_else(missing)?.to_slices(s.scale)?, None),
+                    StageKind::SizeUp => (
+                        parts.msb.as_ref().ok_or_else(missing)?.to_slices(s.scale)?,
+                        None,
+                    ),
                     StageKind::DepthUp => (
                         parts.lsb.as_ref().ok_or_else(missing)?.to_slices(s.scale)?,
                         Some(parts.msb.as_ref().ok_or_else(missing)?.to_slices(s.scale)?),
@@ -153,7 +194,12 @@ impl Pipeline {
 
     /// Exact NLL (nats) of every sub-pixel a stage predicts, as a slice stack `(B, 3, S*S, h, w)`:
     /// one decoder pass per slice, each conditioned on the true earlier slices.
-    pub fn stage_nll_slices(&self, stage: usize, own: &Values, cond: Option<&Values>) -> Result<Tensor> {
+    pub fn stage_nll_slices(
+        &self,
+        stage: usize,
+        own: &Values,
+        cond: Option<&Values>,
+    ) -> Result<Tensor> {
         let net = &self.stages[stage];
         let Values::Hard(own_t) = own else {
             return Err(Error::Other("exact NLL needs hard values".into()));
@@ -212,7 +258,13 @@ impl Pipeline {
 
     /// Unbiased one-slice-per-example estimate of each image's NLL per stage (nats), for training:
     /// the loss of one random target slice times the number of slices the stage predicts.
-    pub fn stage_loss(&self, stage: usize, own: &Values, cond: Option<&Values>, k: &Tensor) -> Result<Tensor> {
+    pub fn stage_loss(
+        &self,
+        stage: usize,
+        own: &Values,
+        cond: Option<&Values>,
+        k: &Tensor,
+    ) -> Result<Tensor> {
         let net = &self.stages[stage];
         let Values::Hard(own_t) = own else {
             return Err(Error::Other("training needs hard values".into()));
@@ -220,7 +272,9 @@ impl Pipeline {
         let logits = net.logits(own, cond, k)?;
         let target = Values::Hard(own_t.shallow_clone()).gather_slice(k)?;
         let n = (net.spec.slices() - net.spec.first_slice) as f64;
-        Ok(nll(&logits, target.tensor())?.f_sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Float)?.f_mul_scalar(n)?)
+        Ok(nll(&logits, target.tensor())?
+            .f_sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Float)?
+            .f_mul_scalar(n)?)
     }
 
     /// Nats -> bits per dimension of a full image.

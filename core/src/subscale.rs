@@ -27,7 +27,11 @@ pub fn to_slices(x: &Tensor, s: i64) -> Result<Tensor> {
 pub fn from_slices(x: &Tensor, s: i64) -> Result<Tensor> {
     let size = x.size();
     if size.len() != 5 || size[2] != s * s {
-        return Err(Error::input(format!("expected (B, C, {}, h, w) slices, got {:?}", s * s, size)));
+        return Err(Error::input(format!(
+            "expected (B, C, {}, h, w) slices, got {:?}",
+            s * s,
+            size
+        )));
     }
     let (b, c, h, w) = (size[0], size[1], size[3], size[4]);
     Ok(x.f_reshape([b, c * s * s, h, w])?.f_pixel_shuffle(s)?)
@@ -55,12 +59,17 @@ pub fn split_depth(x: &Tensor, b: u32) -> Result<(Tensor, Tensor)> {
 pub fn merge_depth(msb: &Tensor, lsb: &Tensor, b: u32) -> Result<Tensor> {
     check_bits(b)?;
     let shift = 8 - b as i64;
-    Ok(msb.f_to_kind(Kind::Int64)?.f_mul_scalar(1i64 << shift)?.f_add(&lsb.f_to_kind(Kind::Int64)?)?)
+    Ok(msb
+        .f_to_kind(Kind::Int64)?
+        .f_mul_scalar(1i64 << shift)?
+        .f_add(&lsb.f_to_kind(Kind::Int64)?)?)
 }
 
 fn check_bits(b: u32) -> Result<()> {
     if !(1..=8).contains(&b) {
-        return Err(Error::input(format!("bit depth split {b} must be in 1..=8")));
+        return Err(Error::input(format!(
+            "bit depth split {b} must be in 1..=8"
+        )));
     }
     Ok(())
 }
@@ -106,7 +115,10 @@ mod tests {
                         for q in 0..w / s {
                             let v = sl.int64_value(&[0, c, i * s + j, r, q]);
                             assert_eq!(v, x.int64_value(&[0, c, i + s * r, j + s * q]));
-                            assert_eq!(subscale_position(i + s * r, j + s * q, s), (i * s + j, r, q));
+                            assert_eq!(
+                                subscale_position(i + s * r, j + s * q, s),
+                                (i * s + j, r, q)
+                            );
                         }
                     }
                 }

@@ -17,20 +17,31 @@ fn check(config: PipelineConfig) {
     let opts = (Kind::Float, Device::Cpu);
     let x = Tensor::randint(256, [1, 3, h, w], (Kind::Int64, Device::Cpu));
     let onehot = |v: &Tensor, levels: i64| {
-        v.one_hot(levels).permute([0, 1, 4, 2, 3]).to_kind(Kind::Float).detach().set_requires_grad(true)
+        v.one_hot(levels)
+            .permute([0, 1, 4, 2, 3])
+            .to_kind(Kind::Float)
+            .detach()
+            .set_requires_grad(true)
     };
     // Leaves: [x] for the single stage, [m, l] for the pipeline.
     let (leaves, parts) = match config.msb_bits {
         None => {
             let lx = onehot(&x, 256);
-            let parts = Parts { full: Some(Values::Soft(lx.shallow_clone())), msb: None, lsb: None };
+            let parts = Parts {
+                full: Some(Values::Soft(lx.shallow_clone())),
+                msb: None,
+                lsb: None,
+            };
             (vec![lx], parts)
         }
         Some(b) => {
             let (m, l) = spn::subscale::split_depth(&x, b).unwrap();
             let (lm, ll) = (onehot(&m, 1 << b), onehot(&l, 1 << (8 - b)));
-            let parts =
-                Parts { full: None, msb: Some(Values::Soft(lm.shallow_clone())), lsb: Some(Values::Soft(ll.shallow_clone())) };
+            let parts = Parts {
+                full: None,
+                msb: Some(Values::Soft(lm.shallow_clone())),
+                lsb: Some(Values::Soft(ll.shallow_clone())),
+            };
             (vec![lm, ll], parts)
         }
     };
@@ -59,16 +70,25 @@ fn check(config: PipelineConfig) {
             }
         }
     }
-    let rank: Vec<Tensor> = leaves.iter().map(|_| Tensor::full([3, h, w], -1i64, (Kind::Int64, Device::Cpu))).collect();
+    let rank: Vec<Tensor> = leaves
+        .iter()
+        .map(|_| Tensor::full([3, h, w], -1i64, (Kind::Int64, Device::Cpu)))
+        .collect();
     for (n, o) in order.iter().enumerate() {
         let (l, ch, y, xx) = o.5;
         let _ = rank[l].get(ch).get(y).get(xx).fill_(n as i64);
     }
     for r in &rank {
-        assert!(r.min().int64_value(&[]) >= 0, "every sub-pixel appears in the order");
+        assert!(
+            r.min().int64_value(&[]) >= 0,
+            "every sub-pixel appears in the order"
+        );
     }
 
-    let anchor = leaves.iter().map(|l| l.sum(Kind::Float)).fold(Tensor::zeros([], opts), |a, b| a + b * 0.0);
+    let anchor = leaves
+        .iter()
+        .map(|l| l.sum(Kind::Float))
+        .fold(Tensor::zeros([], opts), |a, b| a + b * 0.0);
     let mut checked = 0;
     let mut n = 0usize;
     for (si, (own, cond)) in inputs.iter().enumerate() {
@@ -83,18 +103,28 @@ fn check(config: PipelineConfig) {
                     for ch in 0..3 {
                         let o = &order[n];
                         assert_eq!((o.0, o.1, o.2, o.3, o.4), (si, k, r, c, ch));
-                        let y = (logits.get(0).get(ch).select(1, r).select(1, c) * &proj).sum(Kind::Float) + &anchor;
+                        let y = (logits.get(0).get(ch).select(1, r).select(1, c) * &proj)
+                            .sum(Kind::Float)
+                            + &anchor;
                         let grads = Tensor::run_backward(&[y], &leaves, true, false);
                         let mut earlier_max = 0f64;
                         for (li, g) in grads.iter().enumerate() {
                             let g = g.abs().sum_dim_intlist(2, false, Kind::Double); // (1, 3, H, W)
                             let at_or_after = g.get(0).masked_select(&rank[li].ge(n as i64));
-                            let leak = if at_or_after.numel() > 0 { at_or_after.max().double_value(&[]) } else { 0.0 };
-                            assert_eq!(leak, 0.0, "stage {si} slice {k} ({r},{c}) ch {ch} sees the future");
+                            let leak = if at_or_after.numel() > 0 {
+                                at_or_after.max().double_value(&[])
+                            } else {
+                                0.0
+                            };
+                            assert_eq!(
+                                leak, 0.0,
+                                "stage {si} slice {k} ({r},{c}) ch {ch} sees the future"
+                            );
                             if n > 0 {
                                 let prev = &order[n - 1].5;
                                 if prev.0 == li {
-                                    earlier_max = earlier_max.max(g.double_value(&[0, prev.1, prev.2, prev.3]));
+                                    earlier_max = earlier_max
+                                        .max(g.double_value(&[0, prev.1, prev.2, prev.3]));
                                 }
                             }
                         }

@@ -40,7 +40,13 @@ impl MaskedDecoder {
             .collect();
         Self {
             input: MaskedConv2d::new(&vs / "input", 3, d, net.first_kernel, false),
-            context: nn::conv2d(&vs / "context", d, 2 * d * net.decoder_blocks.max(1), 1, Default::default()),
+            context: nn::conv2d(
+                &vs / "context",
+                d,
+                2 * d * net.decoder_blocks.max(1),
+                1,
+                Default::default(),
+            ),
             blocks,
             channels: d,
         }
@@ -54,8 +60,15 @@ impl MaskedDecoder {
         let mut x = self.input.forward(x)?.f_add(ctx)?;
         let proj = self.context.forward(ctx);
         for (i, block) in self.blocks.iter().enumerate() {
-            let hcat = block.conv.forward(&x)?.f_add(&proj.f_narrow(1, 2 * d * i as i64, 2 * d)?)?;
-            let gate = hcat.f_narrow(1, 0, d)?.f_tanh()?.f_mul(&hcat.f_narrow(1, d, d)?.f_sigmoid()?)?;
+            let hcat =
+                block
+                    .conv
+                    .forward(&x)?
+                    .f_add(&proj.f_narrow(1, 2 * d * i as i64, 2 * d)?)?;
+            let gate = hcat
+                .f_narrow(1, 0, d)?
+                .f_tanh()?
+                .f_mul(&hcat.f_narrow(1, d, d)?.f_sigmoid()?)?;
             x = x.f_add(&block.out.forward(&gate))?;
             if let Some(att) = &block.attention {
                 x = x.f_add(&att.forward(&x, pix)?)?;

@@ -14,7 +14,18 @@ pub struct SliceEmbedder {
 impl SliceEmbedder {
     pub fn new(vs: nn::Path, spec: &StageSpec) -> Self {
         let d = spec.net.channels;
-        let conv = |p: nn::Path, cin| nn::conv2d(p, cin, d, 3, nn::ConvConfig { padding: 1, ..Default::default() });
+        let conv = |p: nn::Path, cin| {
+            nn::conv2d(
+                p,
+                cin,
+                d,
+                3,
+                nn::ConvConfig {
+                    padding: 1,
+                    ..Default::default()
+                },
+            )
+        };
         let blocks = (0..spec.net.embed_blocks)
             .map(|i| {
                 let b = &vs / "blocks" / i;
@@ -30,7 +41,9 @@ impl SliceEmbedder {
 
     /// `cond`: `(B, cond_channels, h, w)`, `k`: `(B,)` target slice indices -> context `(B, D, h, w)`.
     pub fn forward(&self, cond: &Tensor, k: &Tensor) -> Result<Tensor> {
-        let meta = Tensor::f_embedding(&self.meta.ws, k, -1, false, false)?.f_unsqueeze(-1)?.f_unsqueeze(-1)?;
+        let meta = Tensor::f_embedding(&self.meta.ws, k, -1, false, false)?
+            .f_unsqueeze(-1)?
+            .f_unsqueeze(-1)?;
         let mut x = self.input.forward(cond).f_add(&meta)?;
         for (c1, c2) in &self.blocks {
             let y = c2.forward(&c1.forward(&x.f_relu()?).f_relu()?);

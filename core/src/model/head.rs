@@ -37,7 +37,9 @@ impl ChannelHead {
         let h = match c {
             0 => t.shallow_clone(),
             1 => t.f_add(&earlier[0].embed(&self.r_to_g)?)?,
-            _ => t.f_add(&earlier[0].embed(&self.r_to_b)?)?.f_add(&earlier[1].embed(&self.g_to_b)?)?,
+            _ => t
+                .f_add(&earlier[0].embed(&self.r_to_b)?)?
+                .f_add(&earlier[1].embed(&self.g_to_b)?)?,
         };
         Ok(self.out[c].forward(&h.f_relu()?))
     }
@@ -48,7 +50,10 @@ impl ChannelHead {
         let earlier = [target.channel(0)?, target.channel(1)?];
         let mut out = Vec::with_capacity(3);
         for c in 0..3 {
-            out.push(self.channel_logits(&t, c, &earlier)?.f_permute([0, 3, 1, 2])?);
+            out.push(
+                self.channel_logits(&t, c, &earlier)?
+                    .f_permute([0, 3, 1, 2])?,
+            );
         }
         Ok(Tensor::f_stack(&out, 1)?)
     }

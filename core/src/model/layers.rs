@@ -14,7 +14,11 @@ pub struct MaskedConv2d {
 
 impl MaskedConv2d {
     pub fn new(vs: nn::Path, cin: i64, cout: i64, kernel: i64, include_center: bool) -> Self {
-        let weight = vs.var("weight", &[cout, cin, kernel, kernel], nn::init::DEFAULT_KAIMING_UNIFORM);
+        let weight = vs.var(
+            "weight",
+            &[cout, cin, kernel, kernel],
+            nn::init::DEFAULT_KAIMING_UNIFORM,
+        );
         let bias = vs.zeros("bias", &[cout]);
         let c = kernel / 2;
         let mut m = vec![0f32; (kernel * kernel) as usize];
@@ -24,8 +28,15 @@ impl MaskedConv2d {
                 m[(r * kernel + q) as usize] = if visible { 1.0 } else { 0.0 };
             }
         }
-        let mask = Tensor::from_slice(&m).view([1, 1, kernel, kernel]).to_device(vs.device());
-        Self { weight, bias, mask, kernel }
+        let mask = Tensor::from_slice(&m)
+            .view([1, 1, kernel, kernel])
+            .to_device(vs.device());
+        Self {
+            weight,
+            bias,
+            mask,
+            kernel,
+        }
     }
 
     pub fn masked_weight(&self) -> Result<Tensor> {
@@ -34,7 +45,14 @@ impl MaskedConv2d {
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let p = self.kernel / 2;
-        Ok(x.f_conv2d(&self.masked_weight()?, Some(&self.bias), [1, 1], [p, p], [1, 1], 1)?)
+        Ok(x.f_conv2d(
+            &self.masked_weight()?,
+            Some(&self.bias),
+            [1, 1],
+            [p, p],
+            [1, 1],
+            1,
+        )?)
     }
 }
 
@@ -62,8 +80,22 @@ impl CausalSelfAttention {
             kv: nn::linear(&vs / "kv", dim, 2 * dim, Default::default()),
             pixel: nn::linear(&vs / "pixel", 3, dim, Default::default()),
             out: nn::linear(&vs / "out", dim, dim, Default::default()),
-            pos: vs.var("pos", &[positions, dim], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
-            sink: vs.var("sink", &[2, dim], nn::Init::Randn { mean: 0.0, stdev: 0.02 }),
+            pos: vs.var(
+                "pos",
+                &[positions, dim],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            ),
+            sink: vs.var(
+                "sink",
+                &[2, dim],
+                nn::Init::Randn {
+                    mean: 0.0,
+                    stdev: 0.02,
+                },
+            ),
             heads,
         }
     }
@@ -81,7 +113,8 @@ impl CausalSelfAttention {
     /// `(B, n, D)` -> `(B, heads, n, D/heads)`.
     pub fn split_heads(&self, t: &Tensor) -> Result<Tensor> {
         let (b, n, d) = t.size3()?;
-        Ok(t.f_reshape([b, n, self.heads, d / self.heads])?.f_transpose(1, 2)?)
+        Ok(t.f_reshape([b, n, self.heads, d / self.heads])?
+            .f_transpose(1, 2)?)
     }
 
     /// `x`: `(B, D, h, w)`, `pix`: the slice's pixels `(B, 3, h, w)` -> the residual update `(B, D, h, w)`.
@@ -92,12 +125,29 @@ impl CausalSelfAttention {
         let p = pix.f_flatten(2, 3)?.f_transpose(1, 2)?; // (B, n, 3)
         let f = self.features(&t, &self.pos)?;
         let q = self.split_heads(&f.apply(&self.q))?;
-        let kv = Tensor::f_cat(&[self.sink.f_reshape([1, 1, 2 * d])?.f_expand([b, 1, 2 * d], false)?, self.keys_values(&f, &p)?], 1)?;
+        let kv = Tensor::f_cat(
+            &[
+                self.sink
+                    .f_reshape([1, 1, 2 * d])?
+                    .f_expand([b, 1, 2 * d], false)?,
+                self.keys_values(&f, &p)?,
+            ],
+            1,
+        )?;
         let k = self.split_heads(&kv.f_narrow(2, 0, d)?)?;
         let v = self.split_heads(&kv.f_narrow(2, d, d)?)?;
         // Query p sees the sink (column 0) and keys q < p (column q + 1).
         let mask = Tensor::f_ones([n, n + 1], (Kind::Bool, x.device()))?.f_tril(0)?;
-        let y = Tensor::f_scaled_dot_product_attention(&q, &k, &v, Some(&mask), 0.0, false, None::<f64>, false)?;
+        let y = Tensor::f_scaled_dot_product_attention(
+            &q,
+            &k,
+            &v,
+            Some(&mask),
+            0.0,
+            false,
+            None::<f64>,
+            false,
+        )?;
         let y = y.f_transpose(1, 2)?.f_reshape([b, n, d])?.apply(&self.out);
         Ok(y.f_transpose(1, 2)?.f_reshape([b, d, h, w])?)
     }

@@ -39,9 +39,15 @@ impl SpnNet {
             .f_view([b, 1, n, 1, 1])?;
         let mut parts = vec![x.f_mul(&present)?.f_reshape([b, 3 * n, h, w])?];
         match (cond, self.spec.cond_bits) {
-            (Some(m), Some(bits)) => parts.push(m.normalized(1 << bits)?.f_reshape([b, 3 * n, h, w])?),
+            (Some(m), Some(bits)) => {
+                parts.push(m.normalized(1 << bits)?.f_reshape([b, 3 * n, h, w])?)
+            }
             (None, None) => {}
-            _ => return Err(Error::Other("stage conditioning does not match its spec".into())),
+            _ => {
+                return Err(Error::Other(
+                    "stage conditioning does not match its spec".into(),
+                ))
+            }
         }
         Ok(Tensor::f_cat(&parts, 1)?)
     }
@@ -59,7 +65,9 @@ impl SpnNet {
     }
 
     pub fn logits_with_context(&self, ctx: &Tensor, target: &Values) -> Result<Tensor> {
-        let trunk = self.decoder.forward(&target.normalized(self.spec.levels())?, ctx)?;
+        let trunk = self
+            .decoder
+            .forward(&target.normalized(self.spec.levels())?, ctx)?;
         self.head.forward(&trunk, target)
     }
 }
@@ -67,5 +75,8 @@ impl SpnNet {
 /// Negative log-likelihood in nats of every sub-pixel: logits `(B, 3, L, h, w)`, targets `(B, 3, h, w)`.
 pub fn nll(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
     let lp = logits.f_log_softmax(2, Kind::Float)?;
-    Ok(lp.f_gather(2, &target.f_unsqueeze(2)?, false)?.f_squeeze_dim(2)?.f_neg()?)
+    Ok(lp
+        .f_gather(2, &target.f_unsqueeze(2)?, false)?
+        .f_squeeze_dim(2)?
+        .f_neg()?)
 }

@@ -37,7 +37,10 @@ pub fn from_slices_nd(x: &Tensor, s: i64) -> Result<Tensor> {
     let size = x.size();
     let n = size.len();
     if n < 3 || size[n - 3] != s * s {
-        return Err(Error::input(format!("expected (..., {}, h, w) slices, got {size:?}", s * s)));
+        return Err(Error::input(format!(
+            "expected (..., {}, h, w) slices, got {size:?}",
+            s * s
+        )));
     }
     let (h, w) = (size[n - 2], size[n - 1]);
     let lead: Vec<i64> = size[..n - 3].to_vec();
@@ -84,8 +87,11 @@ impl Values {
             view[0] = size[0];
             let mut expand = size.clone();
             expand[n - 3] = 1;
-            let idx = k.f_view(view.as_slice())?.f_expand(expand.as_slice(), false)?;
-            Ok(t.f_gather(n as i64 - 3, &idx, false)?.f_squeeze_dim(n as i64 - 3)?)
+            let idx = k
+                .f_view(view.as_slice())?
+                .f_expand(expand.as_slice(), false)?;
+            Ok(t.f_gather(n as i64 - 3, &idx, false)?
+                .f_squeeze_dim(n as i64 - 3)?)
         })
     }
 
@@ -98,7 +104,10 @@ impl Values {
     pub fn normalized(&self, levels: i64) -> Result<Tensor> {
         let scale = 2.0 / (levels - 1).max(1) as f64;
         match self {
-            Values::Hard(t) => Ok(t.f_to_kind(Kind::Float)?.f_mul_scalar(scale)?.f_sub_scalar(1.0)?),
+            Values::Hard(t) => Ok(t
+                .f_to_kind(Kind::Float)?
+                .f_mul_scalar(scale)?
+                .f_sub_scalar(1.0)?),
             Values::Soft(t) => {
                 let n = t.dim();
                 let mut view = vec![1i64; n];

@@ -1,0 +1,516 @@
+//! Training: one random target slice per example and stage, Adam with warm-up and cosine decay, global
+//! gradient clipping, optional EMA weights, periodic atomic checkpoints and exact resume.
+//!
+//! Every random choice of step t (the batch and the target slices) comes from an RNG seeded by (seed, t),
+//! so a resumed run continues exactly as the uninterrupted one would have.
+use crate::bundle::{self, TrainingInfo};
+use crate::config::PipelineConfig;
+use crate::data::{self, Split};
+use crate::error::{Error, Result};
+use crate::pipeline::Pipeline;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainOptions {
+    pub data: PathBuf,
+    pub out: PathBuf,
+    pub steps: u64,
+    pub batch_size: i64,
+    pub lr: f64,
+    pub warmup: u64,
+    pub clip: f64,
+    /// EMA decay of the weights written to the bundle (None: the raw weights).
+    pub ema: Option<f64>,
+    pub checkpoint_every: u64,
+    pub seed: u64,
+    pub heldout_percent: u32,
+    /// Stage names to train (`a`, `b`, `c`, `full`); empty: all.
+    pub stages: Vec<String>,
+    /// Held-out images evaluated exactly at the end (0: none).
+    pub eval_images: usize,
+}
+
+impl TrainOptions {
+    pub fn new(data: PathBuf, out: PathBuf, steps: u64) -> Self {
+        Self {
+            data,
+            out,
+            steps,
+            batch_size: 32,
+            lr: 2e-3,
+            warmup: 100,
+            clip: 1.0,
+            ema: None,
+            checkpoint_every: 200,
+            seed: 0,
+            heldout_percent: 5,
+            stages: vec![],
+            eval_images: 64,
+        }
+    }
+}
+
+/// Path of the training checkpoint that goes with a bundle.
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    let mut s = out.as_os_str().to_owned();
+    s.push(".ckpt");
+    PathBuf::from(s)
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct TrainState {
+    step: u64,
+    seconds: f64,
+    options: TrainOptions,
+}
+
+/// Reported after every step.
+pub struct Progress {
+    pub step: u64,
+    pub steps: u64,
+    /// Estimate of the trained stages' bits/dim on this step's batch.
+    pub bits_per_dim: f64,
+    pub images_per_sec: f64,
+}
+
+/// The outcome of a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// The step this run started from (0 unless resumed).
+    pub resumed_from: u64,
+    pub steps: u64,
+    pub seconds: f64,
+    pub images_per_sec: f64,
+    pub first_bits_per_dim: Option<f64>,
+    pub last_bits_per_dim: Option<f64>,
+    pub heldout_bits_per_dim: Option<f64>,
+    pub interrupted: bool,
+}
+
+struct Adam {
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+}
+
+pub struct Trainer {
+    pub pipeline: Pipeline,
+    opts: TrainOptions,
+    names: Vec<String>,
+    params: Vec<Tensor>,
+    adam: Adam,
+    ema: Option<Vec<Tensor>>,
+    step: u64,
+    seconds: f64,
+    train: Tensor,
+    train_count: usize,
+    heldout_files: Vec<PathBuf>,
+    stage_mask: Vec<bool>,
+}
+
+fn zeros_like(ts: &[Tensor]) -> Result<Vec<Tensor>> {
+    ts.iter()
+        .map(|t| Ok(t.f_zeros_like()?.f_detach()?))
+        .collect()
+}
+
+impl Trainer {
+    /// A new run (`config`) or, with `resume`, the run saved in the checkpoint beside `opts.out`.
+    pub fn new(
+        config: Option<PipelineConfig>,
+        mut opts: TrainOptions,
+        resume: bool,
+        device: Device,
+    ) -> Result<Self> {
+        if opts.steps == 0 || opts.batch_size < 1 {
+            return Err(Error::input("steps and batch size must be at least 1"));
+        }
+        let ckpt = checkpoint_path(&opts.out);
+        let resumed = if resume && ckpt.exists() {
+            Some(bundle::read(&ckpt)?)
+        } else {
+            if resume {
+                log::info!("no checkpoint at {}: starting a new run", ckpt.display());
+            } else if ckpt.exists() {
+                return Err(Error::input(format!(
+                    "{} exists: pass --resume to continue that run, or delete it to start over",
+                    ckpt.display()
+                )));
+            }
+            None
+        };
+        let (pipeline, step, seconds) = match &resumed {
+            Some(c) => {
+                let (cfg, info) = bundle::parse_meta(&ckpt, &c.meta)?;
+                if let Some(given) = &config {
+                    if given != &cfg {
+                        return Err(Error::input("the checkpoint was trained with another config; drop --preset/--config to resume it"));
+                    }
+                }
+                let state: TrainState = serde_json::from_str(
+                    c.meta.get("train_state").map(String::as_str).unwrap_or(""),
+                )
+                .map_err(|e| Error::Bundle {
+                    path: ckpt.clone(),
+                    msg: format!("bad train state: {e}"),
+                })?;
+                // Keep what the user may change on resume (more steps, checkpoint interval), the rest as saved.
+                let (steps, every) = (opts.steps, opts.checkpoint_every);
+                opts = state.options;
+                opts.steps = steps;
+                opts.checkpoint_every = every;
+                let mut p = Pipeline::new(cfg, device)?;
+                p.info = info;
+                p.load_weights(&ckpt, &c.tensors, "model.")?;
+                (p, state.step, state.seconds)
+            }
+            None => {
+                let cfg = config.ok_or_else(|| Error::input("give a preset or a config file"))?;
+                tch::manual_seed(opts.seed as i64);
+                (Pipeline::new(cfg, device)?, 0, 0.0)
+            }
+        };
+        let names_all: Vec<&str> = pipeline.specs().iter().map(|s| s.kind.name()).collect();
+        for s in &opts.stages {
+            if !names_all.contains(&s.as_str()) {
+                return Err(Error::input(format!(
+                    "unknown stage '{s}' (this model has: {})",
+                    names_all.join(", ")
+                )));
+            }
+        }
+        let stage_mask: Vec<bool> = names_all
+            .iter()
+            .map(|n| opts.stages.is_empty() || opts.stages.iter().any(|s| s == n))
+            .collect();
+        let (names, params): (Vec<String>, Vec<Tensor>) = pipeline
+            .named_weights()
+            .into_iter()
+            .filter(|(n, _)| {
+                let stage = n.split('.').next().unwrap_or("");
+                names_all
+                    .iter()
+                    .zip(&stage_mask)
+                    .any(|(s, &m)| m && *s == stage)
+            })
+            .unzip();
+        let mut adam = Adam {
+            m: zeros_like(&params)?,
+            v: zeros_like(&params)?,
+        };
+        let mut ema = match opts.ema {
+            Some(d) if !(0.0..1.0).contains(&d) => {
+                return Err(Error::input("EMA decay must be in [0, 1)"))
+            }
+            Some(_) => Some(
+                params
+                    .iter()
+                    .map(|p| p.f_detach()?.f_contiguous()?.f_mul_scalar(1.0))
+                    .collect::<Result<Vec<_>, _>>()?,
+            ),
+            None => None,
+        };
+        if let Some(c) = &resumed {
+            let get = |prefix: &str, n: &str| {
+                c.tensors
+                    .get(&format!("{prefix}{n}"))
+                    .map(|t| t.f_to_device(device))
+                    .transpose()?
+                    .ok_or_else(|| Error::Bundle {
+                        path: ckpt.clone(),
+                        msg: format!("checkpoint lacks {prefix}{n}"),
+                    })
+            };
+            for (i, n) in names.iter().enumerate() {
+                adam.m[i] = get("adam_m.", n)?;
+                adam.v[i] = get("adam_v.", n)?;
+                if let Some(e) = ema.as_mut() {
+                    e[i] = get("ema.", n)?;
+                }
+            }
+        }
+        let cfg = &pipeline.config;
+        let train_files = data::split_files(&opts.data, Split::Train, opts.heldout_percent)?;
+        if train_files.is_empty() {
+            return Err(Error::input(format!(
+                "no training images in {}",
+                opts.data.display()
+            )));
+        }
+        let train = data::load_batch(&train_files, cfg.height, cfg.width)?.f_to_device(device)?;
+        let heldout_files = data::split_files(&opts.data, Split::Heldout, opts.heldout_percent)?;
+        log::info!(
+            "{} training images, {} held out",
+            train_files.len(),
+            heldout_files.len()
+        );
+        Ok(Self {
+            pipeline,
+            opts,
+            names,
+            params,
+            adam,
+            ema,
+            step,
+            seconds,
+            train,
+            train_count: train_files.len(),
+            heldout_files,
+            stage_mask,
+        })
+    }
+
+    pub fn step(&self) -> u64 {
+        self.step
+    }
+
+    fn lr_at(&self, step: u64) -> f64 {
+        let o = &self.opts;
+        if step < o.warmup {
+            return o.lr * (step + 1) as f64 / o.warmup as f64;
+        }
+        let t = (step - o.warmup) as f64 / (o.steps.saturating_sub(o.warmup)).max(1) as f64;
+        o.lr * (0.1 + 0.9 * 0.5 * (1.0 + (std::f64::consts::PI * t.min(1.0)).cos()))
+    }
+
+    /// One optimisation step; returns the bits/dim estimate of the trained stages on the batch.
+    fn train_step(&mut self) -> Result<f64> {
+        let step = self.step;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            self.opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step,
+        );
+        let device = self.pipeline.device();
+        let b = self.opts.batch_size;
+        let idx: Vec<i64> = (0..b)
+            .map(|_| rng.gen_range(0..self.train_count as i64))
+            .collect();
+        let x = self
+            .train
+            .f_index_select(0, &Tensor::f_from_slice(&idx)?.f_to_device(device)?)?;
+        let parts = self.pipeline.decompose(&x)?;
+        let inputs = self.pipeline.stage_inputs(&parts)?;
+        let mut loss = Tensor::f_zeros([], (Kind::Float, device))?;
+        for (i, (own, cond)) in inputs.iter().enumerate() {
+            if !self.stage_mask[i] {
+                continue;
+            }
+            let spec = &self.pipeline.stages[i].spec;
+            let ks: Vec<i64> = (0..b)
+                .map(|_| rng.gen_range(spec.first_slice..spec.slices()))
+                .collect();
+            let k = Tensor::f_from_slice(&ks)?.f_to_device(device)?;
+            let nats = self.pipeline.stage_loss(i, own, cond.as_ref(), &k)?;
+            loss = loss.f_add(&nats.f_mean(Kind::Float)?)?;
+        }
+        let per_dim = loss.f_div_scalar(self.pipeline.config.dims() as f64)?;
+        for p in &self.params {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.f_zero_()?;
+            }
+        }
+        per_dim.f_backward()?;
+        let bpd = per_dim.f_double_value(&[])? / std::f64::consts::LN_2;
+        if !bpd.is_finite() {
+            return Err(Error::Other(format!(
+                "training diverged at step {step} (loss {bpd})"
+            )));
+        }
+        self.apply_update(step)?;
+        self.step += 1;
+        Ok(bpd)
+    }
+
+    fn apply_update(&mut self, step: u64) -> Result<()> {
+        let (b1, b2, eps) = (0.9f64, 0.99f64, 1e-8f64);
+        let lr = self.lr_at(step);
+        tch::no_grad(|| -> Result<()> {
+            let grads: Vec<Tensor> = self
+                .params
+                .iter()
+                .map(|p| {
+                    let g = p.grad();
+                    if g.defined() {
+                        Ok(g)
+                    } else {
+                        Ok(p.f_zeros_like()?)
+                    }
+                })
+                .collect::<Result<_>>()?;
+            let mut sq = 0f64;
+            for g in &grads {
+                sq += g.f_square()?.f_sum(Kind::Double)?.f_double_value(&[])?;
+            }
+            let norm = sq.sqrt();
+            let scale = if self.opts.clip > 0.0 && norm > self.opts.clip {
+                self.opts.clip / norm
+            } else {
+                1.0
+            };
+            let t = (step + 1) as i32;
+            let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+            for (i, p) in self.params.iter().enumerate() {
+                let g = grads[i].f_mul_scalar(scale)?;
+                let m = &mut self.adam.m[i];
+                let _ = m.f_mul_scalar_(b1)?.f_add_(&g.f_mul_scalar(1.0 - b1)?)?;
+                let v = &mut self.adam.v[i];
+                let _ = v
+                    .f_mul_scalar_(b2)?
+                    .f_add_(&g.f_square()?.f_mul_scalar(1.0 - b2)?)?;
+                let denom = v.f_div_scalar(c2)?.f_sqrt()?.f_add_scalar(eps)?;
+                let upd = m.f_div_scalar(c1)?.f_div(&denom)?.f_mul_scalar(lr)?;
+                let mut p = p.shallow_clone();
+                let _ = p.f_sub_(&upd)?;
+                if let (Some(e), Some(d)) = (self.ema.as_mut(), self.opts.ema) {
+                    let _ = e[i].f_mul_scalar_(d)?.f_add_(&p.f_mul_scalar(1.0 - d)?)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn info(&self) -> TrainingInfo {
+        TrainingInfo {
+            data: Some(self.opts.data.display().to_string()),
+            train_images: self.train_count,
+            heldout_images: self.heldout_files.len(),
+            steps: self.step,
+            batch_size: self.opts.batch_size,
+            seconds: self.seconds,
+            stages: self
+                .pipeline
+                .specs()
+                .iter()
+                .zip(&self.stage_mask)
+                .filter(|(_, &m)| m)
+                .map(|(s, _)| s.kind.name().to_string())
+                .collect(),
+            heldout_bits_per_dim: self.pipeline.info.heldout_bits_per_dim,
+            ema: self.ema.is_some(),
+        }
+    }
+
+    /// Writes the checkpoint (everything needed to resume) and the bundle (the weights to use), atomically.
+    pub fn save(&mut self) -> Result<()> {
+        self.pipeline.info = self.info();
+        let mut meta = bundle::base_meta(&self.pipeline.config, &self.pipeline.info)?;
+        let state = TrainState {
+            step: self.step,
+            seconds: self.seconds,
+            options: self.opts.clone(),
+        };
+        meta.insert(
+            "train_state".into(),
+            serde_json::to_string(&state).map_err(|e| Error::Other(e.to_string()))?,
+        );
+        let mut tensors: Vec<(String, Tensor)> = self
+            .pipeline
+            .named_weights()
+            .into_iter()
+            .map(|(n, t)| (format!("model.{n}"), t))
+            .collect();
+        for (i, n) in self.names.iter().enumerate() {
+            tensors.push((format!("adam_m.{n}"), self.adam.m[i].shallow_clone()));
+            tensors.push((format!("adam_v.{n}"), self.adam.v[i].shallow_clone()));
+            if let Some(e) = &self.ema {
+                tensors.push((format!("ema.{n}"), e[i].shallow_clone()));
+            }
+        }
+        bundle::write(&checkpoint_path(&self.opts.out), meta, &tensors)?;
+        self.write_bundle()
+    }
+
+    fn write_bundle(&self) -> Result<()> {
+        let mut weights = self.pipeline.named_weights();
+        if let Some(e) = &self.ema {
+            let by_name: HashMap<&str, &Tensor> = self
+                .names
+                .iter()
+                .map(String::as_str)
+                .zip(e.iter())
+                .collect();
+            for (n, t) in weights.iter_mut() {
+                if let Some(x) = by_name.get(n.as_str()) {
+                    *t = x.shallow_clone();
+                }
+            }
+        }
+        let meta = bundle::base_meta(&self.pipeline.config, &self.pipeline.info)?;
+        bundle::write(&self.opts.out, meta, &weights)
+    }
+
+    /// Trains until `opts.steps` or until `stop` is set; checkpoints periodically and at the end.
+    pub fn run(
+        &mut self,
+        stop: &AtomicBool,
+        mut progress: impl FnMut(&Progress),
+    ) -> Result<Report> {
+        let start_step = self.step;
+        let start = Instant::now();
+        let base_seconds = self.seconds;
+        let (mut first, mut last) = (None, None);
+        let mut interrupted = false;
+        while self.step < self.opts.steps {
+            if stop.load(Ordering::Relaxed) {
+                interrupted = true;
+                break;
+            }
+            let bpd = self.train_step()?;
+            first.get_or_insert(bpd);
+            last = Some(bpd);
+            self.seconds = base_seconds + start.elapsed().as_secs_f64();
+            let done = (self.step - start_step) as f64 * self.opts.batch_size as f64;
+            progress(&Progress {
+                step: self.step,
+                steps: self.opts.steps,
+                bits_per_dim: bpd,
+                images_per_sec: done / start.elapsed().as_secs_f64().max(1e-9),
+            });
+            if self.opts.checkpoint_every > 0
+                && self.step % self.opts.checkpoint_every == 0
+                && self.step < self.opts.steps
+            {
+                self.save()?;
+                log::info!("checkpoint at step {}", self.step);
+            }
+        }
+        let elapsed = start.elapsed().as_secs_f64();
+        let images_per_sec =
+            (self.step - start_step) as f64 * self.opts.batch_size as f64 / elapsed.max(1e-9);
+        self.save()?;
+        let mut heldout = None;
+        if !interrupted && self.opts.eval_images > 0 && !self.heldout_files.is_empty() {
+            let files: Vec<PathBuf> = self
+                .heldout_files
+                .iter()
+                .take(self.opts.eval_images)
+                .cloned()
+                .collect();
+            let model = Pipeline::load(&self.opts.out, self.pipeline.device())?;
+            let r = crate::eval::evaluate(&model, &files, self.opts.batch_size)?;
+            log::info!(
+                "held-out bits/dim {:.4} on {} images",
+                r.bits_per_dim,
+                r.images
+            );
+            heldout = Some(r.bits_per_dim);
+            self.pipeline.info.heldout_bits_per_dim = heldout;
+            self.write_bundle()?;
+        }
+        Ok(Report {
+            resumed_from: start_step,
+            steps: self.step,
+            seconds: self.seconds,
+            images_per_sec,
+            first_bits_per_dim: first,
+            last_bits_per_dim: last,
+            heldout_bits_per_dim: heldout,
+            interrupted,
+        })
+    }
+}

@@ -1,0 +1,2 @@
+// Same run path and CUDA linking as the core crate.
+include!("../core/build.rs");

@@ -1,0 +1,71 @@
+//! Helpers for the end-to-end tests: run the built `spn` binary the way a user does.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+pub fn fixtures() -> PathBuf {
+    root().join("tests/fixtures")
+}
+
+/// The `spn` binary of the same profile as this test (built by `make test` before the tests run).
+pub fn spn_bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile dir");
+    let bin = dir.join("spn");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first (`cargo build --release --bins`)",
+        bin.display()
+    );
+    bin
+}
+
+pub fn spn(args: &[&str]) -> Output {
+    Command::new(spn_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run spn")
+}
+
+/// Runs `spn` and returns stdout, failing the test with stderr when it fails.
+pub fn spn_ok(args: &[&str]) -> String {
+    let out = spn(args);
+    assert!(
+        out.status.success(),
+        "spn {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `spn`, expects failure, returns stderr.
+pub fn spn_err(args: &[&str]) -> String {
+    let out = spn(args);
+    assert!(
+        !out.status.success(),
+        "spn {args:?} should have failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!err.contains("panicked"), "spn {args:?} panicked: {err}");
+    err
+}
+
+pub fn json(s: &str) -> serde_json::Value {
+    serde_json::from_str(s.trim()).unwrap_or_else(|e| panic!("bad JSON ({e}): {s}"))
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}

@@ -1,0 +1,175 @@
+//! Training, resume, exact evaluation and scoring through the `spn` command line.
+use spn_tests::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn training_drives_bits_per_dim_far_below_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.spn");
+    let data = fixtures().join("emoji8");
+    let r = json(&spn_ok(&[
+        "train",
+        "--data",
+        s(&data),
+        "--preset",
+        "tiny",
+        "--steps",
+        "300",
+        "--batch-size",
+        "16",
+        "--lr",
+        "3e-3",
+        "--warmup",
+        "20",
+        "--seed",
+        "1",
+        "--out",
+        s(&model),
+        "--json",
+        "--device",
+        "cpu",
+    ]));
+    let first = r["first_bits_per_dim"].as_f64().unwrap();
+    assert!(
+        first > 8.0,
+        "an untrained model is no better than uniform: {first}"
+    );
+    let e = json(&spn_ok(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--data",
+        s(&data),
+        "--json",
+    ]));
+    let bpd = e["bits_per_dim"].as_f64().unwrap();
+    // Uniform over 256 levels is 8 bits/dim; the fixtures have lots of white, and a model that learned
+    // nothing about them stays near 8.
+    assert!(bpd < 4.5, "trained model reaches only {bpd} bits/dim");
+    assert_eq!(e["images"].as_u64(), Some(16));
+    for k in ["png_bits_per_dim", "webp_bits_per_dim"] {
+        assert!(e[k].as_f64().unwrap() > 0.0, "{k}");
+    }
+    let stages: f64 = e["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["bits_per_dim"].as_f64().unwrap())
+        .sum();
+    assert!((stages - bpd).abs() < 1e-9);
+
+    // The parallel NLL equals the sum of the per-sub-pixel bits that `spn score` reports.
+    let img = data.join("1f34e.png");
+    let sc = json(&spn_ok(&[
+        "score",
+        "--model",
+        s(&model),
+        "--image",
+        s(&img),
+        "--json",
+        "--heatmap",
+        s(&dir.path().join("h.png")),
+    ]));
+    let bits = sc["bits"].as_array().unwrap();
+    assert_eq!(bits.len(), 8 * 8 * 3);
+    let sum: f64 = bits.iter().map(|b| b.as_f64().unwrap()).sum();
+    let single = tempfile::tempdir().unwrap();
+    std::fs::copy(&img, single.path().join("x.png")).unwrap();
+    let e1 = json(&spn_ok(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--data",
+        s(single.path()),
+        "--json",
+    ]));
+    let total = e1["bits_per_dim"].as_f64().unwrap() * (8 * 8 * 3) as f64;
+    assert!(
+        (sum - total).abs() < 1e-3 * total,
+        "score sums to {sum} bits, eval says {total}"
+    );
+    assert!((sc["total_bits"].as_f64().unwrap() - total).abs() < 1e-3 * total);
+    assert!(dir.path().join("h.png").exists());
+
+    let info = json(&spn_ok(&["info", "--model", s(&model), "--json"]));
+    assert_eq!(info["training"]["steps"].as_u64(), Some(300));
+    assert!(info["parameters"].as_i64().unwrap() > 0);
+}
+
+fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
+    vec![
+        "train",
+        "--data",
+        data,
+        "--preset",
+        "tiny",
+        "--steps",
+        steps,
+        "--batch-size",
+        "8",
+        "--seed",
+        "3",
+        "--checkpoint-every",
+        "10",
+        "--eval-images",
+        "0",
+        "--ema",
+        "0.9",
+        "--out",
+        out,
+        "--json",
+        "--device",
+        "cpu",
+    ]
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_one() {
+    let data = fixtures().join("emoji8");
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.spn"), dir.path().join("b.spn"));
+    spn_ok(&train_args(s(&data), s(&a), "400"));
+
+    // Start the same run, kill -9 it once a checkpoint exists, and resume it.
+    let ckpt = dir.path().join("b.spn.ckpt");
+    let mut child = std::process::Command::new(spn_bin())
+        .args(train_args(s(&data), s(&b), "400"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = Instant::now();
+    while !ckpt.exists() && t0.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let killed = child.try_wait().unwrap().is_none();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        killed,
+        "the run finished before it could be killed; make it longer"
+    );
+    assert!(ckpt.exists());
+    // Without --resume an existing run is not silently overwritten.
+    let err = spn_err(&train_args(s(&data), s(&b), "400"));
+    assert!(err.contains("--resume"), "{err}");
+
+    let mut args = train_args(s(&data), s(&b), "400");
+    args.push("--resume");
+    let r = json(&spn_ok(&args));
+    let from = r["resumed_from"].as_u64().unwrap();
+    assert!(
+        from > 0 && from < 400 && from % 10 == 0,
+        "resumed from step {from}"
+    );
+    assert_eq!(r["steps"].as_u64(), Some(400));
+
+    let pa = spn::Pipeline::load(&a, tch::Device::Cpu).unwrap();
+    let pb = spn::Pipeline::load(&b, tch::Device::Cpu).unwrap();
+    for ((na, ta), (nb, tb)) in pa.named_weights().iter().zip(pb.named_weights().iter()) {
+        assert_eq!(na, nb);
+        let diff = (ta - tb).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{na} differs by {diff} after resume");
+    }
+}
