@@ -7,6 +7,7 @@ pub mod error;
 pub mod eval;
 pub mod model;
 pub mod pipeline;
+pub mod sampler;
 pub mod subscale;
 pub mod train;
 

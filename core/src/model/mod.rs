@@ -2,6 +2,7 @@
 pub mod decoder;
 pub mod embedder;
 pub mod head;
+pub mod incremental;
 pub mod layers;
 pub mod spn;
 pub mod values;

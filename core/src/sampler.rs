@@ -1,0 +1,567 @@
+//! The sampler: generate, complete, upscale size, upscale depth. Every job runs the pipeline's stages in
+//! subscale order, sub-pixel by sub-pixel, with known sub-pixels clamped to their values.
+//!
+//! Each image draws its random numbers from its own stream seeded by its seed, so an image depends on its
+//! seed only, never on the batch it was generated in.
+use crate::config::StageKind;
+use crate::error::{Error, Result};
+use crate::model::incremental::{SliceDecoder, StepWeights};
+use crate::model::values::{from_slices_nd, to_slices_nd};
+use crate::model::{SpnNet, Values};
+use crate::pipeline::Pipeline;
+use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tch::{Kind, Tensor};
+
+/// Stops a running job from any thread; checked before every pixel.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst)
+    }
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Decoding {
+    /// Per-layer caches: each step computes only the new position.
+    Incremental,
+    /// A full decoder pass per pixel: the reference the incremental path is tested against.
+    Naive,
+}
+
+#[derive(Clone, Debug)]
+pub struct SampleOptions {
+    pub temperature: f64,
+    pub batch_size: usize,
+    pub decoding: Decoding,
+}
+
+impl Default for SampleOptions {
+    fn default() -> Self {
+        Self {
+            temperature: 1.0,
+            batch_size: 16,
+            decoding: Decoding::Incremental,
+        }
+    }
+}
+
+/// Where a job is; reported once per row of every slice.
+#[derive(Clone, Debug)]
+pub struct SampleProgress {
+    pub batch: usize,
+    pub batches: usize,
+    pub stage: &'static str,
+    pub slice: i64,
+    pub row: i64,
+    pub rows: i64,
+    /// Rows done and in all, over the whole job.
+    pub done: u64,
+    pub total: u64,
+}
+
+/// The output of a job: `(N, 3, H, W)` uint8 images, and each one's bits under the model
+/// (-log2 p of the whole image, over the slices that were run).
+pub struct Samples {
+    pub images: Tensor,
+    pub bits: Vec<f64>,
+    pub seeds: Vec<u64>,
+}
+
+/// A job: start values and which sub-pixels are known, as MSB and LSB masks (for a single-stage model
+/// only their conjunction counts).
+struct Job {
+    init: Tensor,
+    known_msb: Tensor,
+    known_lsb: Tensor,
+    /// Also run (and score) slices whose sub-pixels are all known.
+    score_known: bool,
+}
+
+pub struct Sampler<'a> {
+    pipeline: &'a Pipeline,
+    weights: Vec<StepWeights>,
+    pub options: SampleOptions,
+}
+
+type ProgressFn<'p> = &'p mut dyn FnMut(&SampleProgress) -> bool;
+
+impl<'a> Sampler<'a> {
+    pub fn new(pipeline: &'a Pipeline, options: SampleOptions) -> Result<Self> {
+        if !(options.temperature > 0.0 && options.temperature.is_finite()) {
+            return Err(Error::input(format!(
+                "temperature must be > 0, got {}",
+                options.temperature
+            )));
+        }
+        if options.batch_size == 0 {
+            return Err(Error::input("batch size must be at least 1"));
+        }
+        let weights = tch::no_grad(|| {
+            pipeline
+                .stages
+                .iter()
+                .map(StepWeights::new)
+                .collect::<Result<Vec<_>>>()
+        })?;
+        Ok(Self {
+            pipeline,
+            weights,
+            options,
+        })
+    }
+
+    fn hw(&self) -> (i64, i64) {
+        (self.pipeline.config.height, self.pipeline.config.width)
+    }
+
+    fn check_seeds(seeds: &[u64]) -> Result<()> {
+        if seeds.is_empty() {
+            return Err(Error::input("count must be at least 1"));
+        }
+        Ok(())
+    }
+
+    fn bool_full(&self, n: usize, v: bool) -> Result<Tensor> {
+        let (h, w) = self.hw();
+        Ok(Tensor::f_full(
+            [n as i64, 3, h, w],
+            v as i64,
+            (Kind::Bool, tch::Device::Cpu),
+        )?)
+    }
+
+    /// New images, one per seed.
+    pub fn generate(
+        &self,
+        seeds: &[u64],
+        progress: ProgressFn,
+        cancel: &CancelToken,
+    ) -> Result<Samples> {
+        Self::check_seeds(seeds)?;
+        let (h, w) = self.hw();
+        let job = Job {
+            init: Tensor::f_zeros(
+                [seeds.len() as i64, 3, h, w],
+                (Kind::Int64, tch::Device::Cpu),
+            )?,
+            known_msb: self.bool_full(seeds.len(), false)?,
+            known_lsb: self.bool_full(seeds.len(), false)?,
+            score_known: false,
+        };
+        self.run(job, seeds, progress, cancel)
+    }
+
+    /// Completes `image` `(3, H, W)` where `known` `(H, W)` (bool) is false; known pixels are kept exactly.
+    pub fn complete(
+        &self,
+        image: &Tensor,
+        known: &Tensor,
+        seeds: &[u64],
+        progress: ProgressFn,
+        cancel: &CancelToken,
+    ) -> Result<Samples> {
+        Self::check_seeds(seeds)?;
+        let (h, w) = self.hw();
+        self.check_image(image, h, w, "image")?;
+        if known.size() != [h, w] {
+            return Err(Error::input(format!(
+                "mask is {:?}; it must be {w}x{h} like the image",
+                known.size()
+            )));
+        }
+        let n = seeds.len() as i64;
+        let k = known
+            .f_to_kind(Kind::Bool)?
+            .f_view([1, 1, h, w])?
+            .f_expand([n, 3, h, w], false)?
+            .f_contiguous()?;
+        let job = Job {
+            init: image
+                .f_to_kind(Kind::Int64)?
+                .f_unsqueeze(0)?
+                .f_expand([n, 3, h, w], false)?
+                .f_contiguous()?,
+            known_msb: k.shallow_clone(),
+            known_lsb: k,
+            score_known: false,
+        };
+        self.run(job, seeds, progress, cancel)
+    }
+
+    /// A small image `(3, H/S, W/S)` becomes slice 0 of a full-size image (kept exactly); the other slices
+    /// are sampled.
+    pub fn upscale_size(
+        &self,
+        small: &Tensor,
+        seeds: &[u64],
+        progress: ProgressFn,
+        cancel: &CancelToken,
+    ) -> Result<Samples> {
+        Self::check_seeds(seeds)?;
+        let (h, w) = self.hw();
+        let s = self.pipeline.config.scale;
+        if s == 1 {
+            return Err(Error::input(
+                "this model has scale 1: there is no size to upscale",
+            ));
+        }
+        self.check_image(small, h / s, w / s, "small image")?;
+        let n = seeds.len() as i64;
+        let opts = (Kind::Int64, tch::Device::Cpu);
+        let mut sl = Tensor::f_zeros([n, 3, s * s, h / s, w / s], opts)?;
+        sl.f_select(2, 0)?.f_copy_(
+            &small
+                .f_to_kind(Kind::Int64)?
+                .f_unsqueeze(0)?
+                .f_expand([n, 3, h / s, w / s], false)?,
+        )?;
+        let init = from_slices_nd(&sl, s)?;
+        let mut ks = Tensor::f_zeros([n, 3, s * s, h / s, w / s], opts)?;
+        let _ = ks.f_select(2, 0)?.f_fill_(1)?;
+        let known = from_slices_nd(&ks, s)?.f_to_kind(Kind::Bool)?;
+        let _ = (&mut sl, &mut ks);
+        let job = Job {
+            init,
+            known_msb: known.shallow_clone(),
+            known_lsb: known,
+            score_known: false,
+        };
+        self.run(job, seeds, progress, cancel)
+    }
+
+    /// Keeps the top b bits of every value of `image` `(3, H, W)` exactly and samples the low bits.
+    pub fn upscale_depth(
+        &self,
+        image: &Tensor,
+        seeds: &[u64],
+        progress: ProgressFn,
+        cancel: &CancelToken,
+    ) -> Result<Samples> {
+        Self::check_seeds(seeds)?;
+        if self.pipeline.config.msb_bits.is_none() {
+            return Err(Error::input(
+                "this model is a single-stage 8-bit SPN: it has no depth-upscaling stage",
+            ));
+        }
+        let (h, w) = self.hw();
+        self.check_image(image, h, w, "image")?;
+        let n = seeds.len() as i64;
+        let job = Job {
+            init: image
+                .f_to_kind(Kind::Int64)?
+                .f_unsqueeze(0)?
+                .f_expand([n, 3, h, w], false)?
+                .f_contiguous()?,
+            known_msb: self.bool_full(seeds.len(), true)?,
+            known_lsb: self.bool_full(seeds.len(), false)?,
+            score_known: false,
+        };
+        self.run(job, seeds, progress, cancel)
+    }
+
+    /// Bits of each image `(N, 3, H, W)` computed by the sampler itself, teacher-forced (every sub-pixel
+    /// known): equals the parallel NLL.
+    pub fn teacher_forced_bits(
+        &self,
+        images: &Tensor,
+        progress: ProgressFn,
+        cancel: &CancelToken,
+    ) -> Result<Vec<f64>> {
+        let n = images.size()[0] as usize;
+        let job = Job {
+            init: images.f_to_kind(Kind::Int64)?,
+            known_msb: self.bool_full(n, true)?,
+            known_lsb: self.bool_full(n, true)?,
+            score_known: true,
+        };
+        Ok(self.run(job, &vec![0; n], progress, cancel)?.bits)
+    }
+
+    fn check_image(&self, t: &Tensor, h: i64, w: i64, what: &str) -> Result<()> {
+        if t.size() != [3, h, w] {
+            let s = t.size();
+            let got = if s.len() == 3 {
+                format!("{}x{}", s[2], s[1])
+            } else {
+                format!("{s:?}")
+            };
+            return Err(Error::input(format!(
+                "{what} is {got}; this model needs {w}x{h}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn run(
+        &self,
+        job: Job,
+        seeds: &[u64],
+        progress: ProgressFn,
+        cancel: &CancelToken,
+    ) -> Result<Samples> {
+        let n = seeds.len();
+        let bs = self.options.batch_size;
+        let batches = n.div_ceil(bs);
+        let rows_per_batch = self.rows_per_batch(&job)?;
+        let mut ctx = RunCtx {
+            done: 0,
+            total: rows_per_batch * batches as u64,
+            batches,
+            batch: 0,
+        };
+        let mut images = Vec::new();
+        let mut bits = Vec::new();
+        for (bi, chunk) in seeds.chunks(bs).enumerate() {
+            ctx.batch = bi;
+            let (a, b) = ((bi * bs) as i64, chunk.len() as i64);
+            let part = Job {
+                init: job.init.f_narrow(0, a, b)?,
+                known_msb: job.known_msb.f_narrow(0, a, b)?,
+                known_lsb: job.known_lsb.f_narrow(0, a, b)?,
+                score_known: job.score_known,
+            };
+            let (img, lp) =
+                tch::no_grad(|| self.run_batch(&part, chunk, &mut ctx, progress, cancel))?;
+            images.push(img);
+            bits.extend(lp);
+        }
+        Ok(Samples {
+            images: Tensor::f_cat(&images, 0)?,
+            bits,
+            seeds: seeds.to_vec(),
+        })
+    }
+
+    /// Rows that one batch runs, for progress totals.
+    fn rows_per_batch(&self, job: &Job) -> Result<u64> {
+        let mut rows = 0u64;
+        for net in &self.pipeline.stages {
+            let s = &net.spec;
+            rows += ((s.slices() - s.first_slice) * s.slice_hw().0) as u64;
+        }
+        let _ = job;
+        Ok(rows)
+    }
+
+    fn run_batch(
+        &self,
+        job: &Job,
+        seeds: &[u64],
+        rc: &mut RunCtx,
+        progress: ProgressFn,
+        cancel: &CancelToken,
+    ) -> Result<(Tensor, Vec<f64>)> {
+        let p = self.pipeline;
+        let dev = p.device();
+        let b = seeds.len() as i64;
+        let mut rngs: Vec<rand_chacha::ChaCha8Rng> = seeds
+            .iter()
+            .map(|&s| rand_chacha::ChaCha8Rng::seed_from_u64(s))
+            .collect();
+        let mut lp = Tensor::f_zeros([b], (Kind::Double, dev))?;
+        let init = job.init.f_to_device(dev)?;
+        let (km, kl) = (
+            job.known_msb.f_to_device(dev)?,
+            job.known_lsb.f_to_device(dev)?,
+        );
+        // Current values: x for a single-stage model, (m, l) for a pipeline.
+        let (mut m, mut l, kfull) = match p.config.msb_bits {
+            None => (
+                init.shallow_clone(),
+                Tensor::f_zeros_like(&init)?,
+                km.f_logical_and(&kl)?,
+            ),
+            Some(bits) => {
+                let (m, l) = crate::subscale::split_depth(&init, bits)?;
+                (m, l, km.shallow_clone())
+            }
+        };
+        let s = p.config.scale;
+        for (si, net) in p.stages.iter().enumerate() {
+            let spec = &net.spec;
+            // This stage's own values and known mask as slice stacks, and its conditioning.
+            let (own_img, known_img) = match spec.kind {
+                StageKind::Full => (m.shallow_clone(), kfull.shallow_clone()),
+                StageKind::Small => (
+                    to_slices_nd(&m, s)?.f_select(2, 0)?,
+                    to_slices_nd(&km, s)?.f_select(2, 0)?,
+                ),
+                StageKind::SizeUp => (m.shallow_clone(), km.shallow_clone()),
+                StageKind::DepthUp => (l.shallow_clone(), kl.shallow_clone()),
+            };
+            let mut own = to_slices_nd(&own_img, spec.scale)?.f_contiguous()?;
+            let known = to_slices_nd(&known_img, spec.scale)?.f_contiguous()?;
+            let cond = match spec.kind {
+                StageKind::DepthUp => Some(Values::Hard(to_slices_nd(&m, s)?)),
+                _ => None,
+            };
+            self.run_stage(
+                net,
+                si,
+                &mut own,
+                &known,
+                cond.as_ref(),
+                job.score_known,
+                &mut rngs,
+                &mut lp,
+                rc,
+                progress,
+                cancel,
+            )?;
+            let out = from_slices_nd(&own, spec.scale)?;
+            match spec.kind {
+                StageKind::Full | StageKind::SizeUp => m = out,
+                StageKind::DepthUp => l = out,
+                StageKind::Small => {
+                    let mut ms = to_slices_nd(&m, s)?.f_contiguous()?;
+                    ms.f_select(2, 0)?.f_copy_(&out)?;
+                    let _ = &mut ms;
+                    m = from_slices_nd(&ms, s)?;
+                }
+            }
+        }
+        let img = match p.config.msb_bits {
+            None => m,
+            Some(bits) => crate::subscale::merge_depth(&m, &l, bits)?,
+        };
+        let lp = Vec::<f64>::try_from(lp.f_to_device(tch::Device::Cpu)?)?;
+        let bits = lp.iter().map(|v| -v / std::f64::consts::LN_2).collect();
+        Ok((
+            img.f_to_kind(Kind::Uint8)?.f_to_device(tch::Device::Cpu)?,
+            bits,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_stage(
+        &self,
+        net: &SpnNet,
+        si: usize,
+        own: &mut Tensor,
+        known: &Tensor,
+        cond: Option<&Values>,
+        score_known: bool,
+        rngs: &mut [rand_chacha::ChaCha8Rng],
+        lp: &mut Tensor,
+        rc: &mut RunCtx,
+        progress: ProgressFn,
+        cancel: &CancelToken,
+    ) -> Result<()> {
+        let spec = &net.spec;
+        let dev = own.device();
+        let (b, _, nsl, h, w) = own.size5()?;
+        let levels = spec.levels();
+        let temp = self.options.temperature;
+        for k in spec.first_slice..nsl {
+            let known_k = known.f_select(2, k)?; // (B, 3, h, w)
+            if !score_known && known_k.f_all()?.f_int64_value(&[])? != 0 {
+                rc.done += h as u64;
+                continue;
+            }
+            let kk = Tensor::f_full([b], k, (Kind::Int64, dev))?;
+            let own_v = Values::Hard(own.shallow_clone());
+            let ctx = net.context(&own_v, cond, &kk)?;
+            let mut inc = match self.options.decoding {
+                Decoding::Incremental => Some(SliceDecoder::new(net, &self.weights[si], &ctx)?),
+                Decoding::Naive => None,
+            };
+            let target = own.f_select(2, k)?; // a view: writes go into `own`
+            let known_flat = known_k.f_flatten(2, 3)?; // (B, 3, n)
+            let target_flat = target.f_flatten(2, 3)?;
+            for pos in 0..h * w {
+                if cancel.is_cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                let feats = match inc.as_mut() {
+                    Some(d) => d.features(pos)?,
+                    None => {
+                        let x = Values::Hard(target.shallow_clone()).normalized(levels)?;
+                        let trunk = net.decoder.forward(&x, &ctx)?;
+                        let t = net.head.trunk(&trunk)?; // (B, h, w, D)
+                        t.f_select(1, pos / w)?
+                            .f_select(1, pos % w)?
+                            .f_view([b, 1, 1, -1])?
+                    }
+                };
+                let mut u = Vec::with_capacity(3 * b as usize);
+                for r in rngs.iter_mut() {
+                    for _ in 0..3 {
+                        u.push(r.gen::<f64>() as f32);
+                    }
+                }
+                let u = Tensor::f_from_slice(&u)?.f_to_device(dev)?.f_view([b, 3])?;
+                let kv = known_flat.f_select(2, pos)?; // (B, 3)
+                let tv = target_flat.f_select(2, pos)?; // (B, 3)
+                let mut chosen: Vec<Values> = Vec::with_capacity(3);
+                let mut vals = Vec::with_capacity(3);
+                for ch in 0..3 {
+                    let logits = net
+                        .head
+                        .channel_logits(&feats, ch, &chosen)?
+                        .f_view([b, levels])?;
+                    let probs = logits.f_div_scalar(temp)?.f_softmax(-1, Kind::Float)?;
+                    let cdf = probs.f_cumsum(-1, Kind::Float)?;
+                    let drawn = cdf
+                        .f_lt_tensor(&u.f_select(1, ch as i64)?.f_unsqueeze(1)?)?
+                        .f_sum_dim_intlist(-1, false, Kind::Int64)?
+                        .f_clamp_max(levels - 1)?;
+                    let v = tv
+                        .f_select(1, ch as i64)?
+                        .f_where_self(&kv.f_select(1, ch as i64)?, &drawn)?;
+                    let logp = logits
+                        .f_log_softmax(-1, Kind::Float)?
+                        .f_gather(1, &v.f_unsqueeze(1)?, false)?
+                        .f_squeeze_dim(1)?;
+                    let _ = lp.f_add_(&logp.f_to_kind(Kind::Double)?)?;
+                    chosen.push(Values::Hard(v.f_view([b, 1, 1])?));
+                    vals.push(v);
+                }
+                let px = Tensor::f_stack(&vals, 1)?; // (B, 3)
+                target_flat.f_select(2, pos)?.f_copy_(&px)?;
+                if let Some(d) = inc.as_mut() {
+                    d.commit(pos, &px)?;
+                }
+                if (pos + 1) % w == 0 {
+                    rc.done += 1;
+                    let pr = SampleProgress {
+                        batch: rc.batch,
+                        batches: rc.batches,
+                        stage: spec.kind.name(),
+                        slice: k,
+                        row: pos / w,
+                        rows: h,
+                        done: rc.done,
+                        total: rc.total,
+                    };
+                    if !progress(&pr) {
+                        cancel.cancel();
+                        return Err(Error::Cancelled);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+struct RunCtx {
+    done: u64,
+    total: u64,
+    batches: usize,
+    batch: usize,
+}
+
+/// A progress callback that does nothing.
+pub fn no_progress() -> impl FnMut(&SampleProgress) -> bool {
+    |_| true
+}

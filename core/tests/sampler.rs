@@ -1,0 +1,363 @@
+//! SPN.md invariants 2-5 for the sampler: incremental = full, teacher-forced log-probabilities = parallel
+//! NLL, clamping, determinism and batch independence, cancellation, and sampling that follows the model.
+use spn::model::incremental::{SliceDecoder, StepWeights};
+use spn::model::Values;
+use spn::sampler::{no_progress, CancelToken, Decoding, SampleOptions, Sampler};
+use spn::{Error, Pipeline, PipelineConfig};
+use tch::{Device, Kind, Tensor};
+
+fn model(preset: &str, seed: i64) -> Pipeline {
+    tch::manual_seed(seed);
+    Pipeline::new(PipelineConfig::preset(preset).unwrap(), Device::Cpu).unwrap()
+}
+
+fn images(p: &Pipeline, n: i64, seed: i64) -> Tensor {
+    tch::manual_seed(seed);
+    // Smooth-ish random images: a coarse random image upsampled, plus noise.
+    let (h, w) = (p.config.height, p.config.width);
+    let coarse = Tensor::randint(256, [n, 3, h / 2, w / 2], (Kind::Int64, Device::Cpu));
+    let up = coarse
+        .repeat_interleave_self_int(2, 2, None)
+        .repeat_interleave_self_int(2, 3, None);
+    (up + Tensor::randint(16, [n, 3, h, w], (Kind::Int64, Device::Cpu))).clamp(0, 255)
+}
+
+#[test]
+fn incremental_logits_equal_full_pass_logits() {
+    for preset in ["tiny", "tiny-full"] {
+        let p = model(preset, 1);
+        let x = images(&p, 3, 2);
+        let parts = p.decompose(&x).unwrap();
+        let inputs = p.stage_inputs(&parts).unwrap();
+        let mut worst = 0f64;
+        tch::no_grad(|| {
+            for (si, (own, cond)) in inputs.iter().enumerate() {
+                let net = &p.stages[si];
+                let w = StepWeights::new(net).unwrap();
+                let own_t = own.tensor();
+                for k in net.spec.first_slice..net.spec.slices() {
+                    let kk = Tensor::full([3], k, (Kind::Int64, Device::Cpu));
+                    let full = net.logits(own, cond.as_ref(), &kk).unwrap(); // (B, 3, L, h, w)
+                    let ctx = net.context(own, cond.as_ref(), &kk).unwrap();
+                    let mut dec = SliceDecoder::new(net, &w, &ctx).unwrap();
+                    let (h, wd) = net.spec.slice_hw();
+                    let target = own_t.select(2, k);
+                    for pos in 0..h * wd {
+                        let (r, c) = (pos / wd, pos % wd);
+                        let f = dec.features(pos).unwrap();
+                        let px = target.select(2, r).select(2, c); // (B, 3)
+                        let earlier = [
+                            Values::Hard(px.select(1, 0).view([3, 1, 1])),
+                            Values::Hard(px.select(1, 1).view([3, 1, 1])),
+                        ];
+                        for ch in 0..3 {
+                            let inc = net
+                                .head
+                                .channel_logits(&f, ch, &earlier[..ch])
+                                .unwrap()
+                                .view([3, -1]);
+                            let reference = full.select(1, ch as i64).select(2, r).select(2, c);
+                            let d = (inc - reference).abs().max().double_value(&[]);
+                            worst = worst.max(d);
+                        }
+                        dec.commit(pos, &px).unwrap();
+                    }
+                }
+            }
+        });
+        assert!(
+            worst < 1e-4,
+            "{preset}: incremental logits differ from the full pass by {worst}"
+        );
+    }
+}
+
+#[test]
+fn teacher_forced_log_probs_sum_to_the_parallel_nll() {
+    for preset in ["tiny", "tiny-full"] {
+        let p = model(preset, 3);
+        let x = images(&p, 4, 4);
+        let parallel = p.likelihood(&x).unwrap().total;
+        for decoding in [Decoding::Incremental, Decoding::Naive] {
+            let s = Sampler::new(
+                &p,
+                SampleOptions {
+                    decoding,
+                    batch_size: 3,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let bits = s
+                .teacher_forced_bits(&x, &mut no_progress(), &CancelToken::new())
+                .unwrap();
+            for (i, b) in bits.iter().enumerate() {
+                let nll = parallel.double_value(&[i as i64]) / std::f64::consts::LN_2;
+                assert!(
+                    (b - nll).abs() < 1e-4 * nll,
+                    "{preset} {decoding:?} image {i}: {b} vs {nll}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn naive_and_incremental_samplers_draw_the_same_images() {
+    let p = model("tiny", 5);
+    let gen = |decoding| {
+        let s = Sampler::new(
+            &p,
+            SampleOptions {
+                decoding,
+                batch_size: 4,
+                temperature: 1.0,
+            },
+        )
+        .unwrap();
+        s.generate(&[1, 2, 3], &mut no_progress(), &CancelToken::new())
+            .unwrap()
+    };
+    let (a, b) = (gen(Decoding::Incremental), gen(Decoding::Naive));
+    assert!(a.images.equal(&b.images));
+}
+
+#[test]
+fn same_seed_same_bytes_whatever_the_batch() {
+    let p = model("tiny", 6);
+    let run = |bs: usize, seeds: &[u64]| {
+        let s = Sampler::new(
+            &p,
+            SampleOptions {
+                batch_size: bs,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        s.generate(seeds, &mut no_progress(), &CancelToken::new())
+            .unwrap()
+    };
+    let a = run(5, &[10, 11, 12, 13, 14]);
+    let b = run(2, &[10, 11, 12, 13, 14]);
+    let c = run(1, &[12]);
+    assert!(a.images.equal(&b.images), "batch size changed the images");
+    assert!(
+        a.images.get(2).equal(&c.images.get(0)),
+        "an image depends on its batch"
+    );
+    assert!(
+        !a.images.get(0).equal(&a.images.get(1)),
+        "different seeds should give different images"
+    );
+    assert!((a.bits[2] - c.bits[0]).abs() < 1e-3);
+    let again = run(5, &[10, 11, 12, 13, 14]);
+    assert!(a.images.equal(&again.images));
+}
+
+#[test]
+fn completion_keeps_every_known_sub_pixel() {
+    for preset in ["tiny", "tiny-full"] {
+        let p = model(preset, 7);
+        let x = images(&p, 1, 8).get(0).to_kind(Kind::Uint8);
+        let (h, w) = (p.config.height, p.config.width);
+        let known = Tensor::rand([h, w], (Kind::Float, Device::Cpu)).gt(0.5);
+        let s = Sampler::new(&p, SampleOptions::default()).unwrap();
+        let out = s
+            .complete(&x, &known, &[1, 2], &mut no_progress(), &CancelToken::new())
+            .unwrap();
+        for i in 0..2 {
+            let y = out.images.get(i);
+            let mask = known.unsqueeze(0).expand([3, h, w], false);
+            assert!(
+                y.masked_select(&mask).equal(&x.masked_select(&mask)),
+                "{preset}: a known sub-pixel changed"
+            );
+        }
+        // Unknown pixels are actually sampled (two seeds disagree somewhere).
+        assert!(!out.images.get(0).equal(&out.images.get(1)));
+        // Wrong mask size.
+        let bad = Tensor::ones([h, w + 1], (Kind::Bool, Device::Cpu));
+        assert!(matches!(
+            s.complete(&x, &bad, &[1], &mut no_progress(), &CancelToken::new()),
+            Err(Error::Input(_))
+        ));
+    }
+}
+
+#[test]
+fn upscaling_keeps_what_it_must() {
+    let p = model("tiny", 9);
+    let (h, w, sc) = (p.config.height, p.config.width, p.config.scale);
+    let s = Sampler::new(&p, SampleOptions::default()).unwrap();
+    let x = images(&p, 1, 10).get(0).to_kind(Kind::Uint8);
+    // Depth: the top 3 bits of every value are the input's.
+    let out = s
+        .upscale_depth(&x, &[3, 4], &mut no_progress(), &CancelToken::new())
+        .unwrap();
+    for i in 0..2 {
+        let y = out.images.get(i).to_kind(Kind::Int64);
+        assert!(y
+            .divide_scalar_mode(32, "floor")
+            .equal(&x.to_kind(Kind::Int64).divide_scalar_mode(32, "floor")));
+    }
+    // Size: the small image is slice 0 of the output, exactly.
+    let small = images(&p, 1, 11)
+        .get(0)
+        .to_kind(Kind::Uint8)
+        .slice(1, 0, h, sc)
+        .slice(2, 0, w, sc)
+        .contiguous();
+    let out = s
+        .upscale_size(&small, &[5], &mut no_progress(), &CancelToken::new())
+        .unwrap();
+    let y = out.images.get(0);
+    assert!(y.slice(1, 0, h, sc).slice(2, 0, w, sc).equal(&small));
+    // Wrong sizes are refused with a message naming the size needed.
+    let err = s
+        .upscale_size(&x, &[5], &mut no_progress(), &CancelToken::new())
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("4x4"), "{err}");
+    let full = model("tiny-full", 1);
+    let sf = Sampler::new(&full, SampleOptions::default()).unwrap();
+    assert!(sf
+        .upscale_depth(&x, &[1], &mut no_progress(), &CancelToken::new())
+        .is_err());
+}
+
+#[test]
+fn bad_options_are_refused() {
+    let p = model("tiny", 1);
+    for t in [0.0, -1.0, f64::NAN] {
+        assert!(Sampler::new(
+            &p,
+            SampleOptions {
+                temperature: t,
+                ..Default::default()
+            }
+        )
+        .is_err());
+    }
+    let s = Sampler::new(&p, SampleOptions::default()).unwrap();
+    assert!(s
+        .generate(&[], &mut no_progress(), &CancelToken::new())
+        .is_err());
+}
+
+#[test]
+fn cancelling_from_another_thread_stops_within_a_few_rows() {
+    let p = model("tiny", 2);
+    let s = Sampler::new(
+        &p,
+        SampleOptions {
+            batch_size: 2,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let token = CancelToken::new();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let t2 = token.clone();
+    let canceller = std::thread::spawn(move || {
+        rx.recv().unwrap();
+        t2.cancel();
+    });
+    let mut rows_after = 0;
+    let mut sent = false;
+    let seeds: Vec<u64> = (0..20).collect();
+    let r = s.generate(
+        &seeds,
+        &mut |pr| {
+            if !sent && pr.done >= 5 {
+                tx.send(()).unwrap();
+                sent = true;
+                // Give the other thread time to cancel.
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            } else if sent {
+                rows_after += 1;
+            }
+            true
+        },
+        &token,
+    );
+    canceller.join().unwrap();
+    assert!(
+        matches!(r, Err(Error::Cancelled)),
+        "the job was not cancelled"
+    );
+    assert!(rows_after <= 1, "{rows_after} rows ran after cancel");
+    // Returning false from the progress callback also cancels.
+    let r = s.generate(&[1], &mut |_| false, &CancelToken::new());
+    assert!(matches!(r, Err(Error::Cancelled)));
+}
+
+#[test]
+fn sampled_first_sub_pixels_follow_the_models_softmax() {
+    let p = model("tiny", 12);
+    // Scale stage A's R head so the distribution is neither flat nor a spike: a biased sampler shows.
+    tch::no_grad(|| {
+        for (name, mut t) in p.vs.variables() {
+            if name.starts_with("a.head.out_r") {
+                let _ = t.f_mul_scalar_(0.3).unwrap();
+            }
+        }
+    });
+    let temperature = 0.7;
+    // The model's distribution of the very first sub-pixel (stage A, slice 0, pixel 0, R): it depends on
+    // nothing, so any image gives it.
+    let x = Tensor::zeros(
+        [1, 3, p.config.height, p.config.width],
+        (Kind::Int64, Device::Cpu),
+    );
+    let parts = p.decompose(&x).unwrap();
+    let inputs = p.stage_inputs(&parts).unwrap();
+    let k0 = Tensor::zeros([1], (Kind::Int64, Device::Cpu));
+    let logits = tch::no_grad(|| p.stages[0].logits(&inputs[0].0, None, &k0).unwrap());
+    let probs = (logits.select(1, 0).select(2, 0).select(2, 0).get(0) / temperature)
+        .softmax(-1, Kind::Double);
+    let probs = Vec::<f64>::try_from(probs).unwrap();
+    let levels = probs.len();
+    let n = 3000usize;
+    let s = Sampler::new(
+        &p,
+        SampleOptions {
+            batch_size: 1000,
+            temperature,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let seeds: Vec<u64> = (0..n as u64).collect();
+    let out = s
+        .generate(&seeds, &mut no_progress(), &CancelToken::new())
+        .unwrap();
+    let first = out
+        .images
+        .select(1, 0)
+        .select(1, 0)
+        .select(1, 0)
+        .to_kind(Kind::Int64)
+        .divide_scalar_mode(32, "floor");
+    let first = Vec::<i64>::try_from(first).unwrap();
+    let mut counts = vec![0f64; levels];
+    for v in first {
+        counts[v as usize] += 1.0;
+    }
+    let mut chi2 = 0.0;
+    for (c, q) in counts.iter().zip(&probs) {
+        let e = q * n as f64;
+        chi2 += (c - e) * (c - e) / e.max(1e-9);
+    }
+    // 7 degrees of freedom: the 0.999 quantile is 24.3. A sampler off by one level, or one that ignored the
+    // temperature, lands far above that with these peaked probabilities.
+    assert!(
+        chi2 < 24.3,
+        "chi2 {chi2}: counts {counts:?} vs probs {probs:?}"
+    );
+    let max_p = probs.iter().cloned().fold(0.0, f64::max);
+    let spread = probs.iter().filter(|&&q| q > 0.05).count();
+    assert!(
+        max_p > 0.3 && max_p < 0.8 && spread >= 4,
+        "the test distribution should be uneven but spread: {probs:?}"
+    );
+}
