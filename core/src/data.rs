@@ -180,3 +180,22 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
     tmp.persist(path).map_err(|e| Error::Io(e.error))?;
     Ok(())
 }
+
+/// Tiles `(N, 3, H, W)` images into one picture, as square as possible, with a 2-pixel white border.
+pub fn grid(images: &Tensor) -> Result<RgbImage> {
+    let (n, _, h, w) = images.size4()?;
+    let cols = (n as f64).sqrt().ceil().max(1.0) as i64;
+    let rows = (n + cols - 1) / cols;
+    let gap = 2i64;
+    let mut out = RgbImage::from_pixel(
+        (cols * (w + gap) + gap) as u32,
+        (rows * (h + gap) + gap) as u32,
+        image::Rgb([255, 255, 255]),
+    );
+    for i in 0..n {
+        let img = from_tensor(&images.f_get(i)?)?;
+        let (x, y) = (gap + (i % cols) * (w + gap), gap + (i / cols) * (h + gap));
+        image::imageops::replace(&mut out, &img, x, y);
+    }
+    Ok(out)
+}

@@ -1,5 +1,7 @@
 //! spn: Subscale Pixel Networks with Multidimensional Upscaling (Menick & Kalchbrenner, ICLR 2019) on
 //! libtorch. See `shared/design/SPN.md` for the model and its invariants.
+pub mod batch;
+pub mod bench;
 pub mod bundle;
 pub mod config;
 pub mod data;

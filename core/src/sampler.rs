@@ -462,12 +462,29 @@ impl<'a> Sampler<'a> {
         let (b, _, nsl, h, w) = own.size5()?;
         let levels = spec.levels();
         let temp = self.options.temperature;
+        let n = h * w;
         for k in spec.first_slice..nsl {
             let known_k = known.f_select(2, k)?; // (B, 3, h, w)
+                                                 // Gumbel noise for every sub-pixel of the slice, from each image's own stream, drawn whether or
+                                                 // not the sub-pixel is known so that the streams never depend on the mask or the batch.
+            let mut u = Vec::with_capacity((b * n * 3 * levels) as usize);
+            for r in rngs.iter_mut() {
+                for _ in 0..n * 3 * levels {
+                    u.push(r.gen_range(f32::MIN_POSITIVE..1.0f32));
+                }
+            }
             if !score_known && known_k.f_all()?.f_int64_value(&[])? != 0 {
                 rc.done += h as u64;
                 continue;
             }
+            let gumbel = Tensor::f_from_slice(&u)?
+                .f_to_device(dev)?
+                .f_view([b, n, 3, levels])?
+                .f_log()?
+                .f_neg()?
+                .f_log()?
+                .f_neg()?;
+            let any_known = known_k.f_any()?.f_int64_value(&[])? != 0;
             let kk = Tensor::f_full([b], k, (Kind::Int64, dev))?;
             let own_v = Values::Hard(own.shallow_clone());
             let ctx = net.context(&own_v, cond, &kk)?;
@@ -478,7 +495,7 @@ impl<'a> Sampler<'a> {
             let target = own.f_select(2, k)?; // a view: writes go into `own`
             let known_flat = known_k.f_flatten(2, 3)?; // (B, 3, n)
             let target_flat = target.f_flatten(2, 3)?;
-            for pos in 0..h * w {
+            for pos in 0..n {
                 if cancel.is_cancelled() {
                     return Err(Error::Cancelled);
                 }
@@ -493,36 +510,40 @@ impl<'a> Sampler<'a> {
                             .f_view([b, 1, 1, -1])?
                     }
                 };
-                let mut u = Vec::with_capacity(3 * b as usize);
-                for r in rngs.iter_mut() {
-                    for _ in 0..3 {
-                        u.push(r.gen::<f64>() as f32);
-                    }
-                }
-                let u = Tensor::f_from_slice(&u)?.f_to_device(dev)?.f_view([b, 3])?;
-                let kv = known_flat.f_select(2, pos)?; // (B, 3)
-                let tv = target_flat.f_select(2, pos)?; // (B, 3)
+                let g = gumbel.f_select(1, pos)?; // (B, 3, L)
+                let (kv, tv) = if any_known {
+                    (
+                        Some(known_flat.f_select(2, pos)?),
+                        Some(target_flat.f_select(2, pos)?),
+                    )
+                } else {
+                    (None, None)
+                };
                 let mut chosen: Vec<Values> = Vec::with_capacity(3);
                 let mut vals = Vec::with_capacity(3);
-                for ch in 0..3 {
+                for ch in 0..3i64 {
                     let logits = net
                         .head
-                        .channel_logits(&feats, ch, &chosen)?
+                        .channel_logits(&feats, ch as usize, &chosen)?
                         .f_view([b, levels])?;
-                    let probs = logits.f_div_scalar(temp)?.f_softmax(-1, Kind::Float)?;
-                    let cdf = probs.f_cumsum(-1, Kind::Float)?;
-                    let drawn = cdf
-                        .f_lt_tensor(&u.f_select(1, ch as i64)?.f_unsqueeze(1)?)?
-                        .f_sum_dim_intlist(-1, false, Kind::Int64)?
-                        .f_clamp_max(levels - 1)?;
-                    let v = tv
-                        .f_select(1, ch as i64)?
-                        .f_where_self(&kv.f_select(1, ch as i64)?, &drawn)?;
-                    let logp = logits
-                        .f_log_softmax(-1, Kind::Float)?
-                        .f_gather(1, &v.f_unsqueeze(1)?, false)?
-                        .f_squeeze_dim(1)?;
-                    let _ = lp.f_add_(&logp.f_to_kind(Kind::Double)?)?;
+                    // Gumbel-max: argmax(logits / T + G) is a draw from softmax(logits / T).
+                    let drawn = logits
+                        .f_div_scalar(temp)?
+                        .f_add(&g.f_select(1, ch)?)?
+                        .f_argmax(-1, false)?;
+                    let v = match (&kv, &tv) {
+                        (Some(kv), Some(tv)) => tv
+                            .f_select(1, ch)?
+                            .f_where_self(&kv.f_select(1, ch)?, &drawn)?,
+                        _ => drawn,
+                    };
+                    if score_known {
+                        let logp = logits
+                            .f_log_softmax(-1, Kind::Float)?
+                            .f_gather(1, &v.f_unsqueeze(1)?, false)?
+                            .f_squeeze_dim(1)?;
+                        let _ = lp.f_add_(&logp.f_to_kind(Kind::Double)?)?;
+                    }
                     chosen.push(Values::Hard(v.f_view([b, 1, 1])?));
                     vals.push(v);
                 }

@@ -3,6 +3,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use spn::data::{self, Split};
+use spn::sampler::{CancelToken, Decoding, SampleOptions, SampleProgress, Sampler};
 use spn::train::{TrainOptions, Trainer};
 use spn::{Pipeline, PipelineConfig};
 use std::path::PathBuf;
@@ -115,6 +116,95 @@ enum Cmd {
         #[arg(long)]
         size: Option<u32>,
     },
+    /// Generate new images: DIR/sample-SEED.png for seeds SEED..SEED+COUNT.
+    Generate {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long, default_value_t = 1)]
+        count: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Also write all samples tiled into one PNG.
+        #[arg(long)]
+        grid: Option<PathBuf>,
+        #[command(flatten)]
+        sampling: Sampling,
+    },
+    /// Complete a partially drawn image: MASK is white where pixels are known (kept exactly).
+    Complete {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long)]
+        mask: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        sampling: Sampling,
+    },
+    /// Upscale size: the small image becomes slice 0 of an image S times larger.
+    UpscaleSize {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        sampling: Sampling,
+    },
+    /// Upscale depth: keep the top bits of every value, resample the low bits.
+    UpscaleDepth {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        image: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        sampling: Sampling,
+    },
+    /// Scripted asset generation: resumable, with DIR/manifest.jsonl (one line per image).
+    Batch {
+        #[arg(long)]
+        model: Option<PathBuf>,
+        #[arg(long)]
+        count: usize,
+        /// First seed; image i gets seed SEED + i.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        sampling: Sampling,
+    },
+    /// Naive vs incremental sampling speed, and FLOPs against the machine's matmul rate.
+    Bench {
+        #[arg(long, conflicts_with = "preset")]
+        model: Option<PathBuf>,
+        /// Benchmark a named config with random weights instead of a model file.
+        #[arg(long)]
+        preset: Option<String>,
+        #[arg(long, default_value_t = 32)]
+        batch_size: usize,
+        /// Images generated for the incremental timing (default: one batch).
+        #[arg(long)]
+        images: Option<usize>,
+        /// Positions per stage timed for the naive sampler.
+        #[arg(long, default_value_t = 16)]
+        naive_positions: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Configs, parameter counts and training record of a model.
     Info {
         #[arg(long)]
@@ -122,6 +212,63 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(clap::Args, Clone)]
+struct Sampling {
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    #[arg(long, default_value_t = 16)]
+    batch_size: usize,
+    /// A full decoder pass per pixel (slow; the reference for the incremental sampler).
+    #[arg(long)]
+    naive: bool,
+}
+
+impl Sampling {
+    fn options(&self) -> SampleOptions {
+        SampleOptions {
+            temperature: self.temperature,
+            batch_size: self.batch_size,
+            decoding: if self.naive {
+                Decoding::Naive
+            } else {
+                Decoding::Incremental
+            },
+        }
+    }
+}
+
+/// Cancels on Ctrl-C.
+fn cancel_on_ctrl_c() -> CancelToken {
+    let token = CancelToken::new();
+    let t = token.clone();
+    let _ = ctrlc::set_handler(move || t.cancel());
+    token
+}
+
+fn sample_bar(pb: &ProgressBar) -> impl FnMut(&SampleProgress) -> bool + '_ {
+    move |p| {
+        pb.set_length(p.total);
+        pb.set_position(p.done);
+        pb.set_message(format!(
+            "batch {}/{} stage {} slice {}",
+            p.batch + 1,
+            p.batches,
+            p.stage,
+            p.slice
+        ));
+        true
+    }
+}
+
+fn image_tensor(path: &std::path::Path) -> Result<tch::Tensor> {
+    Ok(data::to_tensor(&data::load_rgb(path)?)?)
+}
+
+fn save_image(t: &tch::Tensor, path: &std::path::Path) -> Result<()> {
+    data::save_png(&data::from_tensor(t)?, path)?;
+    Ok(())
 }
 
 fn main() {
@@ -336,6 +483,183 @@ fn run(cli: Cli) -> Result<()> {
                 "{tr} training and {ho} held-out images in {}",
                 out.display()
             );
+        }
+        Cmd::Generate {
+            model,
+            count,
+            seed,
+            out,
+            grid,
+            sampling,
+        } => {
+            if out.is_none() && grid.is_none() {
+                bail!("give --out DIR and/or --grid FILE");
+            }
+            let model = load(model, device)?;
+            let sampler = Sampler::new(&model, sampling.options())?;
+            let seeds: Vec<u64> = (0..count as u64).map(|i| seed + i).collect();
+            let pb = bar(1, "generate");
+            let r = sampler.generate(&seeds, &mut sample_bar(&pb), &cancel_on_ctrl_c())?;
+            pb.finish_and_clear();
+            if let Some(dir) = &out {
+                for (i, s) in seeds.iter().enumerate() {
+                    save_image(
+                        &r.images.get(i as i64),
+                        &dir.join(format!("sample-{s}.png")),
+                    )?;
+                }
+                println!("wrote {count} images to {}", dir.display());
+            }
+            if let Some(g) = &grid {
+                data::save_png(&spn::data::grid(&r.images)?, g)?;
+                println!("wrote {}", g.display());
+            }
+        }
+        Cmd::Complete {
+            model,
+            image,
+            mask,
+            seed,
+            out,
+            sampling,
+        } => {
+            let model = load(model, device)?;
+            let img = image_tensor(&image)?;
+            let m = image::open(&mask)
+                .map_err(|e| anyhow::anyhow!("cannot read mask {}: {e}", mask.display()))?
+                .to_luma8();
+            let known = tch::Tensor::f_from_slice(m.as_raw())?
+                .f_view([m.height() as i64, m.width() as i64])?
+                .f_gt(127)?;
+            let (ih, iw) = (img.size()[1], img.size()[2]);
+            if (m.height() as i64, m.width() as i64) != (ih, iw) {
+                bail!(
+                    "mask is {}x{} but the image is {iw}x{ih}",
+                    m.width(),
+                    m.height()
+                );
+            }
+            let sampler = Sampler::new(&model, sampling.options())?;
+            let pb = bar(1, "complete");
+            let r = sampler.complete(
+                &img,
+                &known,
+                &[seed],
+                &mut sample_bar(&pb),
+                &cancel_on_ctrl_c(),
+            )?;
+            pb.finish_and_clear();
+            save_image(&r.images.get(0), &out)?;
+            println!("wrote {}", out.display());
+        }
+        Cmd::UpscaleSize {
+            model,
+            image,
+            seed,
+            out,
+            sampling,
+        } => {
+            let model = load(model, device)?;
+            let img = image_tensor(&image)?;
+            let sampler = Sampler::new(&model, sampling.options())?;
+            let pb = bar(1, "upscale-size");
+            let r =
+                sampler.upscale_size(&img, &[seed], &mut sample_bar(&pb), &cancel_on_ctrl_c())?;
+            pb.finish_and_clear();
+            save_image(&r.images.get(0), &out)?;
+            println!("wrote {}", out.display());
+        }
+        Cmd::UpscaleDepth {
+            model,
+            image,
+            seed,
+            out,
+            sampling,
+        } => {
+            let model = load(model, device)?;
+            let img = image_tensor(&image)?;
+            let sampler = Sampler::new(&model, sampling.options())?;
+            let pb = bar(1, "upscale-depth");
+            let r =
+                sampler.upscale_depth(&img, &[seed], &mut sample_bar(&pb), &cancel_on_ctrl_c())?;
+            pb.finish_and_clear();
+            save_image(&r.images.get(0), &out)?;
+            println!("wrote {}", out.display());
+        }
+        Cmd::Batch {
+            model,
+            count,
+            seed,
+            out,
+            sampling,
+        } => {
+            let path = model_path(model)?;
+            let model = Pipeline::load(&path, device)?;
+            let pb = bar(count as u64, "batch");
+            let n = spn::batch::run(
+                &model,
+                &path,
+                count,
+                seed,
+                &out,
+                &sampling.options(),
+                &cancel_on_ctrl_c(),
+                |p| {
+                    pb.set_position(p.images_done as u64);
+                    if let Some(s) = p.sampler {
+                        pb.set_message(format!(
+                            "batch: stage {} slice {} ({}%)",
+                            s.stage,
+                            s.slice,
+                            100 * s.done / s.total.max(1)
+                        ));
+                    }
+                    true
+                },
+            )?;
+            pb.finish_and_clear();
+            println!("{n} new images in {} ({count} requested)", out.display());
+        }
+        Cmd::Bench {
+            model,
+            preset,
+            batch_size,
+            images,
+            naive_positions,
+            json,
+        } => {
+            let (pipeline, name) = match preset {
+                Some(p) => {
+                    tch::manual_seed(0);
+                    (
+                        Pipeline::new(PipelineConfig::preset(&p)?, device)?,
+                        format!("preset {p}"),
+                    )
+                }
+                None => {
+                    let path = model_path(model)?;
+                    (Pipeline::load(&path, device)?, path.display().to_string())
+                }
+            };
+            let r = spn::bench::run(
+                &pipeline,
+                &name,
+                batch_size,
+                images.unwrap_or(batch_size),
+                naive_positions,
+            )?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!("{} on {} at batch {}", r.model, r.device, r.batch_size);
+                println!(
+                    "  incremental {:>10.1} ms/image {:>8.2} images/s",
+                    r.incremental_ms_per_image, r.incremental_images_per_sec
+                );
+                println!("  naive       {:>10.1} ms/image {:>8.3} images/s (timed over {} positions per stage)", r.naive_ms_per_image, r.naive_images_per_sec, r.naive_positions);
+                println!("  speed-up    {:>10.1}x", r.speedup);
+                println!("  {:.2} GFLOP/image: {:.1} GFLOP/s achieved, {:.1} GFLOP/s matmul peak ({:.1}%)", r.gflop_per_image, r.achieved_gflops, r.matmul_gflops, 100.0 * r.fraction_of_matmul_peak);
+            }
         }
         Cmd::Info { model, json } => {
             let path = model_path(model)?;

@@ -61,6 +61,9 @@ struct AttnCache {
     feats: Tensor,
     k: Tensor,
     v: Tensor,
+    /// `(1, H, H, 1)` identity: spreads a query over a block-diagonal matrix so that all heads take one
+    /// batched product (one small matmul per image instead of one per image and head).
+    eye: Tensor,
 }
 
 /// The decoding state of one slice for a batch.
@@ -101,21 +104,25 @@ impl<'a> SliceDecoder<'a> {
             xs.push(Tensor::f_zeros([b, d, h + 1, wd + 2], opts)?);
             attn.push(match &blk.attention {
                 Some(a) => {
-                    let heads = a.heads;
-                    let kv = a.sink.f_reshape([2, heads, 1, d / heads])?;
+                    // Values of all heads side by side, `(B, n + 1, D)`, the sink at row 0; keys stored
+                    // transposed, `(B, D, n + 1)`, so that a prefix of them is a plain strided matrix.
                     let mk = |i: i64| -> Result<Tensor> {
-                        let t = Tensor::f_zeros([b, heads, n + 1, d / heads], opts)?;
-                        t.f_narrow(2, 0, 1)?.f_copy_(
-                            &kv.f_get(i)?
-                                .f_unsqueeze(0)?
-                                .f_expand([b, heads, 1, d / heads], false)?,
+                        let t = Tensor::f_zeros([b, n + 1, d], opts)?;
+                        t.f_narrow(1, 0, 1)?.f_copy_(
+                            &a.sink
+                                .f_get(i)?
+                                .f_view([1, 1, d])?
+                                .f_expand([b, 1, d], false)?,
                         )?;
                         Ok(t)
                     };
+                    let kt = mk(0)?.f_transpose(1, 2)?.f_contiguous()?;
+                    let eye = Tensor::f_eye(a.heads, opts)?.f_view([1, a.heads, a.heads, 1])?;
                     Some(AttnCache {
                         feats: Tensor::f_zeros([b, n, d], opts)?,
-                        k: mk(0)?,
+                        k: kt,
                         v: mk(1)?,
+                        eye,
                     })
                 }
                 None => None,
@@ -177,15 +184,23 @@ impl<'a> SliceDecoder<'a> {
             if let (Some(a), Some(cache)) = (&blk.attention, &self.attn[i]) {
                 let f = a.features(&x, &a.pos.f_select(0, pos)?)?;
                 cache.feats.f_select(1, pos)?.f_copy_(&f)?;
-                let dh = d / a.heads;
-                let q = f.apply(&a.q).f_view([self.b, a.heads, 1, dh])?;
+                let (heads, dh) = (a.heads, d / a.heads);
+                let q = f
+                    .apply(&a.q)
+                    .f_view([self.b, 1, heads, dh])?
+                    .f_mul(&cache.eye)?
+                    .f_reshape([self.b, heads, d])?;
                 let keys = cache.k.f_narrow(2, 0, pos + 1)?;
-                let vals = cache.v.f_narrow(2, 0, pos + 1)?;
+                let vals = cache.v.f_narrow(1, 0, pos + 1)?;
                 let att = q
-                    .f_matmul(&keys.f_transpose(2, 3)?)?
+                    .f_bmm(&keys)?
                     .f_mul_scalar(1.0 / (dh as f64).sqrt())?
-                    .f_softmax(-1, Kind::Float)?;
-                let y = att.f_matmul(&vals)?.f_reshape([self.b, d])?.apply(&a.out);
+                    .f_softmax(-1, Kind::Float)?; // (B, H, p + 1)
+                let y = att
+                    .f_bmm(&vals)?
+                    .f_view([self.b, heads, heads, dh])?
+                    .f_diagonal(0, 1, 2)?; // (B, dh, H)
+                let y = y.f_transpose(1, 2)?.f_reshape([self.b, d])?.apply(&a.out);
                 x = x.f_add(&y)?;
             }
         }
@@ -205,16 +220,15 @@ impl<'a> SliceDecoder<'a> {
         for (blk, cache) in self.net.decoder.blocks.iter().zip(&self.attn) {
             if let (Some(a), Some(cache)) = (&blk.attention, cache) {
                 let d = self.net.decoder.channels;
-                let dh = d / a.heads;
                 let kv = a.keys_values(&cache.feats.f_select(1, pos)?, &norm)?; // (B, 2D)
                 cache
                     .k
                     .f_select(2, pos + 1)?
-                    .f_copy_(&kv.f_narrow(1, 0, d)?.f_view([self.b, a.heads, dh])?)?;
+                    .f_copy_(&kv.f_narrow(1, 0, d)?)?;
                 cache
                     .v
-                    .f_select(2, pos + 1)?
-                    .f_copy_(&kv.f_narrow(1, d, d)?.f_view([self.b, a.heads, dh])?)?;
+                    .f_select(1, pos + 1)?
+                    .f_copy_(&kv.f_narrow(1, d, d)?)?;
             }
         }
         Ok(())

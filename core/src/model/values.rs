@@ -62,6 +62,13 @@ impl Values {
         }
     }
 
+    pub fn shallow_clone(&self) -> Values {
+        match self {
+            Values::Hard(t) => Values::Hard(t.shallow_clone()),
+            Values::Soft(t) => Values::Soft(t.shallow_clone()),
+        }
+    }
+
     fn map(&self, f: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Values> {
         Ok(match self {
             Values::Hard(t) => Values::Hard(f(t)?),

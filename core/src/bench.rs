@@ -1,0 +1,194 @@
+//! Sampler benchmark: naive vs incremental decoding, and how far the sampler is from the hardware limit.
+use crate::error::Result;
+use crate::model::incremental::{SliceDecoder, StepWeights};
+use crate::model::Values;
+use crate::pipeline::Pipeline;
+use crate::sampler::{no_progress, CancelToken, SampleOptions, Sampler};
+use serde::Serialize;
+use std::time::Instant;
+use tch::{Kind, Tensor};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub model: String,
+    pub device: String,
+    pub batch_size: usize,
+    pub images: usize,
+    /// Measured end to end (generate, all stages).
+    pub incremental_ms_per_image: f64,
+    pub incremental_images_per_sec: f64,
+    /// A full decoder pass per pixel, timed over `naive_positions` positions of every stage and scaled to
+    /// the image's positions.
+    pub naive_ms_per_image: f64,
+    pub naive_images_per_sec: f64,
+    pub naive_positions: i64,
+    pub speedup: f64,
+    pub gflop_per_image: f64,
+    pub achieved_gflops: f64,
+    pub matmul_gflops: f64,
+    pub fraction_of_matmul_peak: f64,
+}
+
+/// Multiply-accumulates per image of the incremental sampler, from the config.
+pub fn macs_per_image(p: &Pipeline) -> f64 {
+    let mut total = 0f64;
+    for net in &p.stages {
+        let s = &net.spec;
+        let c = &s.net;
+        let d = c.channels as f64;
+        let (h, w) = s.slice_hw();
+        let n = (h * w) as f64;
+        let slices = (s.slices() - s.first_slice) as f64;
+        let l = s.levels() as f64;
+        let k = c.first_kernel as f64;
+        let blocks = c.decoder_blocks as f64;
+        let attn = if c.attention_every > 0 {
+            (c.decoder_blocks / c.attention_every) as f64
+        } else {
+            0.0
+        };
+        let embed =
+            n * (s.cond_channels() as f64 * 9.0 * d + c.embed_blocks as f64 * 2.0 * 9.0 * d * d);
+        let ctx = n * d * 2.0 * d * blocks;
+        let per_pos = 3.0 * (k / 2.0 + 1.0).floor() * k * d
+            + blocks * (d * 6.0 * 2.0 * d + d * d)
+            + attn * (4.0 * d * d + 3.0 * d + n * d)
+            + d * d
+            + 3.0 * d * l;
+        total += slices * (embed + ctx + n * per_pos);
+    }
+    total
+}
+
+/// GFLOP/s of a large f32 matmul on the model's device.
+pub fn matmul_gflops(device: tch::Device) -> Result<f64> {
+    let n = 1024i64;
+    let a = Tensor::f_randn([n, n], (Kind::Float, device))?;
+    let b = Tensor::f_randn([n, n], (Kind::Float, device))?;
+    let _ = a.f_matmul(&b)?;
+    let reps = if device.is_cuda() { 200 } else { 10 };
+    let t = Instant::now();
+    let mut c = a.f_matmul(&b)?;
+    for _ in 1..reps {
+        c = a.f_matmul(&b)?;
+    }
+    let _ = c.f_sum(Kind::Float)?.f_double_value(&[])?; // synchronise
+    Ok(2.0 * (n * n * n) as f64 * reps as f64 / t.elapsed().as_secs_f64() / 1e9)
+}
+
+/// Milliseconds per decoding step (one position, all channels) of stage `si`, naive and incremental.
+fn step_times(p: &Pipeline, si: usize, b: i64, positions: i64) -> Result<(f64, f64)> {
+    let net = &p.stages[si];
+    let s = &net.spec;
+    let (h, w) = s.slice_hw();
+    let dev = p.device();
+    let own = Values::Hard(Tensor::f_zeros(
+        [b, 3, s.slices(), h, w],
+        (Kind::Int64, dev),
+    )?);
+    let cond = s
+        .cond_bits
+        .map(|_| Tensor::f_zeros([b, 3, s.slices(), h, w], (Kind::Int64, dev)))
+        .transpose()?
+        .map(Values::Hard);
+    let k = Tensor::f_full([b], s.first_slice, (Kind::Int64, dev))?;
+    let ctx = net.context(&own, cond.as_ref(), &k)?;
+    let positions = positions.min(h * w);
+    let px = Tensor::f_zeros([b, 3], (Kind::Int64, dev))?;
+    let sync = |t: &Tensor| -> Result<()> {
+        let _ = t.f_sum(Kind::Float)?.f_double_value(&[])?;
+        Ok(())
+    };
+    let head = |f: &Tensor| -> Result<Tensor> {
+        let zero = Values::Hard(Tensor::f_zeros([b, 1, 1], (Kind::Int64, dev))?);
+        let mut out = f.shallow_clone();
+        for ch in 0..3 {
+            out = net.head.channel_logits(
+                f,
+                ch,
+                &[zero.shallow_clone(), zero.shallow_clone()][..ch],
+            )?;
+        }
+        Ok(out)
+    };
+    let weights = StepWeights::new(net)?;
+    let t = Instant::now();
+    let mut dec = SliceDecoder::new(net, &weights, &ctx)?;
+    for pos in 0..positions {
+        let f = dec.features(pos)?;
+        let _ = head(&f)?;
+        dec.commit(pos, &px)?;
+    }
+    sync(&dec.features(positions.min(h * w - 1))?)?;
+    let inc = t.elapsed().as_secs_f64() * 1e3 / positions as f64;
+    let x = Tensor::f_zeros([b, 3, h, w], (Kind::Float, dev))?;
+    let t = Instant::now();
+    let mut last = x.shallow_clone();
+    for pos in 0..positions {
+        let trunk = net.decoder.forward(&x, &ctx)?;
+        let f = net
+            .head
+            .trunk(&trunk)?
+            .f_select(1, pos / w)?
+            .f_select(1, pos % w)?
+            .f_unsqueeze(1)?
+            .f_unsqueeze(1)?;
+        last = head(&f)?;
+    }
+    sync(&last)?;
+    let naive = t.elapsed().as_secs_f64() * 1e3 / positions as f64;
+    Ok((naive, inc))
+}
+
+pub fn run(
+    p: &Pipeline,
+    model: &str,
+    batch_size: usize,
+    images: usize,
+    naive_positions: i64,
+) -> Result<BenchReport> {
+    tch::no_grad(|| {
+        let dev = p.device();
+        let sampler = Sampler::new(
+            p,
+            SampleOptions {
+                batch_size,
+                ..Default::default()
+            },
+        )?;
+        // Warm-up, then the measured run.
+        let _ = sampler.generate(&[0], &mut no_progress(), &CancelToken::new())?;
+        let seeds: Vec<u64> = (1..=images as u64).collect();
+        let t = Instant::now();
+        let _ = sampler.generate(&seeds, &mut no_progress(), &CancelToken::new())?;
+        let inc_ms = t.elapsed().as_secs_f64() * 1e3 / images as f64;
+        // Naive: per-step time of each stage at the same batch size, times the stage's steps per image.
+        let mut naive_ms = 0f64;
+        for (si, net) in p.stages.iter().enumerate() {
+            let s = &net.spec;
+            let (h, w) = s.slice_hw();
+            let steps = ((s.slices() - s.first_slice) * h * w) as f64;
+            let (naive, _) = step_times(p, si, batch_size as i64, naive_positions)?;
+            naive_ms += naive * steps / batch_size as f64;
+        }
+        let gflop = 2.0 * macs_per_image(p) / 1e9;
+        let peak = matmul_gflops(dev)?;
+        let achieved = gflop / (inc_ms / 1e3);
+        Ok(BenchReport {
+            model: model.to_string(),
+            device: format!("{dev:?}"),
+            batch_size,
+            images,
+            incremental_ms_per_image: inc_ms,
+            incremental_images_per_sec: 1e3 / inc_ms,
+            naive_ms_per_image: naive_ms,
+            naive_images_per_sec: 1e3 / naive_ms,
+            naive_positions,
+            speedup: naive_ms / inc_ms,
+            gflop_per_image: gflop,
+            achieved_gflops: achieved,
+            matmul_gflops: peak,
+            fraction_of_matmul_peak: achieved / peak,
+        })
+    })
+}
