@@ -434,6 +434,13 @@ impl<'a> Sampler<'a> {
             None => m,
             Some(bits) => crate::subscale::merge_depth(&m, &l, bits)?,
         };
+        // Teacher forcing sums the sampler's own log-probabilities; otherwise the bits of the result come
+        // from one exact parallel pass, cheaper than tracking them at every step.
+        let lp = if job.score_known {
+            lp
+        } else {
+            p.likelihood(&img)?.total.f_neg()?
+        };
         let lp = Vec::<f64>::try_from(lp.f_to_device(tch::Device::Cpu)?)?;
         let bits = lp.iter().map(|v| -v / std::f64::consts::LN_2).collect();
         Ok((

@@ -1,0 +1,313 @@
+//! The sampler through the `spn` command line: generate, complete, upscale, batch, bench, bad input.
+use spn_tests::*;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+fn bundle() -> &'static Path {
+    static B: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    &B.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.spn");
+        spn_ok(&[
+            "train",
+            "--data",
+            s(&fixtures().join("emoji8")),
+            "--preset",
+            "tiny",
+            "--steps",
+            "30",
+            "--out",
+            s(&p),
+            "--eval-images",
+            "0",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "8",
+        ]);
+        (dir, p)
+    })
+    .1
+}
+
+fn rgb(p: &Path) -> image::RgbImage {
+    spn::data::load_rgb(p).unwrap()
+}
+
+#[test]
+fn generate_is_reproducible_from_its_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    spn_ok(&[
+        "generate",
+        "--model",
+        s(bundle()),
+        "--count",
+        "3",
+        "--seed",
+        "5",
+        "--out",
+        s(&a),
+        "--batch-size",
+        "3",
+    ]);
+    spn_ok(&[
+        "generate",
+        "--model",
+        s(bundle()),
+        "--count",
+        "1",
+        "--seed",
+        "6",
+        "--out",
+        s(&b),
+        "--grid",
+        s(&dir.path().join("g.png")),
+    ]);
+    for seed in 5..8 {
+        let img = rgb(&a.join(format!("sample-{seed}.png")));
+        assert_eq!(img.dimensions(), (8, 8));
+    }
+    assert_eq!(
+        std::fs::read(a.join("sample-6.png")).unwrap(),
+        std::fs::read(b.join("sample-6.png")).unwrap()
+    );
+    assert!(dir.path().join("g.png").exists());
+}
+
+#[test]
+fn complete_and_upscale_keep_what_they_must() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = fixtures().join("emoji8/1f98a.png");
+    // Mask: left half known (white).
+    let mask = image::GrayImage::from_fn(8, 8, |x, _| image::Luma([if x < 4 { 255 } else { 0 }]));
+    let mask_path = dir.path().join("mask.png");
+    mask.save(&mask_path).unwrap();
+    let out = dir.path().join("c.png");
+    spn_ok(&[
+        "complete",
+        "--model",
+        s(bundle()),
+        "--image",
+        s(&img),
+        "--mask",
+        s(&mask_path),
+        "--seed",
+        "1",
+        "--out",
+        s(&out),
+    ]);
+    let (a, b) = (rgb(&img), rgb(&out));
+    for y in 0..8 {
+        for x in 0..4 {
+            assert_eq!(
+                a.get_pixel(x, y),
+                b.get_pixel(x, y),
+                "known pixel ({x},{y}) changed"
+            );
+        }
+    }
+    // Depth: top 3 bits kept.
+    let out = dir.path().join("d.png");
+    spn_ok(&[
+        "upscale-depth",
+        "--model",
+        s(bundle()),
+        "--image",
+        s(&img),
+        "--out",
+        s(&out),
+    ]);
+    for (p, q) in rgb(&img).as_raw().iter().zip(rgb(&out).as_raw()) {
+        assert_eq!(p >> 5, q >> 5);
+    }
+    // Size: a 4x4 image becomes slice 0 of an 8x8 one.
+    let small = image::RgbImage::from_fn(4, 4, |x, y| {
+        image::Rgb([(x * 60) as u8, (y * 60) as u8, 200])
+    });
+    let small_path = dir.path().join("small.png");
+    small.save(&small_path).unwrap();
+    let out = dir.path().join("u.png");
+    spn_ok(&[
+        "upscale-size",
+        "--model",
+        s(bundle()),
+        "--image",
+        s(&small_path),
+        "--out",
+        s(&out),
+    ]);
+    let big = rgb(&out);
+    assert_eq!(big.dimensions(), (8, 8));
+    for y in 0..4 {
+        for x in 0..4 {
+            assert_eq!(big.get_pixel(2 * x, 2 * y), small.get_pixel(x, y));
+        }
+    }
+}
+
+#[test]
+fn batch_writes_a_manifest_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("assets");
+    let args = [
+        "batch",
+        "--model",
+        s(bundle()),
+        "--count",
+        "6",
+        "--seed",
+        "100",
+        "--out",
+        s(&out),
+        "--batch-size",
+        "4",
+    ];
+    let o = spn_ok(&args);
+    assert!(o.contains("6 new images"), "{o}");
+    let manifest = std::fs::read_to_string(out.join("manifest.jsonl")).unwrap();
+    let lines: Vec<serde_json::Value> = manifest.lines().map(json).collect();
+    assert_eq!(lines.len(), 6);
+    for l in &lines {
+        assert!(out.join(l["file"].as_str().unwrap()).exists());
+        assert!(l["bits"].as_f64().unwrap() > 0.0);
+        assert_eq!(l["temperature"].as_f64(), Some(1.0));
+        assert!(l["model"].as_str().unwrap().ends_with("m.spn"));
+    }
+    let first = std::fs::read(out.join("asset-102.png")).unwrap();
+    // Rerun: nothing to do.
+    assert!(spn_ok(&args).contains("0 new images"));
+    // Lose one image and cut the manifest mid-line, as a crash would: only that one is redone, identically.
+    std::fs::remove_file(out.join("asset-102.png")).unwrap();
+    let cut = &manifest[..manifest.len() - 10];
+    std::fs::write(out.join("manifest.jsonl"), cut).unwrap();
+    let o = spn_ok(&args);
+    assert!(o.contains("2 new images"), "{o}"); // 102 (file lost) and 105 (line cut)
+    assert_eq!(std::fs::read(out.join("asset-102.png")).unwrap(), first);
+    let seeds: Vec<u64> = std::fs::read_to_string(out.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| v["seed"].as_u64().unwrap())
+        .collect();
+    let mut sorted = seeds.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, (100..106).collect::<Vec<_>>());
+    // No stray temporary files.
+    let stray: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            !(n.starts_with("asset-") && n.ends_with(".png")) && n != "manifest.jsonl"
+        })
+        .collect();
+    assert!(stray.is_empty(), "{stray:?}");
+}
+
+#[test]
+fn bad_sampler_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = fixtures().join("emoji8/1f98a.png");
+    let big = image::RgbImage::new(16, 16);
+    let big_path = dir.path().join("big.png");
+    big.save(&big_path).unwrap();
+    let out = dir.path().join("o.png");
+    let m = s(bundle());
+    let err = spn_err(&[
+        "upscale-depth",
+        "--model",
+        m,
+        "--image",
+        s(&big_path),
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("16x16") && err.contains("8x8"), "{err}");
+    let mask = image::GrayImage::new(4, 4);
+    let mask_path = dir.path().join("mask.png");
+    mask.save(&mask_path).unwrap();
+    let err = spn_err(&[
+        "complete",
+        "--model",
+        m,
+        "--image",
+        s(&img),
+        "--mask",
+        s(&mask_path),
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("mask is 4x4"), "{err}");
+    let text = dir.path().join("x.png");
+    std::fs::write(&text, "hello").unwrap();
+    let err = spn_err(&[
+        "upscale-size",
+        "--model",
+        m,
+        "--image",
+        s(&text),
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("cannot read image"), "{err}");
+    let err = spn_err(&[
+        "generate",
+        "--model",
+        m,
+        "--count",
+        "2",
+        "--temperature",
+        "0",
+        "--out",
+        s(dir.path()),
+    ]);
+    assert!(err.contains("temperature must be > 0"), "{err}");
+    let err = spn_err(&[
+        "generate",
+        "--model",
+        m,
+        "--count",
+        "0",
+        "--out",
+        s(dir.path()),
+    ]);
+    assert!(err.contains("count must be at least 1"), "{err}");
+    let err = spn_err(&[
+        "batch",
+        "--model",
+        m,
+        "--count",
+        "0",
+        "--out",
+        s(dir.path()),
+    ]);
+    assert!(err.contains("count must be at least 1"), "{err}");
+    assert!(!out.exists(), "no output is written on error");
+}
+
+#[test]
+fn bench_reports_both_samplers() {
+    let r = json(&spn_ok(&[
+        "bench",
+        "--preset",
+        "tiny",
+        "--batch-size",
+        "4",
+        "--naive-positions",
+        "4",
+        "--json",
+        "--device",
+        "cpu",
+    ]));
+    for k in [
+        "naive_ms_per_image",
+        "incremental_ms_per_image",
+        "speedup",
+        "gflop_per_image",
+        "matmul_gflops",
+    ] {
+        assert!(r[k].as_f64().unwrap() > 0.0, "{k}: {r}");
+    }
+}
