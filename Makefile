@@ -7,7 +7,7 @@ TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
 CARGO ?= cargo
 SPN := target/release/spn
 
-.PHONY: setup build test demo data clean-venv
+.PHONY: setup build test demo data install install-files
 
 setup: $(TORCH_STAMP) libtorch
 
@@ -21,7 +21,7 @@ libtorch: $(TORCH_STAMP)
 	ln -sfn "$$($(VENV)/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" libtorch
 
 build: setup
-	$(CARGO) build --release --workspace --bins
+	$(CARGO) build --release --workspace
 
 test: build
 	$(CARGO) test --release --workspace
@@ -41,3 +41,17 @@ data/emoji/.done: | build
 	rm -rf data/cache/package && tar xzf data/cache/emoji-datasource-google-$(EMOJI_VERSION).tgz -C data/cache package/img/google/64
 	$(SPN) data --src data/cache/package/img/google/64 --out data/emoji
 	touch $@
+
+# Headers, libspn (shared and static), pkg-config and CMake files, the CLI and the default model.
+PREFIX ?= /usr/local
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+install: build install-files
+install-files:
+	install -d $(PREFIX)/include $(PREFIX)/lib/pkgconfig $(PREFIX)/lib/cmake/spn $(PREFIX)/bin $(PREFIX)/share/spn
+	install -m 644 include/spn.h include/spn.hpp $(PREFIX)/include/
+	install -m 755 target/release/libspn.so $(PREFIX)/lib/
+	install -m 644 target/release/libspn.a $(PREFIX)/lib/
+	install -m 755 target/release/spn $(PREFIX)/bin/
+	sed 's|@PREFIX@|$(abspath $(PREFIX))|; s|@VERSION@|$(VERSION)|' ffi/pkg/spn.pc.in > $(PREFIX)/lib/pkgconfig/spn.pc
+	sed 's|@VERSION@|$(VERSION)|' ffi/pkg/spnConfig.cmake.in > $(PREFIX)/lib/cmake/spn/spnConfig.cmake
+	if [ -f models/default.spn ]; then install -m 644 models/default.spn $(PREFIX)/share/spn/; fi

@@ -1,2 +1,7 @@
-// Same run path and CUDA linking as the core crate.
-include!("../core/build.rs");
+include!("../core/build_libtorch.rs");
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-changed=../core/build_libtorch.rs");
+    link_libtorch();
+}

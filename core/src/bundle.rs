@@ -76,8 +76,7 @@ pub fn write(
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(&data)?;
     tmp.as_file().sync_all()?;
-    tmp.persist(path).map_err(|e| Error::Io(e.error))?;
-    Ok(())
+    crate::data::persist(tmp, path)
 }
 
 /// Reads a file written by [`write`]; any damage is an error, never a panic.

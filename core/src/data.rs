@@ -177,6 +177,18 @@ pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
         image::ImageFormat::Png,
     )
     .map_err(|e| Error::Other(format!("cannot write {}: {e}", path.display())))?;
+    persist(tmp, path)
+}
+
+/// Moves a finished temporary file into place (atomic on one file system), readable like any new file
+/// (temporary files are created private).
+pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    }
     tmp.persist(path).map_err(|e| Error::Io(e.error))?;
     Ok(())
 }

@@ -1,0 +1,208 @@
+/*
+ * spn.h: the C ABI of libspn, Subscale Pixel Networks with Multidimensional Upscaling.
+ *
+ * Generate images, complete partially drawn ones, upscale their size or bit depth, and score them with a
+ * model bundle (a .spn file) trained by the `spn` command-line tool.
+ *
+ * THREADING
+ *   A loaded model (spn_model) is read-only and may be used by many threads at once: every job runs
+ *   independently. spn_job_cancel may be called from any thread at any time. Error messages are kept per
+ *   thread (spn_last_error). The log callback may be called from any thread that runs a job.
+ *
+ * ERRORS
+ *   Every fallible call returns an spn_status; SPN_OK is 0. On failure, output parameters are left
+ *   untouched and spn_last_error() returns a UTF-8 message for the calling thread. No call ever unwinds
+ *   or aborts the host: Rust panics and libtorch exceptions become SPN_ERR_INTERNAL.
+ *
+ * VERSIONING
+ *   Call spn_abi_version() or spn_init(SPN_ABI_VERSION) before anything else: a library older than the
+ *   header refuses with SPN_ERR_VERSION. Structs the caller allocates start with `struct_size`; fill it
+ *   with the *_init functions. New fields are only ever appended, so a host built against an older header
+ *   keeps working with a newer library (missing fields take their defaults).
+ *
+ * MEMORY
+ *   Images the library returns are freed with spn_images_free; handles with their *_free function.
+ *   Input images are caller-owned and only read during the call.
+ *
+ * PIXELS
+ *   8 bits per channel, rows top to bottom, `stride` bytes between row starts (>= width * channels).
+ *   Input images: 1 (gray), 3 (RGB) or 4 (RGBA, composited over white) channels. Output: RGB.
+ */
+#ifndef SPN_H
+#define SPN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The ABI this header describes. Bumped only when a new call or struct field is added. */
+#define SPN_ABI_VERSION 1
+
+typedef enum spn_status {
+    SPN_OK = 0,
+    SPN_ERR_INVALID_ARGUMENT = 1, /* null pointer, bad struct size, bad value, wrong image size */
+    SPN_ERR_IO = 2,               /* a file could not be read or written */
+    SPN_ERR_MODEL = 3,            /* the model file is missing, damaged or from a newer format */
+    SPN_ERR_DEVICE = 4,           /* the requested device (CUDA) is not available */
+    SPN_ERR_CANCELLED = 5,        /* the job was cancelled (spn_job_cancel or the progress callback) */
+    SPN_ERR_VERSION = 6,          /* the caller needs a newer ABI than this library has */
+    SPN_ERR_INTERNAL = 7,         /* a bug: a panic or an unexpected libtorch error */
+    SPN_ERR_BUFFER_TOO_SMALL = 8  /* a caller buffer is smaller than needed */
+} spn_status;
+
+typedef enum spn_device {
+    SPN_DEVICE_AUTO = 0, /* CUDA when present, else CPU */
+    SPN_DEVICE_CPU = 1,
+    SPN_DEVICE_CUDA = 2
+} spn_device;
+
+typedef enum spn_log_level {
+    SPN_LOG_ERROR = 1,
+    SPN_LOG_WARN = 2,
+    SPN_LOG_INFO = 3,
+    SPN_LOG_DEBUG = 4
+} spn_log_level;
+
+/* Opaque handles. */
+typedef struct spn_model spn_model; /* a loaded model, shared by any number of jobs and threads */
+typedef struct spn_job spn_job;     /* a cancellation handle for one running call */
+
+/* ---- Version and errors ------------------------------------------------------------------------- */
+
+/* The ABI version of the library (compare with SPN_ABI_VERSION). Never fails. */
+uint32_t spn_abi_version(void);
+
+/* The library's version, e.g. "0.1.0". Static storage. */
+const char *spn_version_string(void);
+
+/* Declares the ABI version the caller was built against. SPN_ERR_VERSION if the library is older. */
+spn_status spn_init(uint32_t abi_version);
+
+/* The message of the last failed call on this thread ("" if none). Valid until the next call on this
+ * thread. */
+const char *spn_last_error(void);
+
+/* A short static name for a status ("SPN_OK", ...). */
+const char *spn_status_string(spn_status status);
+
+/* ---- Logging ------------------------------------------------------------------------------------ */
+
+/* Messages from the library go to `callback` (NULL: no logging, the default). Process-wide. */
+typedef void (*spn_log_fn)(void *user_data, spn_log_level level, const char *message);
+void spn_set_log_callback(spn_log_fn callback, void *user_data);
+
+/* ---- Models ------------------------------------------------------------------------------------- */
+
+typedef struct spn_model_params {
+    uint32_t struct_size; /* sizeof(spn_model_params) */
+    spn_device device;    /* default SPN_DEVICE_AUTO */
+    int32_t cuda_index;   /* default 0 */
+} spn_model_params;
+
+void spn_model_params_init(spn_model_params *params);
+
+/* Loads a model bundle. `path` NULL loads the bundled default model ($SPN_MODEL overrides it).
+ * `params` NULL uses the defaults. */
+spn_status spn_model_load(const char *path, const spn_model_params *params, spn_model **out_model);
+
+/* Frees a model; NULL is ignored. Jobs still running on it must have finished. */
+void spn_model_free(spn_model *model);
+
+typedef struct spn_model_info {
+    uint32_t struct_size; /* sizeof(spn_model_info), set by the caller */
+    uint32_t width;       /* size of the images the model generates */
+    uint32_t height;
+    uint32_t scale;       /* subscale factor S: spn_upscale_size takes width/S x height/S images */
+    uint32_t msb_bits;    /* bits kept by spn_upscale_depth; 0 for a single-stage model */
+    uint32_t stages;
+    uint64_t parameters;
+} spn_model_info;
+
+spn_status spn_model_get_info(const spn_model *model, spn_model_info *info);
+
+/* ---- Jobs, progress, cancellation --------------------------------------------------------------- */
+
+spn_status spn_job_new(spn_job **out_job);
+/* Stops the call that uses this job within a few steps; safe from any thread, also before the call. */
+spn_status spn_job_cancel(spn_job *job);
+void spn_job_free(spn_job *job);
+
+/* Called from the working thread as work progresses; return 0 to cancel, nonzero to go on. */
+typedef int (*spn_progress_fn)(void *user_data, uint64_t done, uint64_t total);
+
+/* ---- Images ------------------------------------------------------------------------------------- */
+
+/* A caller-owned input image. */
+typedef struct spn_image_view {
+    uint32_t width;
+    uint32_t height;
+    uint32_t channels; /* 1, 3 or 4 */
+    size_t stride;     /* bytes between row starts */
+    const uint8_t *data;
+} spn_image_view;
+
+/* A library-owned output image (RGB). */
+typedef struct spn_image {
+    uint32_t width;
+    uint32_t height;
+    uint32_t channels; /* 3 */
+    size_t stride;
+    uint8_t *data;
+    uint64_t seed;     /* the seed that reproduces this image */
+    double bits;       /* -log2 p(image) under the model */
+} spn_image;
+
+/* Frees an array returned by a sampling call; NULL is ignored. */
+void spn_images_free(spn_image *images, uint32_t count);
+
+/* Writes an image as PNG (a convenience for hosts without an image library). */
+spn_status spn_image_write_png(const spn_image *image, const char *path);
+
+/* ---- Sampling ----------------------------------------------------------------------------------- */
+
+typedef struct spn_sample_params {
+    uint32_t struct_size;     /* sizeof(spn_sample_params) */
+    uint32_t count;           /* images to make, default 1 */
+    uint64_t seed;            /* image i gets seed + i; default 0 */
+    float temperature;        /* > 0, default 1 */
+    uint32_t batch_size;      /* images sampled together, default 16 */
+    spn_progress_fn progress; /* optional */
+    void *user_data;          /* passed to progress */
+    spn_job *job;             /* optional, for spn_job_cancel */
+} spn_sample_params;
+
+void spn_sample_params_init(spn_sample_params *params);
+
+/* New images. On success *out_images holds *out_count images (free with spn_images_free). */
+spn_status spn_generate(const spn_model *model, const spn_sample_params *params, spn_image **out_images,
+                        uint32_t *out_count);
+
+/* Completes `image` (the model's size) where `mask` (same size; channel 0 > 127 means known) is dark.
+ * Known pixels are returned unchanged. */
+spn_status spn_complete(const spn_model *model, const spn_image_view *image, const spn_image_view *mask,
+                        const spn_sample_params *params, spn_image **out_images, uint32_t *out_count);
+
+/* `image` (width/S x height/S) becomes slice 0 of a model-size image, kept exactly. */
+spn_status spn_upscale_size(const spn_model *model, const spn_image_view *image, const spn_sample_params *params,
+                            spn_image **out_images, uint32_t *out_count);
+
+/* Keeps the top msb_bits of every value of `image` (the model's size) and samples the low bits. */
+spn_status spn_upscale_depth(const spn_model *model, const spn_image_view *image, const spn_sample_params *params,
+                             spn_image **out_images, uint32_t *out_count);
+
+/* ---- Scoring ------------------------------------------------------------------------------------ */
+
+/* Bits of `image` (the model's size) under the model. `per_subpixel` (optional, may be NULL) receives
+ * width*height*3 values in row-major H x W x C order; `capacity` is its length in floats
+ * (SPN_ERR_BUFFER_TOO_SMALL if too small). */
+spn_status spn_score(const spn_model *model, const spn_image_view *image, double *out_total_bits,
+                     float *per_subpixel, size_t capacity);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* SPN_H */

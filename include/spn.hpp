@@ -1,0 +1,177 @@
+// spn.hpp: a header-only C++17 wrapper over the C ABI in spn.h (RAII handles, exceptions).
+//
+//   spn::Model model("model.spn");              // or spn::Model{} for the bundled default
+//   spn::SampleParams p; p.count = 4; p.seed = 1;
+//   for (auto& img : model.generate(p)) img.write_png("out-" + std::to_string(img.seed()) + ".png");
+//
+// Errors throw spn::Error, which carries the spn_status and the library's message.
+#ifndef SPN_HPP
+#define SPN_HPP
+
+#include "spn.h"
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace spn {
+
+class Error : public std::runtime_error {
+  public:
+    Error(spn_status status, const std::string &message) : std::runtime_error(message), status_(status) {}
+    spn_status status() const noexcept { return status_; }
+
+  private:
+    spn_status status_;
+};
+
+inline void check(spn_status s) {
+    if (s != SPN_OK) throw Error(s, std::string(spn_status_string(s)) + ": " + spn_last_error());
+}
+
+/// Throws unless the loaded library speaks the ABI this header was written for.
+inline void init() { check(spn_init(SPN_ABI_VERSION)); }
+
+/// An output image (RGB), owning its pixels.
+class Image {
+  public:
+    Image(uint32_t w, uint32_t h, std::vector<uint8_t> px, uint64_t seed, double bits)
+        : w_(w), h_(h), px_(std::move(px)), seed_(seed), bits_(bits) {}
+    uint32_t width() const noexcept { return w_; }
+    uint32_t height() const noexcept { return h_; }
+    const std::vector<uint8_t> &pixels() const noexcept { return px_; } // rows of width*3 bytes
+    uint64_t seed() const noexcept { return seed_; }
+    double bits() const noexcept { return bits_; }
+    spn_image_view view() const noexcept { return spn_image_view{w_, h_, 3, size_t(w_) * 3, px_.data()}; }
+    void write_png(const std::string &path) const {
+        spn_image im{w_, h_, 3, size_t(w_) * 3, const_cast<uint8_t *>(px_.data()), seed_, bits_};
+        check(spn_image_write_png(&im, path.c_str()));
+    }
+
+  private:
+    uint32_t w_, h_;
+    std::vector<uint8_t> px_;
+    uint64_t seed_;
+    double bits_;
+};
+
+/// Cancels a running call from any thread.
+class Job {
+  public:
+    Job() {
+        spn_job *j = nullptr;
+        check(spn_job_new(&j));
+        job_.reset(j);
+    }
+    void cancel() { check(spn_job_cancel(job_.get())); }
+    spn_job *get() const noexcept { return job_.get(); }
+
+  private:
+    struct Free {
+        void operator()(spn_job *j) const noexcept { spn_job_free(j); }
+    };
+    std::unique_ptr<spn_job, Free> job_;
+};
+
+struct SampleParams {
+    uint32_t count = 1;
+    uint64_t seed = 0;
+    float temperature = 1.0f;
+    uint32_t batch_size = 16;
+    /// Called with (done, total); return false to cancel.
+    std::function<bool(uint64_t, uint64_t)> progress;
+    Job *job = nullptr;
+};
+
+class Model {
+  public:
+    /// Loads a bundle; an empty path loads the bundled default model.
+    explicit Model(const std::string &path = "", spn_device device = SPN_DEVICE_AUTO) {
+        spn_model_params p;
+        spn_model_params_init(&p);
+        p.device = device;
+        spn_model *m = nullptr;
+        check(spn_model_load(path.empty() ? nullptr : path.c_str(), &p, &m));
+        model_.reset(m);
+    }
+
+    spn_model_info info() const {
+        spn_model_info i{};
+        i.struct_size = sizeof i;
+        check(spn_model_get_info(model_.get(), &i));
+        return i;
+    }
+
+    std::vector<Image> generate(const SampleParams &p) const {
+        return run(p, [&](const spn_sample_params *cp, spn_image **out, uint32_t *n) {
+            return spn_generate(model_.get(), cp, out, n);
+        });
+    }
+    std::vector<Image> complete(const spn_image_view &image, const spn_image_view &mask, const SampleParams &p) const {
+        return run(p, [&](const spn_sample_params *cp, spn_image **out, uint32_t *n) {
+            return spn_complete(model_.get(), &image, &mask, cp, out, n);
+        });
+    }
+    std::vector<Image> upscale_size(const spn_image_view &image, const SampleParams &p) const {
+        return run(p, [&](const spn_sample_params *cp, spn_image **out, uint32_t *n) {
+            return spn_upscale_size(model_.get(), &image, cp, out, n);
+        });
+    }
+    std::vector<Image> upscale_depth(const spn_image_view &image, const SampleParams &p) const {
+        return run(p, [&](const spn_sample_params *cp, spn_image **out, uint32_t *n) {
+            return spn_upscale_depth(model_.get(), &image, cp, out, n);
+        });
+    }
+    /// Total bits; `per_subpixel` (if given) is resized to width*height*3.
+    double score(const spn_image_view &image, std::vector<float> *per_subpixel = nullptr) const {
+        double total = 0;
+        if (per_subpixel) per_subpixel->resize(size_t(image.width) * image.height * 3);
+        check(spn_score(model_.get(), &image, &total, per_subpixel ? per_subpixel->data() : nullptr,
+                        per_subpixel ? per_subpixel->size() : 0));
+        return total;
+    }
+
+  private:
+    struct Free {
+        void operator()(spn_model *m) const noexcept { spn_model_free(m); }
+    };
+    std::unique_ptr<spn_model, Free> model_;
+
+    template <class F> static std::vector<Image> run(const SampleParams &p, F call) {
+        spn_sample_params cp;
+        spn_sample_params_init(&cp);
+        cp.count = p.count;
+        cp.seed = p.seed;
+        cp.temperature = p.temperature;
+        cp.batch_size = p.batch_size;
+        cp.job = p.job ? p.job->get() : nullptr;
+        if (p.progress) {
+            cp.progress = [](void *u, uint64_t d, uint64_t t) -> int {
+                return (*static_cast<const std::function<bool(uint64_t, uint64_t)> *>(u))(d, t) ? 1 : 0;
+            };
+            cp.user_data = const_cast<std::function<bool(uint64_t, uint64_t)> *>(&p.progress);
+        }
+        spn_image *out = nullptr;
+        uint32_t n = 0;
+        check(call(&cp, &out, &n));
+        std::vector<Image> images;
+        images.reserve(n);
+        for (uint32_t i = 0; i < n; i++) {
+            const spn_image &im = out[i];
+            std::vector<uint8_t> px(size_t(im.width) * im.height * 3);
+            for (uint32_t y = 0; y < im.height; y++)
+                std::copy(im.data + y * im.stride, im.data + y * im.stride + size_t(im.width) * 3,
+                          px.begin() + size_t(y) * im.width * 3);
+            images.emplace_back(im.width, im.height, std::move(px), im.seed, im.bits);
+        }
+        spn_images_free(out, n);
+        return images;
+    }
+};
+
+} // namespace spn
+
+#endif // SPN_HPP

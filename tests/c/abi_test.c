@@ -1,0 +1,425 @@
+/* End-to-end and bad-input tests of libspn through its C ABI. Usage: abi_test MODEL.spn */
+#define _DEFAULT_SOURCE
+#include "spn.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static int failures = 0, checks = 0;
+#define CHECK(cond, ...)                                                                                    \
+    do {                                                                                                    \
+        checks++;                                                                                           \
+        if (!(cond)) {                                                                                      \
+            failures++;                                                                                     \
+            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                 \
+            fprintf(stderr, __VA_ARGS__);                                                                   \
+            fprintf(stderr, " (last error: %s)\n", spn_last_error());                                      \
+        }                                                                                                   \
+    } while (0)
+
+static const char *model_path;
+static spn_model *model;
+static spn_model_info info;
+
+static void test_versions(void) {
+    CHECK(spn_abi_version() == SPN_ABI_VERSION, "abi %u", spn_abi_version());
+    CHECK(spn_init(SPN_ABI_VERSION) == SPN_OK, "init");
+    CHECK(spn_init(SPN_ABI_VERSION + 1) == SPN_ERR_VERSION, "newer version refused");
+    CHECK(strstr(spn_last_error(), "ABI version") != NULL, "message: %s", spn_last_error());
+    CHECK(strlen(spn_version_string()) > 0, "version string");
+    CHECK(strcmp(spn_status_string(SPN_ERR_CANCELLED), "SPN_ERR_CANCELLED") == 0, "status string");
+}
+
+static int log_lines = 0;
+static void on_log(void *user, spn_log_level level, const char *msg) {
+    (void)user;
+    (void)level;
+    (void)msg;
+    __atomic_add_fetch(&log_lines, 1, __ATOMIC_SEQ_CST);
+}
+
+static void test_load(void) {
+    spn_model_params mp;
+    spn_model_params_init(&mp);
+    mp.device = SPN_DEVICE_CPU;
+    CHECK(spn_model_load(model_path, &mp, &model) == SPN_OK, "load");
+    info.struct_size = sizeof info;
+    CHECK(spn_model_get_info(model, &info) == SPN_OK, "info");
+    CHECK(info.width == 8 && info.height == 8 && info.scale == 2 && info.msb_bits == 3 && info.stages == 3,
+          "info %ux%u S=%u b=%u", info.width, info.height, info.scale, info.msb_bits);
+    CHECK(info.parameters > 0, "parameters");
+
+    spn_model *m = NULL;
+    CHECK(spn_model_load("/nonexistent/model.spn", NULL, &m) == SPN_ERR_MODEL && m == NULL, "missing file");
+    CHECK(spn_model_load(model_path, NULL, NULL) == SPN_ERR_INVALID_ARGUMENT, "null out");
+    /* Wrong struct size. */
+    spn_model_params bad;
+    spn_model_params_init(&bad);
+    bad.struct_size = 2;
+    CHECK(spn_model_load(model_path, &bad, &m) == SPN_ERR_INVALID_ARGUMENT, "bad struct size");
+    /* CUDA where there is none is a clear device error (skipped on a machine with a GPU). */
+    spn_model_params cuda;
+    spn_model_params_init(&cuda);
+    cuda.device = SPN_DEVICE_CUDA;
+    cuda.cuda_index = 64;
+    CHECK(spn_model_load(model_path, &cuda, &m) == SPN_ERR_DEVICE, "cuda device 64");
+    CHECK(strstr(spn_last_error(), "CUDA") != NULL, "%s", spn_last_error());
+    /* Truncated and garbage files. */
+    FILE *f = fopen(model_path, "rb");
+    char buf[4096];
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    const char *trunc = "abi_test_truncated.spn";
+    f = fopen(trunc, "wb");
+    fwrite(buf, 1, n / 2, f);
+    fclose(f);
+    CHECK(spn_model_load(trunc, NULL, &m) == SPN_ERR_MODEL, "truncated");
+    f = fopen(trunc, "wb");
+    fputs("garbage garbage garbage garbage", f);
+    fclose(f);
+    CHECK(spn_model_load(trunc, NULL, &m) == SPN_ERR_MODEL, "garbage");
+    CHECK(strlen(spn_last_error()) > 0, "message");
+    remove(trunc);
+}
+
+static int progress_calls = 0;
+static int on_progress(void *user, uint64_t done, uint64_t total) {
+    (void)user;
+    CHECK(done <= total, "progress %llu/%llu", (unsigned long long)done, (unsigned long long)total);
+    progress_calls++;
+    return 1;
+}
+
+static void test_generate(void) {
+    spn_sample_params p;
+    spn_sample_params_init(&p);
+    p.count = 3;
+    p.seed = 42;
+    p.progress = on_progress;
+    spn_image *imgs = NULL;
+    uint32_t n = 0;
+    CHECK(spn_generate(model, &p, &imgs, &n) == SPN_OK, "generate");
+    CHECK(n == 3 && imgs != NULL, "count %u", n);
+    CHECK(progress_calls > 0, "progress called");
+    for (uint32_t i = 0; i < n; i++) {
+        CHECK(imgs[i].width == 8 && imgs[i].height == 8 && imgs[i].channels == 3 && imgs[i].stride == 24, "dims");
+        CHECK(imgs[i].seed == 42 + i, "seed %llu", (unsigned long long)imgs[i].seed);
+        CHECK(imgs[i].bits > 0, "bits %f", imgs[i].bits);
+    }
+    CHECK(spn_image_write_png(&imgs[0], "abi_test_out.png") == SPN_OK, "write png");
+    remove("abi_test_out.png");
+    /* Score the generated image: its bits match what generate reported. */
+    spn_image_view v = {imgs[1].width, imgs[1].height, 3, imgs[1].stride, imgs[1].data};
+    double total = 0;
+    float per[8 * 8 * 3];
+    CHECK(spn_score(model, &v, &total, per, 8 * 8 * 3) == SPN_OK, "score");
+    double sum = 0;
+    for (int i = 0; i < 8 * 8 * 3; i++) sum += per[i];
+    CHECK(total > 0 && (sum - total) < 1e-3 * total && (total - sum) < 1e-3 * total, "sum %f total %f", sum, total);
+    CHECK((imgs[1].bits - total) < 1e-3 * total && (total - imgs[1].bits) < 1e-3 * total, "bits %f vs %f",
+          imgs[1].bits, total);
+    CHECK(spn_score(model, &v, &total, per, 10) == SPN_ERR_BUFFER_TOO_SMALL, "small buffer");
+    CHECK(spn_score(model, &v, &total, NULL, 0) == SPN_OK, "score without per-pixel");
+
+    /* Same seed, one at a time, gives the same bytes. */
+    spn_sample_params one;
+    spn_sample_params_init(&one);
+    one.seed = 43;
+    one.batch_size = 1;
+    spn_image *single = NULL;
+    uint32_t m = 0;
+    CHECK(spn_generate(model, &one, &single, &m) == SPN_OK && m == 1, "single");
+    CHECK(memcmp(single[0].data, imgs[1].data, 8 * 8 * 3) == 0, "seed 43 reproduces across batches");
+    spn_images_free(single, m);
+
+    /* Complete: left half known. */
+    uint8_t mask[8 * 8];
+    for (int y = 0; y < 8; y++)
+        for (int x = 0; x < 8; x++) mask[y * 8 + x] = x < 4 ? 255 : 0;
+    spn_image_view mv = {8, 8, 1, 8, mask};
+    spn_image *c = NULL;
+    CHECK(spn_complete(model, &v, &mv, &one, &c, &m) == SPN_OK && m == 1, "complete");
+    int kept = 1;
+    for (int y = 0; y < 8; y++)
+        for (int x = 0; x < 4; x++)
+            for (int ch = 0; ch < 3; ch++)
+                if (c[0].data[y * 24 + x * 3 + ch] != imgs[1].data[y * 24 + x * 3 + ch]) kept = 0;
+    CHECK(kept, "completion keeps known pixels");
+    spn_images_free(c, m);
+    /* Depth: top 3 bits kept. RGBA input with a wide stride. */
+    uint8_t rgba[8 * 40];
+    for (int y = 0; y < 8; y++)
+        for (int x = 0; x < 8; x++) {
+            for (int ch = 0; ch < 3; ch++) rgba[y * 40 + x * 4 + ch] = imgs[2].data[y * 24 + x * 3 + ch];
+            rgba[y * 40 + x * 4 + 3] = 255;
+        }
+    spn_image_view rv = {8, 8, 4, 40, rgba};
+    CHECK(spn_upscale_depth(model, &rv, &one, &c, &m) == SPN_OK, "upscale depth");
+    int top = 1;
+    for (int i = 0; i < 8 * 8 * 3; i++)
+        if ((c[0].data[i] >> 5) != (imgs[2].data[i] >> 5)) top = 0;
+    CHECK(top, "depth upscaling keeps the top bits");
+    spn_images_free(c, m);
+    /* Size: a 4x4 image is slice 0 of the output. */
+    uint8_t small[4 * 4 * 3];
+    for (int i = 0; i < 48; i++) small[i] = (uint8_t)(i * 5);
+    spn_image_view sv = {4, 4, 3, 12, small};
+    CHECK(spn_upscale_size(model, &sv, &one, &c, &m) == SPN_OK, "upscale size");
+    int slice0 = 1;
+    for (int y = 0; y < 4; y++)
+        for (int x = 0; x < 4; x++)
+            for (int ch = 0; ch < 3; ch++)
+                if (c[0].data[(2 * y) * 24 + (2 * x) * 3 + ch] != small[y * 12 + x * 3 + ch]) slice0 = 0;
+    CHECK(slice0, "size upscaling keeps slice 0");
+    spn_images_free(c, m);
+    spn_images_free(imgs, n);
+}
+
+static void test_bad_input(void) {
+    spn_sample_params p;
+    spn_sample_params_init(&p);
+    spn_image *imgs = (spn_image *)0x1;
+    uint32_t n = 77;
+    /* Null handles and pointers: outputs untouched. */
+    CHECK(spn_generate(NULL, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "null model");
+    CHECK(imgs == (spn_image *)0x1 && n == 77, "outputs untouched");
+    CHECK(spn_generate(model, &p, NULL, &n) == SPN_ERR_INVALID_ARGUMENT, "null out");
+    CHECK(spn_generate(model, &p, &imgs, NULL) == SPN_ERR_INVALID_ARGUMENT, "null count");
+    CHECK(spn_model_get_info(NULL, &info) == SPN_ERR_INVALID_ARGUMENT, "null info model");
+    CHECK(spn_model_get_info(model, NULL) == SPN_ERR_INVALID_ARGUMENT, "null info");
+    /* A pointer that is not a model. */
+    int dummy = 0;
+    CHECK(spn_generate((spn_model *)&dummy, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "foreign handle");
+    /* Wrong struct size, zero and huge counts, bad temperature. */
+    spn_sample_params q = p;
+    q.struct_size = 0;
+    CHECK(spn_generate(model, &q, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "struct size 0");
+    q = p;
+    q.count = 0;
+    CHECK(spn_generate(model, &q, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "count 0");
+    q.count = 0xFFFFFFFFu;
+    CHECK(spn_generate(model, &q, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "huge count");
+    q = p;
+    q.temperature = 0;
+    CHECK(spn_generate(model, &q, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "temperature 0");
+    CHECK(strstr(spn_last_error(), "temperature") != NULL, "%s", spn_last_error());
+    /* Images: null data, zero and huge sizes, wrong size, short stride, bad channels, mask mismatch. */
+    uint8_t px[64 * 3] = {0};
+    spn_image_view v = {8, 8, 3, 24, NULL};
+    CHECK(spn_upscale_depth(model, &v, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "null data");
+    v.data = px;
+    v.width = 0;
+    CHECK(spn_upscale_depth(model, &v, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "zero width");
+    v.width = 0x7FFFFFFF;
+    v.height = 0x7FFFFFFF;
+    CHECK(spn_upscale_depth(model, &v, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "huge");
+    v.width = 4;
+    v.height = 4;
+    v.stride = 12;
+    CHECK(spn_upscale_depth(model, &v, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "wrong size");
+    CHECK(strstr(spn_last_error(), "8x8") != NULL, "names the size: %s", spn_last_error());
+    v.width = 8;
+    v.height = 8;
+    v.stride = 10;
+    CHECK(spn_upscale_depth(model, &v, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "short stride");
+    v.stride = 24;
+    v.channels = 2;
+    CHECK(spn_upscale_depth(model, &v, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "2 channels");
+    v.channels = 3;
+    uint8_t mpx[16] = {0};
+    spn_image_view mv = {4, 4, 1, 4, mpx};
+    CHECK(spn_complete(model, &v, &mv, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "mask size");
+    CHECK(strstr(spn_last_error(), "mask") != NULL, "%s", spn_last_error());
+    CHECK(spn_complete(model, &v, NULL, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "null mask");
+    double bits;
+    CHECK(spn_score(model, &v, NULL, NULL, 0) == SPN_ERR_INVALID_ARGUMENT, "null bits");
+    CHECK(spn_score(model, NULL, &bits, NULL, 0) == SPN_ERR_INVALID_ARGUMENT, "null image");
+    CHECK(imgs == (spn_image *)0x1 && n == 77, "outputs untouched after errors");
+    /* Freeing NULL is fine; cancelling NULL is an error, not a crash. */
+    spn_model_free(NULL);
+    spn_job_free(NULL);
+    spn_images_free(NULL, 3);
+    CHECK(spn_job_cancel(NULL) == SPN_ERR_INVALID_ARGUMENT, "cancel null");
+}
+
+static void test_freed_handles(void) {
+    spn_model *m = NULL;
+    CHECK(spn_model_load(model_path, NULL, &m) == SPN_OK, "load 2");
+    spn_model_free(m);
+    spn_sample_params p;
+    spn_sample_params_init(&p);
+    spn_image *imgs;
+    uint32_t n;
+    CHECK(spn_generate(m, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "freed model detected");
+    CHECK(strstr(spn_last_error(), "freed") != NULL, "%s", spn_last_error());
+    spn_model_free(m); /* double free is detected and ignored */
+    spn_job *j;
+    CHECK(spn_job_new(&j) == SPN_OK, "job");
+    spn_job_free(j);
+    CHECK(spn_job_cancel(j) == SPN_ERR_INVALID_ARGUMENT, "freed job detected");
+    p.job = j;
+    CHECK(spn_generate(model, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "freed job in params");
+}
+
+static void test_cancel_before(void) {
+    spn_job *j;
+    spn_job_new(&j);
+    CHECK(spn_job_cancel(j) == SPN_OK, "cancel");
+    spn_sample_params p;
+    spn_sample_params_init(&p);
+    p.job = j;
+    spn_image *imgs = NULL;
+    uint32_t n = 0;
+    CHECK(spn_generate(model, &p, &imgs, &n) == SPN_ERR_CANCELLED, "cancelled before the run");
+    CHECK(imgs == NULL && n == 0, "no output");
+    spn_job_free(j);
+}
+
+static int cancel_from_callback(void *user, uint64_t done, uint64_t total) {
+    (void)user;
+    (void)total;
+    return done < 3;
+}
+
+/* ---- Threads ---- */
+typedef struct {
+    uint64_t seed;
+    spn_job *job;
+    spn_status status;
+    uint8_t pixels[8 * 8 * 3];
+    volatile int started;
+} worker;
+
+static int mark_started(void *user, uint64_t done, uint64_t total) {
+    (void)done;
+    (void)total;
+    ((worker *)user)->started = 1;
+    return 1;
+}
+
+static void *run_worker(void *arg) {
+    worker *w = (worker *)arg;
+    spn_sample_params p;
+    spn_sample_params_init(&p);
+    p.seed = w->seed;
+    p.count = w->job ? 200 : 1;
+    p.batch_size = 1;
+    p.job = w->job;
+    p.progress = mark_started;
+    p.user_data = w;
+    spn_image *imgs = NULL;
+    uint32_t n = 0;
+    w->status = spn_generate(model, &p, &imgs, &n);
+    if (w->status == SPN_OK) memcpy(w->pixels, imgs[0].data, sizeof w->pixels);
+    spn_images_free(imgs, n);
+    return NULL;
+}
+
+static void test_threads(void) {
+    worker ws[8];
+    pthread_t ts[8];
+    memset(ws, 0, sizeof ws);
+    for (int i = 0; i < 8; i++) {
+        ws[i].seed = 1000 + i;
+        pthread_create(&ts[i], NULL, run_worker, &ws[i]);
+    }
+    for (int i = 0; i < 8; i++) pthread_join(ts[i], NULL);
+    for (int i = 0; i < 8; i++) {
+        worker one;
+        memset(&one, 0, sizeof one);
+        one.seed = 1000 + i;
+        run_worker(&one);
+        CHECK(ws[i].status == SPN_OK && one.status == SPN_OK, "thread %d", i);
+        CHECK(memcmp(ws[i].pixels, one.pixels, sizeof one.pixels) == 0, "thread %d matches one thread", i);
+    }
+    /* Cancel one job from this thread while another runs beside it: only the target stops. */
+    worker a, b;
+    memset(&a, 0, sizeof a);
+    memset(&b, 0, sizeof b);
+    a.seed = 1;
+    b.seed = 2;
+    spn_job_new(&a.job);
+    pthread_t ta, tb;
+    pthread_create(&ta, NULL, run_worker, &a);
+    pthread_create(&tb, NULL, run_worker, &b);
+    while (!a.started) usleep(1000);
+    CHECK(spn_job_cancel(a.job) == SPN_OK, "cancel during the run");
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CHECK(a.status == SPN_ERR_CANCELLED, "target cancelled: %s", spn_status_string(a.status));
+    CHECK(b.status == SPN_OK, "the other job finished");
+    spn_job_free(a.job);
+    /* The progress callback can cancel too. */
+    spn_sample_params p;
+    spn_sample_params_init(&p);
+    p.progress = cancel_from_callback;
+    spn_image *imgs = NULL;
+    uint32_t n = 0;
+    CHECK(spn_generate(model, &p, &imgs, &n) == SPN_ERR_CANCELLED, "cancel from callback");
+}
+
+/* ---- Compatibility ---- */
+/* What a host built against an older header would pass: the struct before its later fields existed. */
+typedef struct {
+    uint32_t struct_size;
+    uint32_t count;
+    uint64_t seed;
+    float temperature;
+} old_sample_params;
+
+/* What a host built against a newer header would pass: one field appended. */
+typedef struct {
+    spn_sample_params base;
+    uint64_t future_field;
+} new_sample_params;
+
+static void test_compat(void) {
+    old_sample_params o = {sizeof(old_sample_params), 2, 7, 1.0f};
+    spn_image *imgs = NULL;
+    uint32_t n = 0;
+    CHECK(spn_generate(model, (const spn_sample_params *)&o, &imgs, &n) == SPN_OK && n == 2, "older struct");
+    uint8_t first[8 * 8 * 3];
+    memcpy(first, imgs[0].data, sizeof first);
+    spn_images_free(imgs, n);
+    new_sample_params nw;
+    spn_sample_params_init(&nw.base);
+    nw.base.struct_size = sizeof nw;
+    nw.base.seed = 7;
+    nw.future_field = 12345;
+    CHECK(spn_generate(model, &nw.base, &imgs, &n) == SPN_OK && n == 1, "newer struct");
+    CHECK(memcmp(first, imgs[0].data, sizeof first) == 0, "same result whatever the struct version");
+    spn_images_free(imgs, n);
+    /* An info struct from an older header: only its fields are written. */
+    struct {
+        uint32_t struct_size, width, height;
+        uint32_t canary;
+    } small_info = {12, 0, 0, 0xDEADBEEF};
+    CHECK(spn_model_get_info(model, (spn_model_info *)&small_info) == SPN_OK, "old info");
+    CHECK(small_info.width == 8 && small_info.canary == 0xDEADBEEF, "no write past the caller's struct");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s MODEL\n", argv[0]);
+        return 2;
+    }
+    model_path = argv[1];
+    spn_set_log_callback(on_log, NULL);
+    test_versions();
+    test_load();
+    if (!model) return 1;
+    test_generate();
+    test_bad_input();
+    test_freed_handles();
+    test_cancel_before();
+    test_threads();
+    test_compat();
+    CHECK(log_lines > 0, "log callback called");
+    spn_set_log_callback(NULL, NULL);
+    spn_model_free(model);
+    printf("%d passed, %d failed\n", checks - failures, failures);
+    return failures ? 1 : 0;
+}

@@ -1,0 +1,248 @@
+//! libspn from C and C++: compiled and run here, as a host application would.
+use spn_tests::*;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn target_dir() -> PathBuf {
+    spn_bin().parent().unwrap().to_path_buf()
+}
+
+fn libspn() -> PathBuf {
+    let p = target_dir().join("libspn.so");
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo build --release --workspace`",
+        p.display()
+    );
+    p
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
+fn compile(compiler: &str, std: &str, src: &Path, out: &Path, extra: &[&str]) {
+    let inc = root().join("include");
+    let lib = target_dir();
+    let mut c = Command::new(compiler);
+    c.args([std, "-Wall", "-Wextra", "-Werror", "-O1", "-g"])
+        .arg(format!("-I{}", inc.display()))
+        .arg(src)
+        .arg("-o")
+        .arg(out);
+    c.arg(format!("-L{}", lib.display()))
+        .arg(format!("-Wl,-rpath,{}", lib.display()));
+    c.args(extra);
+    run(&mut c);
+}
+
+fn tiny_model(dir: &Path) -> PathBuf {
+    let p = dir.join("tiny.spn");
+    spn_ok(&[
+        "train",
+        "--data",
+        s(&fixtures().join("emoji8")),
+        "--preset",
+        "tiny",
+        "--steps",
+        "20",
+        "--out",
+        s(&p),
+        "--eval-images",
+        "0",
+        "--device",
+        "cpu",
+    ]);
+    p
+}
+
+#[test]
+fn c_host_end_to_end_bad_input_threads_and_compat() {
+    libspn();
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let exe = dir.path().join("abi_test");
+    compile(
+        "gcc",
+        "-std=c11",
+        &root().join("tests/c/abi_test.c"),
+        &exe,
+        &["-lspn", "-lpthread"],
+    );
+    let out = run(Command::new(&exe).arg(&model).current_dir(dir.path()));
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn cpp_wrapper_end_to_end() {
+    libspn();
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let exe = dir.path().join("wrapper_test");
+    compile(
+        "g++",
+        "-std=c++17",
+        &root().join("tests/cpp/wrapper_test.cpp"),
+        &exe,
+        &["-lspn", "-lpthread"],
+    );
+    let out = run(Command::new(&exe).arg(&model));
+    assert!(out.contains("0 failed"), "{out}");
+}
+
+#[test]
+fn hosts_that_load_libspn_at_run_time() {
+    let lib = libspn();
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path());
+    let exe = dir.path().join("host");
+    compile(
+        "g++",
+        "-std=c++17",
+        &root().join("examples/cpp_host/host.cpp"),
+        &exe,
+        &["-ldl"],
+    );
+    let out = run(Command::new(&exe)
+        .arg(&lib)
+        .arg(&model)
+        .arg(dir.path())
+        .args(["3", "10"]));
+    for seed in 10..13 {
+        let png = dir.path().join(format!("asset-{seed}.png"));
+        assert_eq!(
+            spn::data::load_rgb(&png).unwrap().dimensions(),
+            (8, 8),
+            "{out}"
+        );
+    }
+    let rust_host = target_dir().join("spn-rust-host");
+    let out = run(Command::new(&rust_host)
+        .arg(&lib)
+        .arg(&model)
+        .arg(dir.path())
+        .arg("2"));
+    assert!(dir.path().join("rust-asset-1.png").exists(), "{out}");
+}
+
+#[test]
+fn headers_compile_alone_in_c_and_cpp() {
+    let dir = tempfile::tempdir().unwrap();
+    let inc = root().join("include");
+    for (compiler, std, file) in [
+        ("gcc", "-std=c99", "spn.h"),
+        ("gcc", "-std=c11", "spn.h"),
+        ("g++", "-std=c++11", "spn.h"),
+        ("g++", "-std=c++17", "spn.hpp"),
+    ] {
+        let lang = if compiler == "gcc" { "c" } else { "c++" };
+        let src = dir
+            .path()
+            .join(format!("only.{}", if lang == "c" { "c" } else { "cpp" }));
+        // Included twice: the include guards must hold.
+        std::fs::write(
+            &src,
+            format!("#include \"{file}\"\n#include \"{file}\"\nint main(void) {{ return 0; }}\n"),
+        )
+        .unwrap();
+        run(Command::new(compiler)
+            .args([
+                std,
+                "-Wall",
+                "-Wextra",
+                "-Wpedantic",
+                "-Werror",
+                "-fsyntax-only",
+            ])
+            .arg(format!("-I{}", inc.display()))
+            .arg(&src));
+    }
+}
+
+#[test]
+fn exported_symbols_are_exactly_the_headers_functions() {
+    let out = run(Command::new("nm")
+        .args(["-D", "--defined-only"])
+        .arg(libspn()));
+    let exported: BTreeSet<String> = out
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 3 && f[1] == "T").then(|| f[2].to_string())
+        })
+        .collect();
+    let header = std::fs::read_to_string(root().join("include/spn.h")).unwrap();
+    let mut declared = BTreeSet::new();
+    for line in header.lines() {
+        let t = line.trim_start();
+        if t.starts_with("typedef")
+            || t.starts_with('*')
+            || t.starts_with("/*")
+            || t.starts_with('#')
+        {
+            continue;
+        }
+        // A declaration is `... spn_name(`: the identifier directly followed by its parameter list.
+        for (i, _) in t.match_indices("spn_") {
+            let rest = &t[i..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            let before_ok =
+                i == 0 || !t[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '_');
+            if before_ok && rest[name.len()..].starts_with('(') {
+                declared.insert(name);
+            }
+        }
+    }
+    assert!(
+        declared.len() >= 20,
+        "parsed too few declarations: {declared:?}"
+    );
+    assert_eq!(exported, declared, "exports and header differ");
+}
+
+#[test]
+fn install_gives_pkg_config_and_cmake_files_that_work() {
+    libspn();
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("prefix");
+    run(Command::new("make")
+        .arg("-s")
+        .arg("install-files")
+        .arg(format!("PREFIX={}", prefix.display()))
+        .current_dir(root()));
+    for f in [
+        "include/spn.h",
+        "include/spn.hpp",
+        "lib/libspn.so",
+        "lib/libspn.a",
+        "lib/pkgconfig/spn.pc",
+        "lib/cmake/spn/spnConfig.cmake",
+        "bin/spn",
+    ] {
+        assert!(prefix.join(f).exists(), "{f} not installed");
+    }
+    let flags = run(Command::new("pkg-config")
+        .args(["--cflags", "--libs", "spn"])
+        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")));
+    let src = dir.path().join("v.c");
+    std::fs::write(&src, "#include <spn.h>\n#include <stdio.h>\nint main(void) { printf(\"abi %u\\n\", spn_abi_version()); return spn_init(SPN_ABI_VERSION); }\n").unwrap();
+    let exe = dir.path().join("v");
+    let mut c = Command::new("gcc");
+    c.arg(&src)
+        .arg("-o")
+        .arg(&exe)
+        .args(flags.split_whitespace());
+    run(&mut c);
+    assert!(run(&mut Command::new(&exe)).contains("abi 1"));
+}
