@@ -7,7 +7,7 @@ TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
 CARGO ?= cargo
 SPN := target/release/spn
 
-.PHONY: setup build test demo data install install-files
+.PHONY: setup build test demo data install install-files gimp-deps
 
 setup: $(TORCH_STAMP) libtorch
 
@@ -23,7 +23,14 @@ libtorch: $(TORCH_STAMP)
 build: setup
 	$(CARGO) build --release --workspace
 
-test: build
+# GIMP 2.10 and its plug-in SDK, for the plug-in's headless tests (Debian packages; needs root or sudo).
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+gimp-deps:
+	@if ! command -v gimp-console-2.10 >/dev/null || ! pkg-config --exists gimpui-2.0; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends gimp libgimp2.0-dev; \
+	fi
+
+test: build gimp-deps
 	$(CARGO) test --release --workspace
 
 demo: build

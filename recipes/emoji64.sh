@@ -3,7 +3,7 @@
 # Usage: recipes/emoji64.sh [STEPS]   (after `make data`; resumable: rerun the same command)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-STEPS=${1:-4000}
+STEPS=${1:-4500}
 OUT=${OUT:-out/emoji64.spn}
 mkdir -p "$(dirname "$OUT")"
 resume=()

@@ -367,6 +367,8 @@ impl Trainer {
                 let mut p = p.shallow_clone();
                 let _ = p.f_sub_(&upd)?;
                 if let (Some(e), Some(d)) = (self.ema.as_mut(), self.opts.ema) {
+                    // Warm-up of the average, so that early checkpoints are not dominated by the init.
+                    let d = d.min((1.0 + step as f64) / (10.0 + step as f64));
                     let _ = e[i].f_mul_scalar_(d)?.f_add_(&p.f_mul_scalar(1.0 - d)?)?;
                 }
             }
@@ -455,6 +457,7 @@ impl Trainer {
         let base_seconds = self.seconds;
         let (mut first, mut last) = (None, None);
         let mut interrupted = false;
+        let mut window = Vec::new();
         while self.step < self.opts.steps {
             if stop.load(Ordering::Relaxed) {
                 interrupted = true;
@@ -471,12 +474,15 @@ impl Trainer {
                 bits_per_dim: bpd,
                 images_per_sec: done / start.elapsed().as_secs_f64().max(1e-9),
             });
+            window.push(bpd);
             if self.opts.checkpoint_every > 0
                 && self.step % self.opts.checkpoint_every == 0
                 && self.step < self.opts.steps
             {
                 self.save()?;
-                log::info!("checkpoint at step {}", self.step);
+                let mean = window.iter().sum::<f64>() / window.len().max(1) as f64;
+                log::info!("checkpoint at step {}: {mean:.4} bits/dim on the training batches since the last", self.step);
+                window.clear();
             }
         }
         let elapsed = start.elapsed().as_secs_f64();

@@ -5,13 +5,24 @@ use spn::{data, Pipeline};
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "out/rust-api".into()));
+    let out = PathBuf::from(
+        std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "out/rust-api".into()),
+    );
     let model_path = match std::env::args().nth(2) {
         Some(p) => PathBuf::from(p),
         None => spn::default_model_path().ok_or("no bundled model: run `make demo` first")?,
     };
     let model = Pipeline::load(&model_path, tch::Device::cuda_if_available())?;
-    let sampler = Sampler::new(&model, SampleOptions { temperature: 1.0, batch_size: 4, ..Default::default() })?;
+    let sampler = Sampler::new(
+        &model,
+        SampleOptions {
+            temperature: 1.0,
+            batch_size: 4,
+            ..Default::default()
+        },
+    )?;
     let cancel = CancelToken::new();
 
     // Generate: each image is reproducible from its seed alone.
@@ -31,7 +42,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .view([h, 1])
         .expand([h, w], false);
     let completed = sampler.complete(&image, &known, &[7], &mut no_progress(), &cancel)?;
-    data::save_png(&data::from_tensor(&completed.images.get(0))?, &out.join("completed-7.png"))?;
+    data::save_png(
+        &data::from_tensor(&completed.images.get(0))?,
+        &out.join("completed-7.png"),
+    )?;
     println!("completed-7.png: top half kept, bottom half sampled");
     Ok(())
 }

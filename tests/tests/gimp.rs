@@ -1,0 +1,191 @@
+//! The GIMP plug-in, headless: every procedure through `gimp-console-2.10 -i -b` with Script-Fu.
+//! `make test` installs GIMP and libgimp2.0-dev first.
+use spn_tests::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// A GIMP profile folder with the plug-in installed, and a tiny 8x8 model.
+fn setup() -> &'static (tempfile::TempDir, PathBuf) {
+    static S: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    S.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let plugins = dir.path().join("profile/plug-ins");
+        let out = Command::new("make")
+            .args(["-s", "-C"])
+            .arg(root().join("plugins/gimp"))
+            .arg("install")
+            .arg(format!("GIMP_PLUGIN_DIR={}", plugins.display()))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "plug-in build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let model = dir.path().join("tiny.spn");
+        spn_ok(&[
+            "train",
+            "--data",
+            s(&fixtures().join("emoji8")),
+            "--preset",
+            "tiny",
+            "--steps",
+            "20",
+            "--out",
+            s(&model),
+            "--eval-images",
+            "0",
+            "--device",
+            "cpu",
+        ]);
+        (dir, model)
+    })
+}
+
+/// Runs Script-Fu in a fresh working folder; returns (folder, combined output).
+fn gimp(script: &str) -> (tempfile::TempDir, String) {
+    let (dir, _) = setup();
+    let work = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        fixtures().join("emoji8/1f98a.png"),
+        work.path().join("in.png"),
+    )
+    .unwrap();
+    let out = Command::new("gimp-console-2.10")
+        .args(["-i", "-d", "-f", "-b", script, "-b", "(gimp-quit 0)"])
+        .env("GIMP2_DIRECTORY", dir.path().join("profile"))
+        .current_dir(work.path())
+        .output()
+        .expect("gimp-console-2.10 is not installed: run `make test`, which installs it");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "gimp-console failed: {text}");
+    assert!(
+        !text.contains("crashed") && !text.contains("Segmentation"),
+        "the plug-in crashed: {text}"
+    );
+    (work, text)
+}
+
+fn model() -> String {
+    setup().1.display().to_string()
+}
+
+fn load(p: &Path) -> image::RgbaImage {
+    image::open(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .to_rgba8()
+}
+
+const LOAD: &str = r#"(image (car (gimp-file-load RUN-NONINTERACTIVE "in.png" "in.png"))) (drawable (car (gimp-image-get-active-drawable image)))"#;
+
+#[test]
+fn generate_makes_layers_named_by_seed() {
+    let script = format!(
+        r#"(let* ((image (car (plug-in-spn-generate RUN-NONINTERACTIVE "{}" 2 7 1.0))) (layers (cadr (gimp-image-get-layers image))))
+             (gimp-message (string-append "layers: " (car (gimp-item-get-name (aref layers 0))) " / " (car (gimp-item-get-name (aref layers 1)))))
+             (file-png-save-defaults RUN-NONINTERACTIVE image (aref layers 0) "gen0.png" "gen0.png")
+             (file-png-save-defaults RUN-NONINTERACTIVE image (aref layers 1) "gen1.png" "gen1.png"))"#,
+        model()
+    );
+    let (work, text) = gimp(&script);
+    assert!(
+        text.contains("spn seed 7") && text.contains("spn seed 8"),
+        "{text}"
+    );
+    for f in ["gen0.png", "gen1.png"] {
+        assert_eq!(load(&work.path().join(f)).dimensions(), (8, 8));
+    }
+}
+
+#[test]
+fn complete_keeps_everything_outside_the_selection() {
+    let script = format!(
+        r#"(let* ({LOAD}) (gimp-image-select-rectangle image CHANNEL-OP-REPLACE 4 0 4 8)
+             (plug-in-spn-complete RUN-NONINTERACTIVE image drawable "{}" 3 1.0)
+             (gimp-file-save RUN-NONINTERACTIVE image drawable "out.png" "out.png"))"#,
+        model()
+    );
+    let (work, _) = gimp(&script);
+    let (a, b) = (
+        load(&work.path().join("in.png")),
+        load(&work.path().join("out.png")),
+    );
+    assert_eq!(b.dimensions(), (8, 8));
+    for y in 0..8 {
+        for x in 0..4 {
+            assert_eq!(
+                a.get_pixel(x, y),
+                b.get_pixel(x, y),
+                "pixel ({x},{y}) outside the selection changed"
+            );
+        }
+    }
+}
+
+#[test]
+fn upscale_depth_keeps_the_top_bits_and_size_makes_a_bigger_image() {
+    let script = format!(
+        r#"(let* ({LOAD}) (plug-in-spn-upscale-depth RUN-NONINTERACTIVE image drawable "{m}" 1 1.0)
+             (gimp-file-save RUN-NONINTERACTIVE image drawable "depth.png" "depth.png")
+             (gimp-image-scale image 4 4)
+             (let* ((big (car (plug-in-spn-upscale-size RUN-NONINTERACTIVE image (car (gimp-image-get-active-drawable image)) "{m}" 1 1.0))))
+               (file-png-save-defaults RUN-NONINTERACTIVE big (car (gimp-image-get-active-drawable big)) "big.png" "big.png")
+               (gimp-file-save RUN-NONINTERACTIVE image (car (gimp-image-get-active-drawable image)) "small.png" "small.png")))"#,
+        m = model()
+    );
+    let (work, _) = gimp(&script);
+    let (a, d) = (
+        load(&work.path().join("in.png")),
+        load(&work.path().join("depth.png")),
+    );
+    for (p, q) in a.pixels().zip(d.pixels()) {
+        // Opaque pixels composite to themselves, so their top 3 bits must survive.
+        if p[3] == 255 {
+            for c in 0..3 {
+                assert_eq!(p[c] >> 5, q[c] >> 5, "{p:?} -> {q:?}");
+            }
+        }
+    }
+    let (small, big) = (
+        load(&work.path().join("small.png")),
+        load(&work.path().join("big.png")),
+    );
+    assert_eq!(big.dimensions(), (8, 8));
+    for y in 0..4 {
+        for x in 0..4 {
+            let (sp, bp) = (small.get_pixel(x, y), big.get_pixel(2 * x, 2 * y));
+            if sp[3] == 255 {
+                assert_eq!(&sp.0[..3], &bp.0[..3], "slice 0 differs at ({x},{y})");
+            }
+        }
+    }
+}
+
+#[test]
+fn errors_are_gimp_messages_not_crashes() {
+    let script = format!(
+        r#"(let* ({LOAD}) (plug-in-spn-upscale-depth RUN-NONINTERACTIVE image drawable "/nonexistent/model.spn" 1 1.0))"#
+    );
+    let (_, text) = gimp(&script);
+    assert!(text.contains("cannot load the model"), "{text}");
+    let script = format!(
+        r#"(let* ({LOAD}) (gimp-image-convert-grayscale image) (plug-in-spn-upscale-depth RUN-NONINTERACTIVE image (car (gimp-image-get-active-drawable image)) "{}" 1 1.0))"#,
+        model()
+    );
+    let (_, text) = gimp(&script);
+    assert!(
+        text.contains("RGB layers") && text.contains("grayscale"),
+        "{text}"
+    );
+    let script = format!(
+        r#"(let* ({LOAD}) (gimp-image-scale image 5 5) (plug-in-spn-complete RUN-NONINTERACTIVE image (car (gimp-image-get-active-drawable image)) "{}" 1 1.0))"#,
+        model()
+    );
+    let (_, text) = gimp(&script);
+    assert!(text.contains("5x5") && text.contains("8x8"), "{text}");
+}
