@@ -17,8 +17,9 @@
  * VERSIONING
  *   Call spn_abi_version() or spn_init(SPN_ABI_VERSION) before anything else: a library older than the
  *   header refuses with SPN_ERR_VERSION. Structs the caller allocates start with `struct_size`; fill it
- *   with the *_init functions. New fields are only ever appended, so a host built against an older header
- *   keeps working with a newer library (missing fields take their defaults).
+ *   with the *_init functions. New fields are only ever appended, and every version of a struct ends on an
+ *   8-byte boundary (no trailing padding), so a host built against an older header keeps working with a
+ *   newer library: fields past its struct_size take their defaults.
  *
  * MEMORY
  *   Images the library returns are freed with spn_images_free; handles with their *_free function.

@@ -16,6 +16,15 @@ use tch::Tensor;
 
 pub const ABI_VERSION: u32 = 1;
 
+// The layouts spn.h documents for ABI version 1. Appending a field changes these sizes; changing the
+// offsets of existing fields is never allowed.
+const _: () = assert!(std::mem::size_of::<spn_model_params>() == 12);
+const _: () = assert!(std::mem::size_of::<spn_model_info>() == 32);
+const _: () = assert!(std::mem::size_of::<spn_sample_params>() == 48);
+const _: () = assert!(std::mem::offset_of!(spn_sample_params, progress) == 24);
+const _: () = assert!(std::mem::size_of::<spn_image>() == 48);
+const _: () = assert!(std::mem::size_of::<spn_image_view>() == 32);
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[allow(non_camel_case_types, dead_code)]

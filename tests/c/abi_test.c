@@ -362,12 +362,14 @@ static void test_threads(void) {
 }
 
 /* ---- Compatibility ---- */
-/* What a host built against an older header would pass: the struct before its later fields existed. */
+/* What a host built against an older header would pass: the struct before its later fields existed.
+ * (Versions only ever end on an 8-byte boundary, so a newer field never lies in an older one's padding.) */
 typedef struct {
     uint32_t struct_size;
     uint32_t count;
     uint64_t seed;
     float temperature;
+    uint32_t batch_size;
 } old_sample_params;
 
 /* What a host built against a newer header would pass: one field appended. */
@@ -377,7 +379,7 @@ typedef struct {
 } new_sample_params;
 
 static void test_compat(void) {
-    old_sample_params o = {sizeof(old_sample_params), 2, 7, 1.0f};
+    old_sample_params o = {sizeof(old_sample_params), 2, 7, 1.0f, 2};
     spn_image *imgs = NULL;
     uint32_t n = 0;
     CHECK(spn_generate(model, (const spn_sample_params *)&o, &imgs, &n) == SPN_OK && n == 2, "older struct");
