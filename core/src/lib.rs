@@ -5,6 +5,11 @@ pub mod bench;
 pub mod bundle;
 pub mod config;
 pub mod data;
+#[cfg(spn_dist)]
+pub mod dist;
+#[cfg(not(spn_dist))]
+#[path = "dist/stub.rs"]
+pub mod dist;
 pub mod error;
 pub mod eval;
 pub mod model;

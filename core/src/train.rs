@@ -6,6 +6,7 @@
 use crate::bundle::{self, TrainingInfo};
 use crate::config::PipelineConfig;
 use crate::data::{self, Split};
+use crate::dist::Dist;
 use crate::error::{Error, Result};
 use crate::pipeline::Pipeline;
 use rand::{Rng, SeedableRng};
@@ -34,6 +35,10 @@ pub struct TrainOptions {
     pub stages: Vec<String>,
     /// Held-out images evaluated exactly at the end (0: none).
     pub eval_images: usize,
+    /// In data-parallel runs, ranks other than 0 also write their final weights to OUT.rankN (to check
+    /// that the replicas agree).
+    #[serde(default)]
+    pub save_every_rank: bool,
 }
 
 impl TrainOptions {
@@ -52,6 +57,7 @@ impl TrainOptions {
             heldout_percent: 5,
             stages: vec![],
             eval_images: 64,
+            save_every_rank: false,
         }
     }
 }
@@ -111,6 +117,7 @@ pub struct Trainer {
     train_count: usize,
     heldout_files: Vec<PathBuf>,
     stage_mask: Vec<bool>,
+    dist: Option<Dist>,
 }
 
 fn zeros_like(ts: &[Tensor]) -> Result<Vec<Tensor>> {
@@ -121,11 +128,14 @@ fn zeros_like(ts: &[Tensor]) -> Result<Vec<Tensor>> {
 
 impl Trainer {
     /// A new run (`config`) or, with `resume`, the run saved in the checkpoint beside `opts.out`.
+    /// With `dist`, every rank runs this with the same options; gradients are averaged across ranks and
+    /// rank 0 writes the checkpoints.
     pub fn new(
         config: Option<PipelineConfig>,
         mut opts: TrainOptions,
         resume: bool,
         device: Device,
+        mut dist: Option<Dist>,
     ) -> Result<Self> {
         if opts.steps == 0 || opts.batch_size < 1 {
             return Err(Error::input("steps and batch size must be at least 1"));
@@ -136,7 +146,7 @@ impl Trainer {
         } else {
             if resume {
                 log::info!("no checkpoint at {}: starting a new run", ckpt.display());
-            } else if ckpt.exists() {
+            } else if ckpt.exists() && dist.as_ref().is_none_or(|d| d.rank == 0) {
                 return Err(Error::input(format!(
                     "{} exists: pass --resume to continue that run, or delete it to start over",
                     ckpt.display()
@@ -199,6 +209,10 @@ impl Trainer {
                     .any(|(s, &m)| m && *s == stage)
             })
             .unzip();
+        if let (Some(d), None) = (dist.as_mut(), &resumed) {
+            // Identical initial weights on every rank.
+            d.broadcast(&params, 0)?;
+        }
         let mut adam = Adam {
             m: zeros_like(&params)?,
             v: zeros_like(&params)?,
@@ -262,7 +276,16 @@ impl Trainer {
             train_count: train_files.len(),
             heldout_files,
             stage_mask,
+            dist,
         })
+    }
+
+    fn rank(&self) -> usize {
+        self.dist.as_ref().map_or(0, |d| d.rank)
+    }
+
+    fn world(&self) -> usize {
+        self.dist.as_ref().map_or(1, |d| d.world)
     }
 
     pub fn step(&self) -> u64 {
@@ -286,9 +309,15 @@ impl Trainer {
         );
         let device = self.pipeline.device();
         let b = self.opts.batch_size;
-        let idx: Vec<i64> = (0..b)
-            .map(|_| rng.gen_range(0..self.train_count as i64))
-            .collect();
+        // The global batch is drawn the same way on every rank; each rank trains on its part of it, so W
+        // ranks of batch b follow the single-process run of batch W*b.
+        let (world, rank) = (self.world() as i64, self.rank() as i64);
+        let mine = |v: Vec<i64>| v[(rank * b) as usize..((rank + 1) * b) as usize].to_vec();
+        let idx: Vec<i64> = mine(
+            (0..b * world)
+                .map(|_| rng.gen_range(0..self.train_count as i64))
+                .collect(),
+        );
         let x = self
             .train
             .f_index_select(0, &Tensor::f_from_slice(&idx)?.f_to_device(device)?)?;
@@ -300,9 +329,11 @@ impl Trainer {
                 continue;
             }
             let spec = &self.pipeline.stages[i].spec;
-            let ks: Vec<i64> = (0..b)
-                .map(|_| rng.gen_range(spec.first_slice..spec.slices()))
-                .collect();
+            let ks: Vec<i64> = mine(
+                (0..b * world)
+                    .map(|_| rng.gen_range(spec.first_slice..spec.slices()))
+                    .collect(),
+            );
             let k = Tensor::f_from_slice(&ks)?.f_to_device(device)?;
             let nats = self.pipeline.stage_loss(i, own, cond.as_ref(), &k)?;
             loss = loss.f_add(&nats.f_mean(Kind::Float)?)?;
@@ -315,6 +346,15 @@ impl Trainer {
             }
         }
         per_dim.f_backward()?;
+        if let Some(d) = self.dist.as_mut() {
+            let grads: Vec<Tensor> = self
+                .params
+                .iter()
+                .map(|p| p.grad())
+                .filter(|g| g.defined())
+                .collect();
+            d.allreduce_mean(&grads)?;
+        }
         let bpd = per_dim.f_double_value(&[])? / std::f64::consts::LN_2;
         if !bpd.is_finite() {
             return Err(Error::Other(format!(
@@ -400,6 +440,9 @@ impl Trainer {
     /// Writes the checkpoint (everything needed to resume) and the bundle (the weights to use), atomically.
     pub fn save(&mut self) -> Result<()> {
         self.pipeline.info = self.info();
+        if self.rank() != 0 {
+            return Ok(());
+        }
         let mut meta = bundle::base_meta(&self.pipeline.config, &self.pipeline.info)?;
         let state = TrainState {
             step: self.step,
@@ -467,7 +510,8 @@ impl Trainer {
             first.get_or_insert(bpd);
             last = Some(bpd);
             self.seconds = base_seconds + start.elapsed().as_secs_f64();
-            let done = (self.step - start_step) as f64 * self.opts.batch_size as f64;
+            let done = (self.step - start_step) as f64
+                * (self.opts.batch_size * self.world() as i64) as f64;
             progress(&Progress {
                 step: self.step,
                 steps: self.opts.steps,
@@ -486,11 +530,21 @@ impl Trainer {
             }
         }
         let elapsed = start.elapsed().as_secs_f64();
-        let images_per_sec =
-            (self.step - start_step) as f64 * self.opts.batch_size as f64 / elapsed.max(1e-9);
+        let images_per_sec = (self.step - start_step) as f64
+            * (self.opts.batch_size * self.world() as i64) as f64
+            / elapsed.max(1e-9);
         self.save()?;
+        if self.rank() != 0 && self.opts.save_every_rank {
+            let mut p = self.opts.out.as_os_str().to_owned();
+            p.push(format!(".rank{}", self.rank()));
+            self.pipeline.save(std::path::Path::new(&p))?;
+        }
         let mut heldout = None;
-        if !interrupted && self.opts.eval_images > 0 && !self.heldout_files.is_empty() {
+        if self.rank() == 0
+            && !interrupted
+            && self.opts.eval_images > 0
+            && !self.heldout_files.is_empty()
+        {
             let files: Vec<PathBuf> = self
                 .heldout_files
                 .iter()

@@ -72,6 +72,9 @@ enum Cmd {
         /// Print the final report as JSON.
         #[arg(long)]
         json: bool,
+        /// Data-parallel runs: ranks other than 0 also write OUT.rankN at the end.
+        #[arg(long)]
+        save_every_rank: bool,
     },
     /// Exact bits/dim of a model on a folder of images, next to lossless PNG and WebP.
     Eval {
@@ -333,6 +336,7 @@ fn run(cli: Cli) -> Result<()> {
             stages,
             eval_images,
             json,
+            save_every_rank,
         } => {
             let config = match (preset, config) {
                 (Some(p), _) => Some(PipelineConfig::preset(&p)?),
@@ -354,11 +358,18 @@ fn run(cli: Cli) -> Result<()> {
             opts.heldout_percent = heldout_percent;
             opts.stages = stages;
             opts.eval_images = eval_images;
-            let mut trainer = Trainer::new(config, opts, resume, device)?;
+            opts.save_every_rank = save_every_rank;
+            let dist = spn::dist::Dist::from_env()?;
+            let rank = dist.as_ref().map_or(0, |d| d.rank);
+            let mut trainer = Trainer::new(config, opts, resume, device, dist)?;
             let stop = Arc::new(AtomicBool::new(false));
             let s2 = stop.clone();
             let _ = ctrlc::set_handler(move || s2.store(true, Ordering::Relaxed));
-            let pb = bar(steps, "train");
+            let pb = if rank == 0 {
+                bar(steps, "train")
+            } else {
+                ProgressBar::hidden()
+            };
             pb.set_position(trainer.step());
             let mut avg: Option<f64> = None;
             let report = trainer.run(&stop, |p| {
@@ -389,7 +400,9 @@ fn run(cli: Cli) -> Result<()> {
                         ""
                     }
                 );
-                println!("wrote {}", out.display());
+                if rank == 0 {
+                    println!("wrote {}", out.display());
+                }
             }
         }
         Cmd::Eval {
@@ -596,6 +609,9 @@ fn run(cli: Cli) -> Result<()> {
             let path = model_path(model)?;
             let model = Pipeline::load(&path, device)?;
             let pb = bar(count as u64, "batch");
+            // Sharding across processes (torchrun-style RANK / WORLD_SIZE), no communication needed.
+            let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
+            let shard = (var("RANK").unwrap_or(0), var("WORLD_SIZE").unwrap_or(1));
             let n = spn::batch::run(
                 &model,
                 &path,
@@ -603,6 +619,7 @@ fn run(cli: Cli) -> Result<()> {
                 seed,
                 &out,
                 &sampling.options(),
+                shard,
                 &cancel_on_ctrl_c(),
                 |p| {
                     pb.set_position(p.images_done as u64);

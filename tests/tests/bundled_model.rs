@@ -1,0 +1,80 @@
+//! The bundled default model: found without set-up, generates real images, and the Rust API example runs.
+use spn_tests::*;
+use std::collections::HashSet;
+
+#[test]
+fn bundled_model_generates_non_degenerate_images_from_a_fixed_seed() {
+    let path = spn::default_model_path().expect("models/default.spn is part of the checkout");
+    let dir = tempfile::tempdir().unwrap();
+    // No --model: the CLI finds the bundled one.
+    spn_ok(&[
+        "generate",
+        "--count",
+        "2",
+        "--seed",
+        "1",
+        "--out",
+        s(dir.path()),
+        "--batch-size",
+        "2",
+    ]);
+    let model = spn::Pipeline::load(&path, tch::Device::Cpu).unwrap();
+    for seed in [1, 2] {
+        let img = spn::data::load_rgb(&dir.path().join(format!("sample-{seed}.png"))).unwrap();
+        assert_eq!(
+            img.dimensions(),
+            (model.config.width as u32, model.config.height as u32)
+        );
+        let colours: HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
+        assert!(
+            colours.len() > 16,
+            "seed {seed}: only {} distinct colours",
+            colours.len()
+        );
+        let white = img.pixels().filter(|p| p.0 == [255, 255, 255]).count();
+        assert!(white < img.pixels().len(), "seed {seed}: a blank image");
+    }
+    // The same seed again gives the same bytes.
+    let again = tempfile::tempdir().unwrap();
+    spn_ok(&[
+        "generate",
+        "--count",
+        "1",
+        "--seed",
+        "2",
+        "--out",
+        s(again.path()),
+    ]);
+    assert_eq!(
+        std::fs::read(dir.path().join("sample-2.png")).unwrap(),
+        std::fs::read(again.path().join("sample-2.png")).unwrap()
+    );
+}
+
+#[test]
+fn rust_api_example_runs_on_the_bundled_model() {
+    let exe = spn_bin().parent().unwrap().join("spn-rust-api");
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(&exe)
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for f in ["generated-1.png", "generated-4.png", "completed-7.png"] {
+        assert!(dir.path().join(f).exists(), "{f}");
+    }
+    // The completion kept the top half of generated-1.
+    let (a, b) = (
+        spn::data::load_rgb(&dir.path().join("generated-1.png")).unwrap(),
+        spn::data::load_rgb(&dir.path().join("completed-7.png")).unwrap(),
+    );
+    for y in 0..a.height() / 2 {
+        for x in 0..a.width() {
+            assert_eq!(a.get_pixel(x, y), b.get_pixel(x, y));
+        }
+    }
+}
