@@ -6,10 +6,17 @@ TORCH_VERSION := 2.11.0
 TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
 CARGO ?= cargo
 SPN := target/release/spn
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup build test demo data install install-files gimp-deps
+.PHONY: setup build test demo data install install-files gimp-deps gloo-headers
 
-setup: $(TORCH_STAMP) libtorch
+setup: $(TORCH_STAMP) libtorch gloo-headers
+
+# Gloo's headers, for the c10d shim of distributed training (the symbols come from libtorch itself).
+gloo-headers:
+	@if [ ! -f /usr/include/gloo/allreduce.h ]; then \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends libgloo-dev; \
+	fi
 
 $(TORCH_STAMP):
 	python3 -m venv $(VENV)
@@ -24,7 +31,6 @@ build: setup
 	$(CARGO) build --release --workspace
 
 # GIMP 2.10 and its plug-in SDK, for the plug-in's headless tests (Debian packages; needs root or sudo).
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 gimp-deps:
 	@if ! command -v gimp-console-2.10 >/dev/null || ! pkg-config --exists gimpui-2.0; then \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends gimp libgimp2.0-dev; \
