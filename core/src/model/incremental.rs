@@ -61,9 +61,6 @@ struct AttnCache {
     feats: Tensor,
     k: Tensor,
     v: Tensor,
-    /// `(1, H, H, 1)` identity: spreads a query over a block-diagonal matrix so that all heads take one
-    /// batched product (one small matmul per image instead of one per image and head).
-    eye: Tensor,
 }
 
 /// The decoding state of one slice for a batch.
@@ -117,12 +114,10 @@ impl<'a> SliceDecoder<'a> {
                         Ok(t)
                     };
                     let kt = mk(0)?.f_transpose(1, 2)?.f_contiguous()?;
-                    let eye = Tensor::f_eye(a.heads, opts)?.f_view([1, a.heads, a.heads, 1])?;
                     Some(AttnCache {
                         feats: Tensor::f_zeros([b, n, d], opts)?,
                         k: kt,
                         v: mk(1)?,
-                        eye,
                     })
                 }
                 None => None,
@@ -185,22 +180,27 @@ impl<'a> SliceDecoder<'a> {
                 let f = a.features(&x, &a.pos.f_select(0, pos)?)?;
                 cache.feats.f_select(1, pos)?.f_copy_(&f)?;
                 let (heads, dh) = (a.heads, d / a.heads);
-                let q = f
-                    .apply(&a.q)
-                    .f_view([self.b, 1, heads, dh])?
-                    .f_mul(&cache.eye)?
-                    .f_reshape([self.b, heads, d])?;
-                let keys = cache.k.f_narrow(2, 0, pos + 1)?;
-                let vals = cache.v.f_narrow(1, 0, pos + 1)?;
-                let att = q
-                    .f_bmm(&keys)?
+                let keys = cache.k.f_narrow(2, 0, pos + 1)?; // (B, D, p + 1)
+                let vals = cache.v.f_narrow(1, 0, pos + 1)?; // (B, p + 1, D)
+                                                             // Scores of every head at once: an elementwise product summed within each head (cheaper
+                                                             // here than many tiny per-head matrix products).
+                let q = f.apply(&a.q).f_view([self.b, d, 1])?;
+                let att = keys
+                    .f_mul(&q)?
+                    .f_view([self.b, heads, dh, pos + 1])?
+                    .f_sum_dim_intlist(2, false, Kind::Float)?
                     .f_mul_scalar(1.0 / (dh as f64).sqrt())?
                     .f_softmax(-1, Kind::Float)?; // (B, H, p + 1)
-                let y = att
-                    .f_bmm(&vals)?
-                    .f_view([self.b, heads, heads, dh])?
-                    .f_diagonal(0, 1, 2)?; // (B, dh, H)
-                let y = y.f_transpose(1, 2)?.f_reshape([self.b, d])?.apply(&a.out);
+                let w = att
+                    .f_transpose(1, 2)?
+                    .f_unsqueeze(-1)?
+                    .f_expand([self.b, pos + 1, heads, dh], false)?;
+                let y = vals
+                    .f_view([self.b, pos + 1, heads, dh])?
+                    .f_mul(&w)?
+                    .f_sum_dim_intlist(1, false, Kind::Float)?
+                    .f_reshape([self.b, d])?
+                    .apply(&a.out);
                 x = x.f_add(&y)?;
             }
         }
