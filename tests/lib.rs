@@ -69,3 +69,28 @@ pub fn json(s: &str) -> serde_json::Value {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// Trains a tiny 8x8 model on the fixtures for `steps` steps into `dir/name`.
+pub fn tiny_model(dir: &Path, name: &str, steps: u32) -> PathBuf {
+    let p = dir.join(name);
+    let data = fixtures().join("emoji8");
+    let steps = steps.to_string();
+    spn_ok(&[
+        "train",
+        "--data",
+        s(&data),
+        "--preset",
+        "tiny",
+        "--steps",
+        &steps,
+        "--batch-size",
+        "8",
+        "--out",
+        s(&p),
+        "--eval-images",
+        "0",
+        "--device",
+        "cpu",
+    ]);
+    p
+}

@@ -7,22 +7,7 @@ fn bundle() -> &'static std::path::Path {
     static B: OnceLock<(tempfile::TempDir, std::path::PathBuf)> = OnceLock::new();
     &B.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("m.spn");
-        spn_ok(&[
-            "train",
-            "--data",
-            s(&fixtures().join("emoji8")),
-            "--preset",
-            "tiny",
-            "--steps",
-            "1",
-            "--out",
-            s(&p),
-            "--eval-images",
-            "0",
-            "--device",
-            "cpu",
-        ]);
+        let p = tiny_model(dir.path(), "m.spn", 1);
         (dir, p)
     })
     .1

@@ -44,31 +44,15 @@ fn compile(compiler: &str, std: &str, src: &Path, out: &Path, extra: &[&str]) {
     run(&mut c);
 }
 
-fn tiny_model(dir: &Path) -> PathBuf {
-    let p = dir.join("tiny.spn");
-    spn_ok(&[
-        "train",
-        "--data",
-        s(&fixtures().join("emoji8")),
-        "--preset",
-        "tiny",
-        "--steps",
-        "20",
-        "--out",
-        s(&p),
-        "--eval-images",
-        "0",
-        "--device",
-        "cpu",
-    ]);
-    p
+fn tiny(dir: &Path) -> PathBuf {
+    tiny_model(dir, "tiny.spn", 20)
 }
 
 #[test]
 fn c_host_end_to_end_bad_input_threads_and_compat() {
     libspn();
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path());
+    let model = tiny(dir.path());
     let exe = dir.path().join("abi_test");
     compile(
         "gcc",
@@ -85,7 +69,7 @@ fn c_host_end_to_end_bad_input_threads_and_compat() {
 fn cpp_wrapper_end_to_end() {
     libspn();
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path());
+    let model = tiny(dir.path());
     let exe = dir.path().join("wrapper_test");
     compile(
         "g++",
@@ -102,7 +86,7 @@ fn cpp_wrapper_end_to_end() {
 fn hosts_that_load_libspn_at_run_time() {
     let lib = libspn();
     let dir = tempfile::tempdir().unwrap();
-    let model = tiny_model(dir.path());
+    let model = tiny(dir.path());
     let exe = dir.path().join("host");
     compile(
         "g++",

@@ -23,22 +23,7 @@ fn setup() -> &'static (tempfile::TempDir, PathBuf) {
             "plug-in build failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let model = dir.path().join("tiny.spn");
-        spn_ok(&[
-            "train",
-            "--data",
-            s(&fixtures().join("emoji8")),
-            "--preset",
-            "tiny",
-            "--steps",
-            "20",
-            "--out",
-            s(&model),
-            "--eval-images",
-            "0",
-            "--device",
-            "cpu",
-        ]);
+        let model = tiny_model(dir.path(), "tiny.spn", 20);
         (dir, model)
     })
 }

@@ -7,24 +7,7 @@ fn bundle() -> &'static Path {
     static B: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
     &B.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("m.spn");
-        spn_ok(&[
-            "train",
-            "--data",
-            s(&fixtures().join("emoji8")),
-            "--preset",
-            "tiny",
-            "--steps",
-            "30",
-            "--out",
-            s(&p),
-            "--eval-images",
-            "0",
-            "--device",
-            "cpu",
-            "--batch-size",
-            "8",
-        ]);
+        let p = tiny_model(dir.path(), "m.spn", 30);
         (dir, p)
     })
     .1

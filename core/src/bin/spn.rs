@@ -274,6 +274,27 @@ fn save_image(t: &tch::Tensor, path: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Runs a one-image sampler job with a progress bar and Ctrl-C, and writes its image.
+fn one_image(
+    model: &Pipeline,
+    sampling: &Sampling,
+    name: &str,
+    out: &std::path::Path,
+    job: impl FnOnce(
+        &Sampler,
+        &mut dyn FnMut(&SampleProgress) -> bool,
+        &CancelToken,
+    ) -> spn::Result<spn::sampler::Samples>,
+) -> Result<()> {
+    let sampler = Sampler::new(model, sampling.options())?;
+    let pb = bar(1, name);
+    let r = job(&sampler, &mut sample_bar(&pb), &cancel_on_ctrl_c())?;
+    pb.finish_and_clear();
+    save_image(&r.images.get(0), out)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
 fn main() {
     let cli = Cli::parse();
     let level = match cli.verbose {
@@ -552,18 +573,9 @@ fn run(cli: Cli) -> Result<()> {
                     m.height()
                 );
             }
-            let sampler = Sampler::new(&model, sampling.options())?;
-            let pb = bar(1, "complete");
-            let r = sampler.complete(
-                &img,
-                &known,
-                &[seed],
-                &mut sample_bar(&pb),
-                &cancel_on_ctrl_c(),
-            )?;
-            pb.finish_and_clear();
-            save_image(&r.images.get(0), &out)?;
-            println!("wrote {}", out.display());
+            one_image(&model, &sampling, "complete", &out, |s, p, c| {
+                s.complete(&img, &known, &[seed], p, c)
+            })?;
         }
         Cmd::UpscaleSize {
             model,
@@ -574,13 +586,9 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let model = load(model, device)?;
             let img = image_tensor(&image)?;
-            let sampler = Sampler::new(&model, sampling.options())?;
-            let pb = bar(1, "upscale-size");
-            let r =
-                sampler.upscale_size(&img, &[seed], &mut sample_bar(&pb), &cancel_on_ctrl_c())?;
-            pb.finish_and_clear();
-            save_image(&r.images.get(0), &out)?;
-            println!("wrote {}", out.display());
+            one_image(&model, &sampling, "upscale-size", &out, |s, p, c| {
+                s.upscale_size(&img, &[seed], p, c)
+            })?;
         }
         Cmd::UpscaleDepth {
             model,
@@ -591,13 +599,9 @@ fn run(cli: Cli) -> Result<()> {
         } => {
             let model = load(model, device)?;
             let img = image_tensor(&image)?;
-            let sampler = Sampler::new(&model, sampling.options())?;
-            let pb = bar(1, "upscale-depth");
-            let r =
-                sampler.upscale_depth(&img, &[seed], &mut sample_bar(&pb), &cancel_on_ctrl_c())?;
-            pb.finish_and_clear();
-            save_image(&r.images.get(0), &out)?;
-            println!("wrote {}", out.display());
+            one_image(&model, &sampling, "upscale-depth", &out, |s, p, c| {
+                s.upscale_depth(&img, &[seed], p, c)
+            })?;
         }
         Cmd::Batch {
             model,
