@@ -169,11 +169,16 @@ impl Trainer {
                     path: ckpt.clone(),
                     msg: format!("bad train state: {e}"),
                 })?;
-                // Keep what the user may change on resume (more steps, checkpoint interval), the rest as saved.
-                let (steps, every) = (opts.steps, opts.checkpoint_every);
+                // Keep what may change on resume (more steps, the checkpoint interval, which stages to
+                // train next), the rest as saved.
+                let (steps, every, stages) =
+                    (opts.steps, opts.checkpoint_every, opts.stages.clone());
                 opts = state.options;
                 opts.steps = steps;
                 opts.checkpoint_every = every;
+                if !stages.is_empty() {
+                    opts.stages = stages;
+                }
                 let mut p = Pipeline::new(cfg, device)?;
                 p.info = info;
                 p.load_weights(&ckpt, &c.tensors, "model.")?;
@@ -241,6 +246,10 @@ impl Trainer {
                     })
             };
             for (i, n) in names.iter().enumerate() {
+                // A stage trained for the first time in this run starts with fresh optimiser state.
+                if !c.tensors.contains_key(&format!("adam_m.{n}")) {
+                    continue;
+                }
                 adam.m[i] = get("adam_m.", n)?;
                 adam.v[i] = get("adam_v.", n)?;
                 if let Some(e) = ema.as_mut() {

@@ -173,3 +173,52 @@ fn a_killed_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_one() {
         assert!(diff < 1e-5, "{na} differs by {diff} after resume");
     }
 }
+
+#[test]
+fn stages_can_be_trained_one_after_another_into_one_bundle() {
+    let data = fixtures().join("emoji8");
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.spn");
+    let base = |steps: &'static str, stages: &'static str| {
+        vec![
+            "train",
+            "--data",
+            s(&data),
+            "--preset",
+            "tiny",
+            "--steps",
+            steps,
+            "--batch-size",
+            "8",
+            "--eval-images",
+            "0",
+            "--stages",
+            stages,
+            "--out",
+            s(&m),
+            "--device",
+            "cpu",
+        ]
+    };
+    spn_ok(&base("20", "a"));
+    let after_a = spn::Pipeline::load(&m, tch::Device::Cpu)
+        .unwrap()
+        .named_weights();
+    let mut args = base("40", "b,c");
+    args.push("--resume");
+    spn_ok(&args);
+    let after_bc = spn::Pipeline::load(&m, tch::Device::Cpu)
+        .unwrap()
+        .named_weights();
+    for ((n, t0), (_, t1)) in after_a.iter().zip(&after_bc) {
+        let same = t0.equal(t1);
+        assert_eq!(
+            same,
+            n.starts_with("a."),
+            "{n}: stage a must stay as trained, b and c must change"
+        );
+    }
+    let info = json(&spn_ok(&["info", "--model", s(&m), "--json"]));
+    assert_eq!(info["training"]["stages"], serde_json::json!(["b", "c"]));
+    assert_eq!(info["training"]["steps"].as_u64(), Some(40));
+}
