@@ -37,7 +37,7 @@ gimp-deps:
 	fi
 
 test: build gimp-deps
-	$(CARGO) test --release --workspace
+	$(CARGO) test --release --workspace --no-fail-fast
 
 demo: build
 	mkdir -p out
