@@ -128,6 +128,29 @@ fn live(reg: &Mutex<HashSet<usize>>, p: usize) -> bool {
     reg.lock().map(|s| s.contains(&p)).unwrap_or(false)
 }
 
+/// Boxes a new handle and records it as live.
+fn register<T>(reg: &Mutex<HashSet<usize>>, value: T) -> Result<*mut T, Fail> {
+    let b = Box::into_raw(Box::new(value));
+    reg.lock()
+        .map_err(|_| invalid("registry poisoned"))?
+        .insert(b as usize);
+    Ok(b)
+}
+
+/// Frees a handle if it is live; NULL, freed and foreign pointers are ignored.
+unsafe fn unregister<T>(reg: &Mutex<HashSet<usize>>, p: *mut T) {
+    if p.is_null() {
+        return;
+    }
+    if reg
+        .lock()
+        .map(|mut s| s.remove(&(p as usize)))
+        .unwrap_or(false)
+    {
+        drop(Box::from_raw(p));
+    }
+}
+
 unsafe fn model_ref<'a>(m: *const SpnModel) -> Result<&'a SpnModel, Fail> {
     if m.is_null() {
         return Err(invalid("model is NULL"));
@@ -358,30 +381,14 @@ pub unsafe extern "C" fn spn_model_load(
         }
         let pipeline = Pipeline::load(&path, device)?;
         log::info!("loaded {} on {device:?}", path.display());
-        let b = Box::into_raw(Box::new(SpnModel { pipeline }));
-        models()
-            .lock()
-            .map_err(|_| invalid("registry poisoned"))?
-            .insert(b as usize);
-        *out_model = b;
+        *out_model = register(models(), SpnModel { pipeline })?;
         Ok(())
     })
 }
 
 #[no_mangle]
 pub unsafe extern "C" fn spn_model_free(model: *mut SpnModel) {
-    quiet(|| {
-        if model.is_null() {
-            return;
-        }
-        let was_live = models()
-            .lock()
-            .map(|mut s| s.remove(&(model as usize)))
-            .unwrap_or(false);
-        if was_live {
-            drop(Box::from_raw(model));
-        }
-    })
+    quiet(|| unregister(models(), model))
 }
 
 #[repr(C)]
@@ -437,14 +444,12 @@ pub unsafe extern "C" fn spn_job_new(out_job: *mut *mut SpnJob) -> spn_status {
         if out_job.is_null() {
             return Err(invalid("out_job is NULL"));
         }
-        let b = Box::into_raw(Box::new(SpnJob {
-            token: CancelToken::new(),
-        }));
-        jobs()
-            .lock()
-            .map_err(|_| invalid("registry poisoned"))?
-            .insert(b as usize);
-        *out_job = b;
+        *out_job = register(
+            jobs(),
+            SpnJob {
+                token: CancelToken::new(),
+            },
+        )?;
         Ok(())
     })
 }
@@ -466,18 +471,7 @@ pub unsafe extern "C" fn spn_job_cancel(job: *mut SpnJob) -> spn_status {
 
 #[no_mangle]
 pub unsafe extern "C" fn spn_job_free(job: *mut SpnJob) {
-    quiet(|| {
-        if job.is_null() {
-            return;
-        }
-        let was_live = jobs()
-            .lock()
-            .map(|mut s| s.remove(&(job as usize)))
-            .unwrap_or(false);
-        if was_live {
-            drop(Box::from_raw(job));
-        }
-    })
+    quiet(|| unregister(jobs(), job))
 }
 
 // ---- Images ----------------------------------------------------------------------------------------
