@@ -218,7 +218,7 @@ impl<'a> Sampler<'a> {
         self.check_image(small, h / s, w / s, "small image")?;
         let n = seeds.len() as i64;
         let opts = (Kind::Int64, tch::Device::Cpu);
-        let mut sl = Tensor::f_zeros([n, 3, s * s, h / s, w / s], opts)?;
+        let sl = Tensor::f_zeros([n, 3, s * s, h / s, w / s], opts)?;
         sl.f_select(2, 0)?.f_copy_(
             &small
                 .f_to_kind(Kind::Int64)?
@@ -226,10 +226,9 @@ impl<'a> Sampler<'a> {
                 .f_expand([n, 3, h / s, w / s], false)?,
         )?;
         let init = from_slices_nd(&sl, s)?;
-        let mut ks = Tensor::f_zeros([n, 3, s * s, h / s, w / s], opts)?;
+        let ks = Tensor::f_zeros([n, 3, s * s, h / s, w / s], opts)?;
         let _ = ks.f_select(2, 0)?.f_fill_(1)?;
         let known = from_slices_nd(&ks, s)?.f_to_kind(Kind::Bool)?;
-        let _ = (&mut sl, &mut ks);
         let job = Job {
             init,
             known_msb: known.shallow_clone(),
@@ -312,7 +311,7 @@ impl<'a> Sampler<'a> {
         let n = seeds.len();
         let bs = self.options.batch_size;
         let batches = n.div_ceil(bs);
-        let rows_per_batch = self.rows_per_batch(&job)?;
+        let rows_per_batch = self.rows_per_batch();
         let mut ctx = RunCtx {
             done: 0,
             total: rows_per_batch * batches as u64,
@@ -343,14 +342,12 @@ impl<'a> Sampler<'a> {
     }
 
     /// Rows that one batch runs, for progress totals.
-    fn rows_per_batch(&self, job: &Job) -> Result<u64> {
-        let mut rows = 0u64;
-        for net in &self.pipeline.stages {
-            let s = &net.spec;
-            rows += ((s.slices() - s.first_slice) * s.slice_hw().0) as u64;
-        }
-        let _ = job;
-        Ok(rows)
+    fn rows_per_batch(&self) -> u64 {
+        self.pipeline
+            .stages
+            .iter()
+            .map(|net| ((net.spec.slices() - net.spec.first_slice) * net.spec.slice_hw().0) as u64)
+            .sum()
     }
 
     fn run_batch(
@@ -423,9 +420,8 @@ impl<'a> Sampler<'a> {
                 StageKind::Full | StageKind::SizeUp => m = out,
                 StageKind::DepthUp => l = out,
                 StageKind::Small => {
-                    let mut ms = to_slices_nd(&m, s)?.f_contiguous()?;
+                    let ms = to_slices_nd(&m, s)?.f_contiguous()?;
                     ms.f_select(2, 0)?.f_copy_(&out)?;
-                    let _ = &mut ms;
                     m = from_slices_nd(&ms, s)?;
                 }
             }
