@@ -5,6 +5,7 @@
 //! seed only, never on the batch it was generated in.
 use crate::config::StageKind;
 use crate::error::{Error, Result};
+use crate::model::cpu_decoder::{CpuSliceDecoder, CpuStepWeights};
 use crate::model::incremental::{SliceDecoder, StepWeights};
 use crate::model::values::{from_slices_nd, to_slices_nd};
 use crate::model::{SpnNet, Values};
@@ -32,8 +33,12 @@ impl CancelToken {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decoding {
-    /// Per-layer caches: each step computes only the new position.
+    /// Per-layer caches: each step computes only the new position. On the CPU this is the tensor-free
+    /// decoder of [`crate::model::cpu_decoder`], elsewhere [`Decoding::IncrementalTensor`].
     Incremental,
+    /// The same caches as tensor ops on the model's device: the path on GPUs; on the CPU kept as a second
+    /// implementation the fast one is tested against.
+    IncrementalTensor,
     /// A full decoder pass per pixel: the reference the incremental path is tested against.
     Naive,
 }
@@ -90,6 +95,8 @@ struct Job {
 pub struct Sampler<'a> {
     pipeline: &'a Pipeline,
     weights: Vec<StepWeights>,
+    /// Present when the CPU decoder is used.
+    cpu_weights: Option<Vec<CpuStepWeights>>,
     pub options: SampleOptions,
 }
 
@@ -113,9 +120,20 @@ impl<'a> Sampler<'a> {
                 .map(StepWeights::new)
                 .collect::<Result<Vec<_>>>()
         })?;
+        let cpu_weights = match (options.decoding, pipeline.device()) {
+            (Decoding::Incremental, tch::Device::Cpu) => Some(
+                pipeline
+                    .stages
+                    .iter()
+                    .map(CpuStepWeights::new)
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            _ => None,
+        };
         Ok(Self {
             pipeline,
             weights,
+            cpu_weights,
             options,
         })
     }
@@ -491,11 +509,26 @@ impl<'a> Sampler<'a> {
             let kk = Tensor::f_full([b], k, (Kind::Int64, dev))?;
             let own_v = Values::Hard(own.shallow_clone());
             let ctx = net.context(&own_v, cond, &kk)?;
-            let mut inc = match self.options.decoding {
-                Decoding::Incremental => Some(SliceDecoder::new(net, &self.weights[si], &ctx)?),
-                Decoding::Naive => None,
-            };
             let target = own.f_select(2, k)?; // a view: writes go into `own`
+            if let Some(cw) = &self.cpu_weights {
+                let slice = SliceJob {
+                    net,
+                    weights: &cw[si],
+                    ctx: &ctx,
+                    gumbel: &gumbel,
+                    known: &known_k,
+                    target: &target,
+                    any_known,
+                    score: score_known,
+                    k,
+                };
+                self.decode_slice_cpu(&slice, lp, rc, progress, cancel)?;
+                continue;
+            }
+            let mut inc = match self.options.decoding {
+                Decoding::Naive => None,
+                _ => Some(SliceDecoder::new(net, &self.weights[si], &ctx)?),
+            };
             let known_flat = known_k.f_flatten(2, 3)?; // (B, 3, n)
             let target_flat = target.f_flatten(2, 3)?;
             for pos in 0..n {
@@ -576,6 +609,223 @@ impl<'a> Sampler<'a> {
         }
         Ok(())
     }
+}
+
+/// One slice of one batch for the CPU decoder.
+struct SliceJob<'s> {
+    net: &'s SpnNet,
+    weights: &'s CpuStepWeights,
+    /// Slice context `(B, D, h, w)`.
+    ctx: &'s Tensor,
+    /// Gumbel noise `(B, n, 3, L)`.
+    gumbel: &'s Tensor,
+    /// Known sub-pixels and the slice's values `(B, 3, h, w)`; `target` is a view that receives the result.
+    known: &'s Tensor,
+    target: &'s Tensor,
+    any_known: bool,
+    score: bool,
+    k: i64,
+}
+
+/// One thread's share of a slice: a contiguous group of images, channel-last.
+struct Group<'g> {
+    ctx: &'g [f32],
+    proj: &'g [f32],
+    gumbel: &'g [f32],
+    known: &'g [u8],
+    values: &'g mut [[i64; 3]],
+    log_probs: &'g mut [f64],
+}
+
+fn channel_last_f32(t: &Tensor) -> Result<Vec<f32>> {
+    // (B, C, h, w) -> (B, h * w, C)
+    let t = t
+        .f_flatten(2, 3)?
+        .f_transpose(1, 2)?
+        .f_to_kind(Kind::Float)?
+        .f_contiguous()?
+        .f_flatten(0, -1)?;
+    Ok(Vec::<f32>::try_from(&t)?)
+}
+
+impl Sampler<'_> {
+    /// Decodes one slice with the CPU decoder, the batch split into one group of images per thread. The
+    /// calling thread decodes the first group and reports progress; the others only watch `cancel`.
+    fn decode_slice_cpu(
+        &self,
+        job: &SliceJob,
+        lp: &mut Tensor,
+        rc: &mut RunCtx,
+        progress: ProgressFn,
+        cancel: &CancelToken,
+    ) -> Result<()> {
+        let (b, d, h, w) = job.ctx.size4()?;
+        let (b, n, d) = (b as usize, (h * w) as usize, d as usize);
+        let levels = job.weights.levels();
+        let pw = job.weights.proj_width();
+        let ctx = channel_last_f32(job.ctx)?;
+        let proj = channel_last_f32(&job.ctx.apply(&job.net.decoder.context))?;
+        let gumbel = Vec::<f32>::try_from(&job.gumbel.f_contiguous()?.f_flatten(0, -1)?)?;
+        let known = Vec::<u8>::try_from(
+            &job.known
+                .f_flatten(2, 3)?
+                .f_transpose(1, 2)?
+                .f_to_kind(Kind::Uint8)?
+                .f_contiguous()?
+                .f_flatten(0, -1)?,
+        )?;
+        let flat = Vec::<i64>::try_from(
+            &job.target
+                .f_flatten(2, 3)?
+                .f_transpose(1, 2)?
+                .f_contiguous()?
+                .f_flatten(0, -1)?,
+        )?;
+        let mut values: Vec<[i64; 3]> = flat.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
+        let mut log_probs = vec![0f64; b];
+        let threads = (tch::get_num_threads().max(1) as usize).min(b);
+        // Split the batch into `threads` contiguous groups of near-equal size.
+        let mut groups = Vec::with_capacity(threads);
+        {
+            let (mut vals, mut lps) = (values.as_mut_slice(), log_probs.as_mut_slice());
+            let mut start = 0;
+            for t in 0..threads {
+                let size = b / threads + usize::from(t < b % threads);
+                let (v, rest) = vals.split_at_mut(size * n);
+                let (l, lrest) = lps.split_at_mut(size);
+                (vals, lps) = (rest, lrest);
+                groups.push(Group {
+                    ctx: &ctx[start * n * d..(start + size) * n * d],
+                    proj: &proj[start * n * pw..(start + size) * n * pw],
+                    gumbel: &gumbel[start * n * 3 * levels..(start + size) * n * 3 * levels],
+                    known: &known[start * n * 3..(start + size) * n * 3],
+                    values: v,
+                    log_probs: l,
+                });
+                start += size;
+            }
+        }
+        let temp = self.options.temperature as f32;
+        let (any_known, score) = (job.any_known, job.score);
+        let weights = job.weights;
+        let stage = job.net.spec.kind.name();
+        let mut groups = groups.into_iter();
+        let first = groups.next();
+        std::thread::scope(|sc| -> Result<()> {
+            let workers: Vec<_> = groups
+                .map(|g| {
+                    sc.spawn(move || {
+                        decode_group(weights, g, temp, any_known, score, cancel, &mut |_| true)
+                    })
+                })
+                .collect();
+            let mut first_result = Ok(());
+            if let Some(g) = first {
+                first_result =
+                    decode_group(weights, g, temp, any_known, score, cancel, &mut |row| {
+                        rc.done += 1;
+                        let pr = SampleProgress {
+                            batch: rc.batch,
+                            batches: rc.batches,
+                            stage,
+                            slice: job.k,
+                            row: row as i64,
+                            rows: h,
+                            done: rc.done,
+                            total: rc.total,
+                        };
+                        if progress(&pr) {
+                            true
+                        } else {
+                            cancel.cancel();
+                            false
+                        }
+                    });
+                if first_result.is_err() {
+                    cancel.cancel();
+                }
+            }
+            for wk in workers {
+                match wk.join() {
+                    Ok(r) => r?,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }
+            }
+            first_result
+        })?;
+        let flat: Vec<i64> = values.iter().flatten().copied().collect();
+        job.target.shallow_clone().f_copy_(
+            &Tensor::f_from_slice(&flat)?
+                .f_view([b as i64, h, w, 3])?
+                .f_permute([0, 3, 1, 2])?
+                .f_to_device(job.target.device())?,
+        )?;
+        if score {
+            let _ = lp.f_add_(&Tensor::f_from_slice(&log_probs)?.f_to_device(lp.device())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Samples one group of images through a slice: Gumbel-max per channel, known sub-pixels clamped,
+/// log-probabilities of the chosen values accumulated when scoring. `on_row` runs after each row; false
+/// stops the work.
+fn decode_group(
+    weights: &CpuStepWeights,
+    g: Group,
+    temp: f32,
+    any_known: bool,
+    score: bool,
+    cancel: &CancelToken,
+    on_row: &mut dyn FnMut(usize) -> bool,
+) -> Result<()> {
+    let size = g.log_probs.len();
+    let (n, w, l) = (weights.positions(), weights.width(), weights.levels());
+    let mut dec = CpuSliceDecoder::new(weights, size, g.ctx, g.proj);
+    let mut chosen = vec![[0i64; 3]; size];
+    for pos in 0..n {
+        if cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        dec.features(pos);
+        for ch in 0..3 {
+            let logits = dec.channel_logits(ch, &chosen);
+            for (i, c) in chosen.iter_mut().enumerate() {
+                let row = &logits[i * l..][..l];
+                let gum = &g.gumbel[((i * n + pos) * 3 + ch) * l..][..l];
+                // Gumbel-max: argmax(logits / T + G) is a draw from softmax(logits / T).
+                let mut best = 0;
+                let mut best_v = f32::NEG_INFINITY;
+                for (j, (lg, gv)) in row.iter().zip(gum).enumerate() {
+                    let v = lg / temp + gv;
+                    if v > best_v {
+                        best_v = v;
+                        best = j;
+                    }
+                }
+                let v = if any_known && g.known[(i * n + pos) * 3 + ch] != 0 {
+                    g.values[i * n + pos][ch]
+                } else {
+                    best as i64
+                };
+                if score {
+                    let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    let sum: f32 = row.iter().map(|x| (x - mx).exp()).sum();
+                    let logp = row[v.clamp(0, l as i64 - 1) as usize] - mx - sum.ln();
+                    g.log_probs[i] += logp as f64;
+                }
+                c[ch] = v;
+            }
+        }
+        for (i, c) in chosen.iter().enumerate() {
+            g.values[i * n + pos] = *c;
+        }
+        dec.commit(pos, &chosen);
+        if (pos + 1) % w == 0 && !on_row(pos / w) {
+            return Err(Error::Cancelled);
+        }
+    }
+    Ok(())
 }
 
 struct RunCtx {

@@ -1,5 +1,6 @@
 //! SPN.md invariants 2-5 for the sampler: incremental = full, teacher-forced log-probabilities = parallel
 //! NLL, clamping, determinism and batch independence, cancellation, and sampling that follows the model.
+use spn::model::cpu_decoder::{CpuSliceDecoder, CpuStepWeights};
 use spn::model::incremental::{SliceDecoder, StepWeights};
 use spn::model::Values;
 use spn::sampler::{no_progress, CancelToken, Decoding, SampleOptions, Sampler};
@@ -72,13 +73,125 @@ fn incremental_logits_equal_full_pass_logits() {
     }
 }
 
+/// The CPU decoder (row-wise precomputation, threads of image groups) against the full pass, with groups of
+/// one and of several images, on every stage and slice.
+#[test]
+fn cpu_decoder_logits_equal_full_pass_logits() {
+    // The presets, plus the emoji preset's shape (5x5 first conv, 4 heads, attention in block 3) and a 1x1
+    // first conv (no taps at all), at small sizes.
+    let mut configs: Vec<PipelineConfig> = ["tiny", "tiny-full"]
+        .iter()
+        .map(|n| PipelineConfig::preset(n).unwrap())
+        .collect();
+    let mut emoji_shape = PipelineConfig::preset("tiny").unwrap();
+    emoji_shape.name = "emoji-shaped".into();
+    (emoji_shape.height, emoji_shape.width) = (16, 12);
+    emoji_shape.net.heads = 4;
+    emoji_shape.net.first_kernel = 5;
+    emoji_shape.net.decoder_blocks = 3;
+    emoji_shape.net.attention_every = 3;
+    configs.push(emoji_shape);
+    let mut one_by_one = PipelineConfig::preset("tiny-full").unwrap();
+    one_by_one.name = "1x1".into();
+    one_by_one.net.first_kernel = 1;
+    configs.push(one_by_one);
+    for cfg in configs {
+        let preset = cfg.name.clone();
+        tch::manual_seed(11);
+        let p = Pipeline::new(cfg, Device::Cpu).unwrap();
+        let x = images(&p, 3, 12);
+        let parts = p.decompose(&x).unwrap();
+        let inputs = p.stage_inputs(&parts).unwrap();
+        let mut worst = 0f64;
+        let mut checked = 0usize;
+        tch::no_grad(|| {
+            for (si, (own, cond)) in inputs.iter().enumerate() {
+                let net = &p.stages[si];
+                let w = CpuStepWeights::new(net).unwrap();
+                let own_t = own.tensor();
+                for k in net.spec.first_slice..net.spec.slices() {
+                    let kk = Tensor::full([3], k, (Kind::Int64, Device::Cpu));
+                    let full = net.logits(own, cond.as_ref(), &kk).unwrap(); // (B, 3, L, h, w)
+                    let ctx = net.context(own, cond.as_ref(), &kk).unwrap();
+                    let cl = |t: &Tensor| {
+                        Vec::<f32>::try_from(
+                            t.flatten(2, 3).transpose(1, 2).contiguous().flatten(0, -1),
+                        )
+                        .unwrap()
+                    };
+                    let (ctx_v, proj_v) = (cl(&ctx), cl(&ctx.apply(&net.decoder.context)));
+                    let (h, wd) = net.spec.slice_hw();
+                    let n = (h * wd) as usize;
+                    let target = own_t.select(2, k);
+                    // Groups: images {0, 1} together, then {2} alone.
+                    for (start, size) in [(0usize, 2usize), (2, 1)] {
+                        let d = w.channels();
+                        let pw = w.proj_width();
+                        let mut dec = CpuSliceDecoder::new(
+                            &w,
+                            size,
+                            &ctx_v[start * n * d..(start + size) * n * d],
+                            &proj_v[start * n * pw..(start + size) * n * pw],
+                        );
+                        for pos in 0..n {
+                            let (r, c) = (pos as i64 / wd, pos as i64 % wd);
+                            let vals: Vec<[i64; 3]> = (0..size)
+                                .map(|i| {
+                                    let px = target
+                                        .select(0, (start + i) as i64)
+                                        .select(1, r)
+                                        .select(1, c);
+                                    [
+                                        px.int64_value(&[0]),
+                                        px.int64_value(&[1]),
+                                        px.int64_value(&[2]),
+                                    ]
+                                })
+                                .collect();
+                            dec.features(pos);
+                            for ch in 0..3 {
+                                let inc = dec.channel_logits(ch, &vals).to_vec();
+                                let l = inc.len() / size;
+                                for i in 0..size {
+                                    let reference = full
+                                        .select(0, (start + i) as i64)
+                                        .select(0, ch as i64)
+                                        .select(1, r)
+                                        .select(1, c);
+                                    for j in 0..l {
+                                        let d = (inc[i * l + j] as f64
+                                            - reference.double_value(&[j as i64]))
+                                        .abs();
+                                        worst = worst.max(d);
+                                        checked += 1;
+                                    }
+                                }
+                            }
+                            dec.commit(pos, &vals);
+                        }
+                    }
+                }
+            }
+        });
+        assert!(checked > 1000, "{preset}: only {checked} logits compared");
+        assert!(
+            worst < 1e-4,
+            "{preset}: CPU decoder logits differ from the full pass by {worst}"
+        );
+    }
+}
+
 #[test]
 fn teacher_forced_log_probs_sum_to_the_parallel_nll() {
     for preset in ["tiny", "tiny-full"] {
         let p = model(preset, 3);
         let x = images(&p, 4, 4);
         let parallel = p.likelihood(&x).unwrap().total;
-        for decoding in [Decoding::Incremental, Decoding::Naive] {
+        for decoding in [
+            Decoding::Incremental,
+            Decoding::IncrementalTensor,
+            Decoding::Naive,
+        ] {
             let s = Sampler::new(
                 &p,
                 SampleOptions {
@@ -118,8 +231,13 @@ fn naive_and_incremental_samplers_draw_the_same_images() {
         s.generate(&[1, 2, 3], &mut no_progress(), &CancelToken::new())
             .unwrap()
     };
-    let (a, b) = (gen(Decoding::Incremental), gen(Decoding::Naive));
-    assert!(a.images.equal(&b.images));
+    let naive = gen(Decoding::Naive);
+    for decoding in [Decoding::Incremental, Decoding::IncrementalTensor] {
+        assert!(
+            gen(decoding).images.equal(&naive.images),
+            "{decoding:?} drew other images than the naive sampler"
+        );
+    }
 }
 
 #[test]

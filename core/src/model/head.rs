@@ -6,11 +6,11 @@ use tch::{nn, nn::Module, Tensor};
 
 #[derive(Debug)]
 pub struct ChannelHead {
-    proj: nn::Linear,
-    r_to_g: nn::Embedding,
-    r_to_b: nn::Embedding,
-    g_to_b: nn::Embedding,
-    out: [nn::Linear; 3],
+    pub proj: nn::Linear,
+    pub r_to_g: nn::Embedding,
+    pub r_to_b: nn::Embedding,
+    pub g_to_b: nn::Embedding,
+    pub out: [nn::Linear; 3],
 }
 
 impl ChannelHead {

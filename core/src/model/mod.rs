@@ -1,4 +1,5 @@
 //! The SPN network, one module per component.
+pub mod cpu_decoder;
 pub mod decoder;
 pub mod embedder;
 pub mod head;

@@ -1,0 +1,681 @@
+//! Incremental decoding on the CPU with libtorch out of the inner loop.
+//!
+//! A decoding step at batch 32 is about a hundred tiny tensor ops, and on a CPU their dispatch costs far more
+//! than their arithmetic (SPN.md, section 6). So on the CPU a step runs as plain loops and small matrix products
+//! over `f32` buffers (`matrixmultiply`, which picks AVX2/FMA kernels at run time), with two further savings:
+//! - every masked convolution's taps on the rows above are computed once per row for the whole row, in one
+//!   well-shaped matrix product; a step computes only its own row's taps;
+//! - a decoder holds a group of images; the sampler gives each thread its own group for a whole slice, so
+//!   threads never wait for each other within a slice.
+//!
+//! The arithmetic is the same as [`super::incremental::SliceDecoder`]'s and the full pass's; tests hold the
+//! logits of all three to the same tolerance.
+use super::spn::SpnNet;
+use crate::error::Result;
+use tch::{Device, Kind, Tensor};
+
+/// `nn::LayerNorm`'s default epsilon, which the attention layers are built with.
+const LAYER_NORM_EPS: f32 = 1e-5;
+
+fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+    let t = t
+        .f_to_device(Device::Cpu)?
+        .f_to_kind(Kind::Float)?
+        .f_contiguous()?
+        .f_flatten(0, -1)?;
+    Ok(Vec::<f32>::try_from(&t)?)
+}
+
+/// A linear layer's `(out, in)` weight as an `(in, out)` row-major matrix, and its bias (zeros if none).
+fn linear(ws: &Tensor, bs: Option<&Tensor>) -> Result<(Vec<f32>, Vec<f32>)> {
+    let w = to_vec(&ws.f_transpose(0, 1)?)?;
+    let b = match bs {
+        Some(b) => to_vec(b)?,
+        None => vec![0.0; ws.size()[0] as usize],
+    };
+    Ok((w, b))
+}
+
+/// `c (m x n, row stride ldc) = beta * c + a (m x k, row stride lda) * b (k x n, row-major)`.
+/// Rows of `a` may overlap (`lda < k`): a sliding window over a row of pixels is read in place.
+#[allow(clippy::too_many_arguments)]
+fn gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    c: &mut [f32],
+    ldc: usize,
+    beta: f32,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    assert!(c.len() >= (m - 1) * ldc + n, "gemm: c too short");
+    if k == 0 {
+        for i in 0..m {
+            for v in &mut c[i * ldc..i * ldc + n] {
+                *v *= beta;
+            }
+        }
+        return;
+    }
+    assert!(a.len() >= (m - 1) * lda + k, "gemm: a too short");
+    assert!(b.len() >= k * n, "gemm: b too short");
+    // SAFETY: the asserts above keep every index the product reads or writes inside the slices; `c` is a
+    // unique borrow, and `a`/`b` are only read.
+    unsafe {
+        matrixmultiply::sgemm(
+            m,
+            k,
+            n,
+            1.0,
+            a.as_ptr(),
+            lda as isize,
+            1,
+            b.as_ptr(),
+            n as isize,
+            1,
+            beta,
+            c.as_mut_ptr(),
+            ldc as isize,
+            1,
+        )
+    }
+}
+
+/// `exp` to about one ulp (Cephes' polynomial), branch-free so that loops over it vectorise.
+#[inline(always)]
+fn exp(x: f32) -> f32 {
+    let x = x.clamp(-88.0, 88.0);
+    let fx = x * std::f32::consts::LOG2_E + 0.5;
+    let t = fx as i32 as f32;
+    let n = if t > fx { t - 1.0 } else { t };
+    let x = x - n * 0.693_359_4 - n * -2.121_944_4e-4;
+    let z = x * x;
+    let y = (((((1.987_569_1e-4 * x + 1.398_199_9e-3) * x + 8.333_452e-3) * x + 4.166_579_6e-2)
+        * x
+        + 1.666_666_5e-1)
+        * x
+        + 5.000_000_1e-1)
+        * z
+        + x
+        + 1.0;
+    y * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+#[inline(always)]
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + exp(-x))
+}
+
+#[inline(always)]
+fn tanh(x: f32) -> f32 {
+    1.0 - 2.0 / (1.0 + exp(2.0 * x))
+}
+
+struct AttnWeights {
+    ln_w: Vec<f32>,
+    ln_b: Vec<f32>,
+    /// Learned position embeddings `(n, D)`.
+    pos: Vec<f32>,
+    q: (Vec<f32>, Vec<f32>),
+    kv: (Vec<f32>, Vec<f32>),
+    pixel: (Vec<f32>, Vec<f32>),
+    out: (Vec<f32>, Vec<f32>),
+    /// The sink's key and value, `(2, D)`.
+    sink: Vec<f32>,
+    heads: usize,
+}
+
+struct BlockWeights {
+    /// The 3x3 conv's taps on the row above, `(3 * D, 2D)` in `[dx][c_in]` order.
+    above: Vec<f32>,
+    /// Its taps on the own row (left neighbour and centre), `(2 * D, 2D)`.
+    current: Vec<f32>,
+    bias: Vec<f32>,
+    out: (Vec<f32>, Vec<f32>),
+    attention: Option<AttnWeights>,
+}
+
+struct HeadWeights {
+    proj: (Vec<f32>, Vec<f32>),
+    /// Embeddings `(L, D)` of R for G, R for B, G for B.
+    r_to_g: Vec<f32>,
+    r_to_b: Vec<f32>,
+    g_to_b: Vec<f32>,
+    out: [(Vec<f32>, Vec<f32>); 3],
+}
+
+/// One stage's decoder and head weights, rearranged once per sampler for the CPU step.
+pub struct CpuStepWeights {
+    d: usize,
+    /// Half the first conv's kernel: the rows above it sees and the columns to the left on its own row.
+    p: usize,
+    kernel: usize,
+    levels: usize,
+    h: usize,
+    w: usize,
+    /// First conv's taps on the `p` rows above, `(p * k * 3, D)` in `[dy][dx][c_in]` order.
+    in_above: Vec<f32>,
+    /// Its taps on the own row, `(p * 3, D)` in `[dx][c_in]` order.
+    in_left: Vec<f32>,
+    in_bias: Vec<f32>,
+    blocks: Vec<BlockWeights>,
+    head: HeadWeights,
+}
+
+impl CpuStepWeights {
+    pub fn new(net: &SpnNet) -> Result<Self> {
+        tch::no_grad(|| Self::build(net))
+    }
+
+    fn build(net: &SpnNet) -> Result<Self> {
+        let dec = &net.decoder;
+        let d = dec.channels;
+        let k = dec.input.kernel;
+        let p = k / 2;
+        let win = dec.input.masked_weight()?; // (D, 3, k, k)
+        let in_above = to_vec(&win.f_narrow(2, 0, p)?.f_permute([2, 3, 1, 0])?)?;
+        let in_left = to_vec(
+            &win.f_select(2, p)?
+                .f_narrow(2, 0, p)?
+                .f_permute([2, 1, 0])?,
+        )?;
+        let mut blocks = Vec::new();
+        for b in &dec.blocks {
+            let wc = b.conv.masked_weight()?; // (2D, D, 3, 3)
+            let above = to_vec(&wc.f_select(2, 0)?.f_permute([2, 1, 0])?)?;
+            let current = to_vec(&wc.f_select(2, 1)?.f_narrow(2, 0, 2)?.f_permute([2, 1, 0])?)?;
+            let out = linear(&b.out.ws.f_reshape([d, d])?, b.out.bs.as_ref())?;
+            let attention = match &b.attention {
+                None => None,
+                Some(a) => Some(AttnWeights {
+                    ln_w: match &a.norm.ws {
+                        Some(w) => to_vec(w)?,
+                        None => vec![1.0; d as usize],
+                    },
+                    ln_b: match &a.norm.bs {
+                        Some(b) => to_vec(b)?,
+                        None => vec![0.0; d as usize],
+                    },
+                    pos: to_vec(&a.pos)?,
+                    q: linear(&a.q.ws, a.q.bs.as_ref())?,
+                    kv: linear(&a.kv.ws, a.kv.bs.as_ref())?,
+                    pixel: linear(&a.pixel.ws, a.pixel.bs.as_ref())?,
+                    out: linear(&a.out.ws, a.out.bs.as_ref())?,
+                    sink: to_vec(&a.sink)?,
+                    heads: a.heads as usize,
+                }),
+            };
+            blocks.push(BlockWeights {
+                above,
+                current,
+                bias: to_vec(&b.conv.bias)?,
+                out,
+                attention,
+            });
+        }
+        let hd = &net.head;
+        let head = HeadWeights {
+            proj: linear(&hd.proj.ws, hd.proj.bs.as_ref())?,
+            r_to_g: to_vec(&hd.r_to_g.ws)?,
+            r_to_b: to_vec(&hd.r_to_b.ws)?,
+            g_to_b: to_vec(&hd.g_to_b.ws)?,
+            out: [
+                linear(&hd.out[0].ws, hd.out[0].bs.as_ref())?,
+                linear(&hd.out[1].ws, hd.out[1].bs.as_ref())?,
+                linear(&hd.out[2].ws, hd.out[2].bs.as_ref())?,
+            ],
+        };
+        let (h, w) = net.spec.slice_hw();
+        Ok(Self {
+            d: d as usize,
+            p: p as usize,
+            kernel: k as usize,
+            levels: net.spec.levels() as usize,
+            h: h as usize,
+            w: w as usize,
+            in_above,
+            in_left,
+            in_bias: to_vec(&dec.input.bias)?,
+            blocks,
+            head,
+        })
+    }
+
+    pub fn levels(&self) -> usize {
+        self.levels
+    }
+
+    pub fn positions(&self) -> usize {
+        self.h * self.w
+    }
+
+    pub fn width(&self) -> usize {
+        self.w
+    }
+
+    /// Width of the context projection per position: 2D per block.
+    pub fn proj_width(&self) -> usize {
+        2 * self.d * self.blocks.len()
+    }
+
+    pub fn channels(&self) -> usize {
+        self.d
+    }
+}
+
+/// Attention caches of one block for a group.
+struct AttnState {
+    /// Normalised features of every position decoded so far, `(G, n, D)`.
+    feats: Vec<f32>,
+    /// Keys, transposed per head so that scoring runs along positions: `(G, D, n + 1)`, column 0 the sink.
+    keys: Vec<f32>,
+    /// Values `(G, n + 1, D)`, row 0 the sink.
+    values: Vec<f32>,
+}
+
+/// The decoding state of one slice for a group of `g` images.
+pub struct CpuSliceDecoder<'a> {
+    w: &'a CpuStepWeights,
+    g: usize,
+    /// Slice context, channel-last `(G, n, D)`, and its per-block projection `(G, n, 2D * blocks)`.
+    ctx: &'a [f32],
+    proj: &'a [f32],
+    /// Normalised pixels, padded for the first conv: `(G, h + p, w + 2p, 3)`.
+    pix: Vec<f32>,
+    /// Block inputs, padded for the 3x3 convs: `(G, h + 1, w + 2, D)` per block.
+    xs: Vec<Vec<f32>>,
+    attn: Vec<Option<AttnState>>,
+    /// Contributions of the rows above to the current row: first conv `(G, w, D)`, blocks `(G, w, 2D)`.
+    in_row: Vec<f32>,
+    block_rows: Vec<Vec<f32>>,
+    // Scratch, `(G, ...)`.
+    x: Vec<f32>,
+    hcat: Vec<f32>,
+    gate: Vec<f32>,
+    tmp: Vec<f32>,
+    q: Vec<f32>,
+    y: Vec<f32>,
+    scores: Vec<f32>,
+    trunk: Vec<f32>,
+    hin: Vec<f32>,
+    logits: Vec<f32>,
+}
+
+impl<'a> CpuSliceDecoder<'a> {
+    /// `ctx`: `(g, n, D)` and `proj`: `(g, n, 2D * blocks)`, channel-last, for this group.
+    pub fn new(w: &'a CpuStepWeights, g: usize, ctx: &'a [f32], proj: &'a [f32]) -> Self {
+        let (d, p, h, wd) = (w.d, w.p, w.h, w.w);
+        let n = h * wd;
+        assert_eq!(ctx.len(), g * n * d, "context size");
+        assert_eq!(
+            proj.len(),
+            g * n * w.proj_width(),
+            "context projection size"
+        );
+        let attn = w
+            .blocks
+            .iter()
+            .map(|b| {
+                b.attention.as_ref().map(|a| {
+                    let mut keys = vec![0f32; g * d * (n + 1)];
+                    let mut values = vec![0f32; g * (n + 1) * d];
+                    for gi in 0..g {
+                        for j in 0..d {
+                            keys[(gi * d + j) * (n + 1)] = a.sink[j];
+                        }
+                        values[gi * (n + 1) * d..][..d].copy_from_slice(&a.sink[d..2 * d]);
+                    }
+                    AttnState {
+                        feats: vec![0f32; g * n * d],
+                        keys,
+                        values,
+                    }
+                })
+            })
+            .collect();
+        let nb = w.blocks.len();
+        Self {
+            w,
+            g,
+            ctx,
+            proj,
+            pix: vec![0f32; g * (h + p) * (wd + 2 * p) * 3],
+            xs: (0..nb)
+                .map(|_| vec![0f32; g * (h + 1) * (wd + 2) * d])
+                .collect(),
+            attn,
+            in_row: vec![0f32; g * wd * d],
+            block_rows: (0..nb).map(|_| vec![0f32; g * wd * 2 * d]).collect(),
+            x: vec![0f32; g * d],
+            hcat: vec![0f32; g * 2 * d],
+            gate: vec![0f32; g * d],
+            tmp: vec![0f32; g * 2 * d],
+            q: vec![0f32; g * d],
+            y: vec![0f32; g * d],
+            scores: vec![0f32; n + 1],
+            trunk: vec![0f32; g * d],
+            hin: vec![0f32; g * d],
+            logits: vec![0f32; g * w.levels],
+        }
+    }
+
+    fn pix_stride(&self) -> (usize, usize) {
+        let w2 = self.w.w + 2 * self.w.p;
+        ((self.w.h + self.w.p) * w2 * 3, w2 * 3)
+    }
+
+    fn xs_stride(&self) -> (usize, usize) {
+        let w2 = self.w.w + 2;
+        ((self.w.h + 1) * w2 * self.w.d, w2 * self.w.d)
+    }
+
+    /// Every conv's taps on the rows above row `r`, for the whole row: those rows are complete.
+    fn row_start(&mut self, r: usize) {
+        let wt = self.w;
+        let (d, p, k, wd) = (wt.d, wt.p, wt.kernel, wt.w);
+        let (img, row) = self.pix_stride();
+        for gi in 0..self.g {
+            let out = &mut self.in_row[gi * wd * d..][..wd * d];
+            if p == 0 {
+                out.fill(0.0);
+            }
+            for dy in 0..p {
+                // Padded row r + dy is image row r - p + dy; column c's window starts at padded column c.
+                let a = &self.pix[gi * img + (r + dy) * row..];
+                let b = &wt.in_above[dy * k * 3 * d..][..k * 3 * d];
+                gemm(
+                    wd,
+                    3 * k,
+                    d,
+                    a,
+                    3,
+                    b,
+                    out,
+                    d,
+                    if dy == 0 { 0.0 } else { 1.0 },
+                );
+            }
+        }
+        let (ximg, xrow) = self.xs_stride();
+        for (i, blk) in wt.blocks.iter().enumerate() {
+            for gi in 0..self.g {
+                // Padded row r is image row r - 1.
+                let a = &self.xs[i][gi * ximg + r * xrow..];
+                let out = &mut self.block_rows[i][gi * wd * 2 * d..][..wd * 2 * d];
+                gemm(wd, 3 * d, 2 * d, a, d, &blk.above, out, 2 * d, 0.0);
+            }
+        }
+    }
+
+    /// Trunk features at `pos` (raster index) after the head's projection, `(G, D)`. Needs every pixel
+    /// before `pos` committed.
+    pub fn features(&mut self, pos: usize) -> &[f32] {
+        let wt = self.w;
+        let (d, p, wd, g) = (wt.d, wt.p, wt.w, self.g);
+        let n = wt.h * wd;
+        let (r, c) = (pos / wd, pos % wd);
+        if c == 0 {
+            self.row_start(r);
+        }
+        // First conv: rows above (precomputed) + own row's left taps + bias + context.
+        for gi in 0..g {
+            let x = &mut self.x[gi * d..][..d];
+            let above = &self.in_row[(gi * wd + c) * d..][..d];
+            let ctx = &self.ctx[(gi * n + pos) * d..][..d];
+            for j in 0..d {
+                x[j] = above[j] + wt.in_bias[j] + ctx[j];
+            }
+        }
+        let (img, row) = self.pix_stride();
+        gemm(
+            g,
+            3 * p,
+            d,
+            &self.pix[(r + p) * row + c * 3..],
+            img,
+            &wt.in_left,
+            &mut self.x,
+            d,
+            1.0,
+        );
+        let (ximg, xrow) = self.xs_stride();
+        let pw = wt.proj_width();
+        for (i, blk) in wt.blocks.iter().enumerate() {
+            let at = (r + 1) * xrow + (c + 1) * d;
+            for gi in 0..g {
+                self.xs[i][gi * ximg + at..][..d].copy_from_slice(&self.x[gi * d..][..d]);
+                let hc = &mut self.hcat[gi * 2 * d..][..2 * d];
+                let above = &self.block_rows[i][(gi * wd + c) * 2 * d..][..2 * d];
+                let proj = &self.proj[(gi * n + pos) * pw + 2 * d * i..][..2 * d];
+                for j in 0..2 * d {
+                    hc[j] = above[j] + blk.bias[j] + proj[j];
+                }
+            }
+            // Own row: the left neighbour and this position, adjacent in the padded row.
+            gemm(
+                g,
+                2 * d,
+                2 * d,
+                &self.xs[i][at - d..],
+                ximg,
+                &blk.current,
+                &mut self.hcat,
+                2 * d,
+                1.0,
+            );
+            for gi in 0..g {
+                let hc = &self.hcat[gi * 2 * d..][..2 * d];
+                let gate = &mut self.gate[gi * d..][..d];
+                for j in 0..d {
+                    gate[j] = tanh(hc[j]) * sigmoid(hc[d + j]);
+                }
+            }
+            gemm(g, d, d, &self.gate, d, &blk.out.0, &mut self.tmp, d, 0.0);
+            for gi in 0..g {
+                let x = &mut self.x[gi * d..][..d];
+                let t = &self.tmp[gi * d..][..d];
+                for j in 0..d {
+                    x[j] += t[j] + blk.out.1[j];
+                }
+            }
+            if let (Some(a), Some(st)) = (&blk.attention, self.attn[i].as_mut()) {
+                attend(
+                    a,
+                    st,
+                    g,
+                    d,
+                    n,
+                    pos,
+                    &mut self.x,
+                    &mut self.q,
+                    &mut self.y,
+                    &mut self.tmp,
+                    &mut self.scores,
+                );
+            }
+        }
+        for (t, x) in self.tmp[..g * d].iter_mut().zip(&self.x) {
+            *t = x.max(0.0);
+        }
+        let (pw_, pb) = &wt.head.proj;
+        for gi in 0..g {
+            self.trunk[gi * d..][..d].copy_from_slice(pb);
+        }
+        gemm(g, d, d, &self.tmp, d, pw_, &mut self.trunk, d, 1.0);
+        &self.trunk
+    }
+
+    /// Logits `(G, L)` of channel `ch` at the position of the last [`Self::features`] call, given each
+    /// image's earlier channels (`values[i][0..ch]`).
+    pub fn channel_logits(&mut self, ch: usize, values: &[[i64; 3]]) -> &[f32] {
+        let wt = self.w;
+        let (d, l, g) = (wt.d, wt.levels, self.g);
+        let hd = &wt.head;
+        let emb = |v: i64| -> usize { (v.clamp(0, l as i64 - 1) as usize) * d };
+        for gi in 0..g {
+            let t = &self.trunk[gi * d..][..d];
+            let h = &mut self.hin[gi * d..][..d];
+            match ch {
+                0 => h.copy_from_slice(t),
+                1 => {
+                    let e = &hd.r_to_g[emb(values[gi][0])..][..d];
+                    for j in 0..d {
+                        h[j] = t[j] + e[j];
+                    }
+                }
+                _ => {
+                    let e1 = &hd.r_to_b[emb(values[gi][0])..][..d];
+                    let e2 = &hd.g_to_b[emb(values[gi][1])..][..d];
+                    for j in 0..d {
+                        h[j] = t[j] + e1[j] + e2[j];
+                    }
+                }
+            }
+            for v in h.iter_mut() {
+                *v = v.max(0.0);
+            }
+        }
+        let (ow, ob) = &hd.out[ch.min(2)];
+        for gi in 0..g {
+            self.logits[gi * l..][..l].copy_from_slice(ob);
+        }
+        gemm(g, d, l, &self.hin, d, ow, &mut self.logits, l, 1.0);
+        &self.logits
+    }
+
+    /// Records the pixels at `pos` (one `[R, G, B]` of integer levels per image) for later positions.
+    pub fn commit(&mut self, pos: usize, values: &[[i64; 3]]) {
+        let wt = self.w;
+        let (d, p, wd, g) = (wt.d, wt.p, wt.w, self.g);
+        let n = wt.h * wd;
+        let (r, c) = (pos / wd, pos % wd);
+        let scale = 2.0 / (wt.levels as f64 - 1.0).max(1.0);
+        let scale = scale as f32;
+        let (img, row) = self.pix_stride();
+        for (gi, v) in values.iter().enumerate().take(g) {
+            let at = gi * img + (r + p) * row + (c + p) * 3;
+            for ch in 0..3 {
+                self.pix[at + ch] = v[ch] as f32 * scale - 1.0;
+            }
+        }
+        for (blk, st) in wt.blocks.iter().zip(self.attn.iter_mut()) {
+            let (Some(a), Some(st)) = (&blk.attention, st.as_mut()) else {
+                continue;
+            };
+            // Keys and values see the pixel itself: features + pixel projection, then the kv projection.
+            for gi in 0..g {
+                let f = &st.feats[(gi * n + pos) * d..][..d];
+                let px = &self.pix[gi * img + (r + p) * row + (c + p) * 3..][..3];
+                let o = &mut self.q[gi * d..][..d];
+                for j in 0..d {
+                    o[j] = f[j]
+                        + a.pixel.1[j]
+                        + px[0] * a.pixel.0[j]
+                        + px[1] * a.pixel.0[d + j]
+                        + px[2] * a.pixel.0[2 * d + j];
+                }
+            }
+            let kv = &mut self.tmp[..g * 2 * d];
+            for gi in 0..g {
+                kv[gi * 2 * d..][..2 * d].copy_from_slice(&a.kv.1);
+            }
+            gemm(g, d, 2 * d, &self.q, d, &a.kv.0, kv, 2 * d, 1.0);
+            for gi in 0..g {
+                let kvg = &kv[gi * 2 * d..][..2 * d];
+                let keys = &mut st.keys[gi * d * (n + 1)..][..d * (n + 1)];
+                for j in 0..d {
+                    keys[j * (n + 1) + pos + 1] = kvg[j];
+                }
+                st.values[(gi * (n + 1) + pos + 1) * d..][..d].copy_from_slice(&kvg[d..]);
+            }
+        }
+    }
+}
+
+/// One attention layer at `pos` for the group: `x += out(attention(x))`, caching the features.
+#[allow(clippy::too_many_arguments)]
+fn attend(
+    a: &AttnWeights,
+    st: &mut AttnState,
+    g: usize,
+    d: usize,
+    n: usize,
+    pos: usize,
+    x: &mut [f32],
+    q: &mut [f32],
+    y: &mut [f32],
+    tmp: &mut [f32],
+    scores: &mut [f32],
+) {
+    let pe = &a.pos[pos * d..][..d];
+    for gi in 0..g {
+        let xg = &x[gi * d..][..d];
+        let f = &mut st.feats[(gi * n + pos) * d..][..d];
+        let mut mean = 0f32;
+        for j in 0..d {
+            f[j] = xg[j] + pe[j];
+            mean += f[j];
+        }
+        mean /= d as f32;
+        let mut var = 0f32;
+        for v in f.iter() {
+            var += (v - mean) * (v - mean);
+        }
+        let inv = 1.0 / (var / d as f32 + LAYER_NORM_EPS).sqrt();
+        for j in 0..d {
+            f[j] = (f[j] - mean) * inv * a.ln_w[j] + a.ln_b[j];
+        }
+        q[gi * d..][..d].copy_from_slice(&a.q.1);
+    }
+    gemm(g, d, d, &st.feats[pos * d..], n * d, &a.q.0, q, d, 1.0);
+    let heads = a.heads;
+    let dh = d / heads;
+    let m = pos + 1;
+    let scale = 1.0 / (dh as f32).sqrt();
+    for gi in 0..g {
+        let qg = &q[gi * d..][..d];
+        let keys = &st.keys[gi * d * (n + 1)..][..d * (n + 1)];
+        let values = &st.values[gi * (n + 1) * d..][..(n + 1) * d];
+        let yg = &mut y[gi * d..][..d];
+        yg.fill(0.0);
+        for hh in 0..heads {
+            let s = &mut scores[..m];
+            s.fill(0.0);
+            for e in 0..dh {
+                let qv = qg[hh * dh + e] * scale;
+                let kr = &keys[(hh * dh + e) * (n + 1)..][..m];
+                for (sj, kj) in s.iter_mut().zip(kr) {
+                    *sj += qv * kj;
+                }
+            }
+            let mx = s.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for sj in s.iter_mut() {
+                *sj = exp(*sj - mx);
+                sum += *sj;
+            }
+            let inv = 1.0 / sum;
+            let yh = &mut yg[hh * dh..][..dh];
+            for (j, sj) in s.iter().enumerate() {
+                let wgt = sj * inv;
+                let vr = &values[j * d + hh * dh..][..dh];
+                for (ye, ve) in yh.iter_mut().zip(vr) {
+                    *ye += wgt * ve;
+                }
+            }
+        }
+    }
+    let out = &mut tmp[..g * d];
+    for gi in 0..g {
+        out[gi * d..][..d].copy_from_slice(&a.out.1);
+    }
+    gemm(g, d, d, y, d, &a.out.0, out, d, 1.0);
+    for (xv, o) in x[..g * d].iter_mut().zip(out.iter()) {
+        *xv += o;
+    }
+}
