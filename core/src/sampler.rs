@@ -88,8 +88,9 @@ struct Job {
     init: Tensor,
     known_msb: Tensor,
     known_lsb: Tensor,
-    /// Also run (and score) slices whose sub-pixels are all known.
-    score_known: bool,
+    /// Also run slices whose sub-pixels are all known (teacher forcing), rather than scoring them in one
+    /// parallel pass.
+    run_known: bool,
 }
 
 pub struct Sampler<'a> {
@@ -174,7 +175,7 @@ impl<'a> Sampler<'a> {
             )?,
             known_msb: self.bool_full(seeds.len(), false)?,
             known_lsb: self.bool_full(seeds.len(), false)?,
-            score_known: false,
+            run_known: false,
         };
         self.run(job, seeds, progress, cancel)
     }
@@ -211,7 +212,7 @@ impl<'a> Sampler<'a> {
                 .f_contiguous()?,
             known_msb: k.shallow_clone(),
             known_lsb: k,
-            score_known: false,
+            run_known: false,
         };
         self.run(job, seeds, progress, cancel)
     }
@@ -251,7 +252,7 @@ impl<'a> Sampler<'a> {
             init,
             known_msb: known.shallow_clone(),
             known_lsb: known,
-            score_known: false,
+            run_known: false,
         };
         self.run(job, seeds, progress, cancel)
     }
@@ -281,7 +282,7 @@ impl<'a> Sampler<'a> {
                 .f_contiguous()?,
             known_msb: self.bool_full(seeds.len(), true)?,
             known_lsb: self.bool_full(seeds.len(), false)?,
-            score_known: false,
+            run_known: false,
         };
         self.run(job, seeds, progress, cancel)
     }
@@ -299,7 +300,7 @@ impl<'a> Sampler<'a> {
             init: images.f_to_kind(Kind::Int64)?,
             known_msb: self.bool_full(n, true)?,
             known_lsb: self.bool_full(n, true)?,
-            score_known: true,
+            run_known: true,
         };
         Ok(self.run(job, &vec![0; n], progress, cancel)?.bits)
     }
@@ -345,7 +346,7 @@ impl<'a> Sampler<'a> {
                 init: job.init.f_narrow(0, a, b)?,
                 known_msb: job.known_msb.f_narrow(0, a, b)?,
                 known_lsb: job.known_lsb.f_narrow(0, a, b)?,
-                score_known: job.score_known,
+                run_known: job.run_known,
             };
             let (img, lp) =
                 tch::no_grad(|| self.run_batch(&part, chunk, &mut ctx, progress, cancel))?;
@@ -426,7 +427,7 @@ impl<'a> Sampler<'a> {
                 &mut own,
                 &known,
                 cond.as_ref(),
-                job.score_known,
+                job.run_known,
                 &mut rngs,
                 &mut lp,
                 rc,
@@ -448,13 +449,8 @@ impl<'a> Sampler<'a> {
             None => m,
             Some(bits) => crate::subscale::merge_depth(&m, &l, bits)?,
         };
-        // Teacher forcing sums the sampler's own log-probabilities; otherwise the bits of the result come
-        // from one exact parallel pass, cheaper than tracking them at every step.
-        let lp = if job.score_known {
-            lp
-        } else {
-            p.likelihood(&img)?.total.f_neg()?
-        };
+        // The sampler's own log-probabilities of every sub-pixel, sampled or known: the exact likelihood of
+        // the result (SPN.md invariant 2), with no second pass over the image.
         let lp = Vec::<f64>::try_from(lp.f_to_device(tch::Device::Cpu)?)?;
         let bits = lp.iter().map(|v| -v / std::f64::consts::LN_2).collect();
         Ok((
@@ -471,7 +467,7 @@ impl<'a> Sampler<'a> {
         own: &mut Tensor,
         known: &Tensor,
         cond: Option<&Values>,
-        score_known: bool,
+        run_known: bool,
         rngs: &mut [rand_chacha::ChaCha8Rng],
         lp: &mut Tensor,
         rc: &mut RunCtx,
@@ -494,7 +490,16 @@ impl<'a> Sampler<'a> {
                     u.push(r.gen_range(f32::MIN_POSITIVE..1.0f32));
                 }
             }
-            if !score_known && known_k.f_all()?.f_int64_value(&[])? != 0 {
+            if !run_known && known_k.f_all()?.f_int64_value(&[])? != 0 {
+                // Nothing to sample: score the slice in one parallel pass.
+                let kk = Tensor::f_full([b], k, (Kind::Int64, dev))?;
+                let logits = net.logits(&Values::Hard(own.shallow_clone()), cond, &kk)?;
+                let nll = crate::model::nll(&logits, &own.f_select(2, k)?)?;
+                let _ = lp.f_sub_(&nll.f_sum_dim_intlist(
+                    [1i64, 2, 3].as_slice(),
+                    false,
+                    Kind::Double,
+                )?)?;
                 rc.done += h as u64;
                 continue;
             }
@@ -519,7 +524,7 @@ impl<'a> Sampler<'a> {
                     known: &known_k,
                     target: &target,
                     any_known,
-                    score: score_known,
+                    score: true,
                     k,
                 };
                 self.decode_slice_cpu(&slice, lp, rc, progress, cancel)?;
@@ -573,7 +578,7 @@ impl<'a> Sampler<'a> {
                             .f_where_self(&kv.f_select(1, ch)?, &drawn)?,
                         _ => drawn,
                     };
-                    if score_known {
+                    {
                         let logp = logits
                             .f_log_softmax(-1, Kind::Float)?
                             .f_gather(1, &v.f_unsqueeze(1)?, false)?

@@ -479,3 +479,49 @@ fn sampled_first_sub_pixels_follow_the_models_softmax() {
         "the test distribution should be uneven but spread: {probs:?}"
     );
 }
+
+/// The bits every job reports come from the sampler's own log-probabilities (slices it skips are scored in
+/// one parallel pass); they must equal the exact parallel likelihood of the image it returns.
+#[test]
+fn reported_bits_are_the_exact_likelihood_of_the_output() {
+    for preset in ["tiny", "tiny-full"] {
+        let p = model(preset, 21);
+        let (h, w, sc) = (p.config.height, p.config.width, p.config.scale);
+        let x = images(&p, 1, 22).get(0).to_kind(Kind::Uint8);
+        let known = Tensor::ones([h, w], (Kind::Bool, Device::Cpu)).triu(1);
+        let small = x.slice(1, 0, h, sc).slice(2, 0, w, sc).contiguous();
+        for decoding in [Decoding::Incremental, Decoding::IncrementalTensor] {
+            let s = Sampler::new(
+                &p,
+                SampleOptions {
+                    batch_size: 2,
+                    decoding,
+                    ..Default::default()
+                },
+            )
+            .unwrap();
+            let (np, c) = (&mut no_progress(), &CancelToken::new());
+            let mut jobs = vec![
+                ("generate", s.generate(&[1, 2, 3], np, c).unwrap()),
+                ("complete", s.complete(&x, &known, &[4, 5], np, c).unwrap()),
+            ];
+            if p.config.msb_bits.is_some() {
+                jobs.push(("upscale-size", s.upscale_size(&small, &[6], np, c).unwrap()));
+                jobs.push(("upscale-depth", s.upscale_depth(&x, &[7], np, c).unwrap()));
+            }
+            for (job, out) in jobs {
+                let exact = p
+                    .likelihood(&out.images.to_kind(Kind::Int64))
+                    .unwrap()
+                    .total;
+                for (i, b) in out.bits.iter().enumerate() {
+                    let nll = exact.double_value(&[i as i64]) / std::f64::consts::LN_2;
+                    assert!(
+                        (b - nll).abs() < 1e-4 * nll,
+                        "{preset} {decoding:?} {job} image {i}: reported {b} bits, exact {nll}"
+                    );
+                }
+            }
+        }
+    }
+}
