@@ -1,6 +1,5 @@
 //! Sampler benchmark: naive vs incremental decoding, and how far the sampler is from the hardware limit.
 use crate::error::Result;
-use crate::model::incremental::{SliceDecoder, StepWeights};
 use crate::model::Values;
 use crate::pipeline::Pipeline;
 use crate::sampler::{no_progress, CancelToken, SampleOptions, Sampler};
@@ -14,6 +13,10 @@ pub struct BenchReport {
     pub device: String,
     pub batch_size: usize,
     pub images: usize,
+    /// Which incremental decoder ran: `cpu` (tensor-free, one image group per thread) or `tensor` (the
+    /// device-generic one, used on GPUs).
+    pub incremental_decoder: String,
+    pub threads: i64,
     /// Measured end to end (generate, all stages).
     pub incremental_ms_per_image: f64,
     pub incremental_images_per_sec: f64,
@@ -76,8 +79,9 @@ pub fn matmul_gflops(device: tch::Device) -> Result<f64> {
     Ok(2.0 * (n * n * n) as f64 * reps as f64 / t.elapsed().as_secs_f64() / 1e9)
 }
 
-/// Milliseconds per decoding step (one position, all channels) of stage `si`, naive and incremental.
-fn step_times(p: &Pipeline, si: usize, b: i64, positions: i64) -> Result<(f64, f64)> {
+/// Milliseconds per decoding step (one position, all channels) of stage `si` with the naive sampler: a
+/// full decoder pass, then the head at that position.
+fn naive_step_ms(p: &Pipeline, si: usize, b: i64, positions: i64) -> Result<f64> {
     let net = &p.stages[si];
     let s = &net.spec;
     let (h, w) = s.slice_hw();
@@ -93,34 +97,8 @@ fn step_times(p: &Pipeline, si: usize, b: i64, positions: i64) -> Result<(f64, f
         .map(Values::Hard);
     let k = Tensor::f_full([b], s.first_slice, (Kind::Int64, dev))?;
     let ctx = net.context(&own, cond.as_ref(), &k)?;
-    let positions = positions.min(h * w);
-    let px = Tensor::f_zeros([b, 3], (Kind::Int64, dev))?;
-    let sync = |t: &Tensor| -> Result<()> {
-        let _ = t.f_sum(Kind::Float)?.f_double_value(&[])?;
-        Ok(())
-    };
-    let head = |f: &Tensor| -> Result<Tensor> {
-        let zero = Values::Hard(Tensor::f_zeros([b, 1, 1], (Kind::Int64, dev))?);
-        let mut out = f.shallow_clone();
-        for ch in 0..3 {
-            out = net.head.channel_logits(
-                f,
-                ch,
-                &[zero.shallow_clone(), zero.shallow_clone()][..ch],
-            )?;
-        }
-        Ok(out)
-    };
-    let weights = StepWeights::new(net)?;
-    let t = Instant::now();
-    let mut dec = SliceDecoder::new(net, &weights, &ctx)?;
-    for pos in 0..positions {
-        let f = dec.features(pos)?;
-        let _ = head(&f)?;
-        dec.commit(pos, &px)?;
-    }
-    sync(&dec.features(positions.min(h * w - 1))?)?;
-    let inc = t.elapsed().as_secs_f64() * 1e3 / positions as f64;
+    let positions = positions.clamp(1, h * w);
+    let zero = Values::Hard(Tensor::f_zeros([b, 1, 1], (Kind::Int64, dev))?);
     let x = Tensor::f_zeros([b, 3, h, w], (Kind::Float, dev))?;
     let t = Instant::now();
     let mut last = x.shallow_clone();
@@ -133,11 +111,16 @@ fn step_times(p: &Pipeline, si: usize, b: i64, positions: i64) -> Result<(f64, f
             .f_select(1, pos % w)?
             .f_unsqueeze(1)?
             .f_unsqueeze(1)?;
-        last = head(&f)?;
+        for ch in 0..3 {
+            last = net.head.channel_logits(
+                &f,
+                ch,
+                &[zero.shallow_clone(), zero.shallow_clone()][..ch],
+            )?;
+        }
     }
-    sync(&last)?;
-    let naive = t.elapsed().as_secs_f64() * 1e3 / positions as f64;
-    Ok((naive, inc))
+    let _ = last.f_sum(Kind::Float)?.f_double_value(&[])?; // synchronise
+    Ok(t.elapsed().as_secs_f64() * 1e3 / positions as f64)
 }
 
 pub fn run(
@@ -168,7 +151,7 @@ pub fn run(
             let s = &net.spec;
             let (h, w) = s.slice_hw();
             let steps = ((s.slices() - s.first_slice) * h * w) as f64;
-            let (naive, _) = step_times(p, si, batch_size as i64, naive_positions)?;
+            let naive = naive_step_ms(p, si, batch_size as i64, naive_positions)?;
             naive_ms += naive * steps / batch_size as f64;
         }
         let gflop = 2.0 * macs_per_image(p) / 1e9;
@@ -179,6 +162,13 @@ pub fn run(
             device: format!("{dev:?}"),
             batch_size,
             images,
+            incremental_decoder: if dev == tch::Device::Cpu {
+                "cpu"
+            } else {
+                "tensor"
+            }
+            .into(),
+            threads: tch::get_num_threads() as i64,
             incremental_ms_per_image: inc_ms,
             incremental_images_per_sec: 1e3 / inc_ms,
             naive_ms_per_image: naive_ms,

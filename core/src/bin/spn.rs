@@ -672,10 +672,13 @@ fn run(cli: Cli) -> Result<()> {
             if json {
                 print_json(&r)?;
             } else {
-                println!("{} on {} at batch {}", r.model, r.device, r.batch_size);
                 println!(
-                    "  incremental {:>10.1} ms/image {:>8.2} images/s",
-                    r.incremental_ms_per_image, r.incremental_images_per_sec
+                    "{} on {} ({} threads) at batch {}",
+                    r.model, r.device, r.threads, r.batch_size
+                );
+                println!(
+                    "  incremental {:>10.1} ms/image {:>8.2} images/s ({} decoder)",
+                    r.incremental_ms_per_image, r.incremental_images_per_sec, r.incremental_decoder
                 );
                 println!("  naive       {:>10.1} ms/image {:>8.3} images/s (timed over {} positions per stage)", r.naive_ms_per_image, r.naive_images_per_sec, r.naive_positions);
                 println!("  speed-up    {:>10.1}x", r.speedup);
