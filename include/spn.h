@@ -8,6 +8,9 @@
  *   A loaded model (spn_model) is read-only and may be used by many threads at once: every job runs
  *   independently. spn_job_cancel may be called from any thread at any time. Error messages are kept per
  *   thread (spn_last_error). The log callback may be called from any thread that runs a job.
+ *   On the CPU a sampling call also runs helper threads of its own for the time of the call (one per
+ *   libtorch intra-op thread, each decoding its share of the batch); the progress callback is only ever
+ *   called from the calling thread.
  *
  * ERRORS
  *   Every fallible call returns an spn_status; SPN_OK is 0. On failure, output parameters are left

@@ -59,7 +59,7 @@ pub fn default_model_path() -> Option<std::path::PathBuf> {
     }
     let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default.spn");
     if built.exists() {
-        return Some(built);
+        return Some(built.canonicalize().unwrap_or(built));
     }
     let exe = std::env::current_exe().ok()?;
     exe.ancestors()
