@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
 # Trains the bundled default model (models/default.spn) with the project's own `spn train`.
-# Usage: recipes/emoji64.sh [STEPS]   (after `make data`; resumable: rerun the same command)
+# Usage: recipes/emoji64.sh [STEPS] [STEPS_C]   (after `make data`; resumable: rerun the same command)
+#
+# Phase 1 trains all three stages for STEPS steps. Phase 2 goes on with stage C alone (the low bits, most of
+# the bits/dim) up to STEPS_C steps in all, with a new cosine schedule over the longer run. Every random choice
+# is seeded by (seed, step), so an interrupted run resumed with the same command ends with the same weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-4500}
+STEPS_C=${2:-16000}
 OUT=${OUT:-out/emoji64.spn}
 mkdir -p "$(dirname "$OUT")"
-resume=()
-[ -f "$OUT.ckpt" ] && resume=(--resume)
-target/release/spn train --data data/emoji/train --preset emoji --steps "$STEPS" --batch-size 32 \
-  --lr 2e-3 --warmup 100 --ema 0.999 --checkpoint-every 50 --seed 0 --eval-images 0 \
-  --out "$OUT" "${resume[@]}" -v
+common=(--data data/emoji/train --batch-size 32 --lr 2e-3 --warmup 100 --ema 0.999 --checkpoint-every 100
+  --seed 0 --eval-images 0 --out "$OUT" -v)
+step() { [ -f "$OUT" ] && target/release/spn info --model "$OUT" --json | python3 -c \
+  'import json,sys; print(json.load(sys.stdin)["training"]["steps"])' 2>/dev/null || echo 0; }
+if [ "$(step)" -lt "$STEPS" ]; then
+  resume=()
+  [ -f "$OUT.ckpt" ] && resume=(--resume)
+  target/release/spn train --preset emoji --steps "$STEPS" "${common[@]}" "${resume[@]}"
+fi
+if [ "$STEPS_C" -gt "$STEPS" ]; then
+  target/release/spn train --steps "$STEPS_C" --stages c "${common[@]}" --resume
+fi

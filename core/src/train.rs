@@ -111,6 +111,8 @@ pub struct Trainer {
     params: Vec<Tensor>,
     adam: Adam,
     ema: Option<Vec<Tensor>>,
+    /// Checkpoint entries (`adam_m.`, `adam_v.`, `ema.` + name) of the stages this run does not train.
+    carried: Vec<(String, Tensor)>,
     step: u64,
     seconds: f64,
     train: Tensor,
@@ -171,11 +173,16 @@ impl Trainer {
                 })?;
                 // Keep what may change on resume (more steps, the checkpoint interval, which stages to
                 // train next), the rest as saved.
+                // The paths are where things are now: a checkpoint is found beside the given --out, and
+                // must go on being written there even if it was moved.
                 let (steps, every, stages) =
                     (opts.steps, opts.checkpoint_every, opts.stages.clone());
+                let (out, data) = (opts.out.clone(), opts.data.clone());
                 opts = state.options;
                 opts.steps = steps;
                 opts.checkpoint_every = every;
+                opts.out = out;
+                opts.data = data;
                 if !stages.is_empty() {
                     opts.stages = stages;
                 }
@@ -234,6 +241,7 @@ impl Trainer {
             ),
             None => None,
         };
+        let mut carried = Vec::new();
         if let Some(c) = &resumed {
             let get = |prefix: &str, n: &str| {
                 c.tensors
@@ -245,6 +253,18 @@ impl Trainer {
                         msg: format!("checkpoint lacks {prefix}{n}"),
                     })
             };
+            // Stages not trained in this run keep their optimiser and EMA state as saved, for the bundle
+            // (their EMA weights, not the raw ones) and for a later run that trains them again.
+            let trained: std::collections::HashSet<&str> =
+                names.iter().map(String::as_str).collect();
+            for (key, t) in &c.tensors {
+                let Some((prefix, n)) = key.split_once('.') else {
+                    continue;
+                };
+                if matches!(prefix, "adam_m" | "adam_v" | "ema") && !trained.contains(n) {
+                    carried.push((key.clone(), t.f_to_device(device)?));
+                }
+            }
             for (i, n) in names.iter().enumerate() {
                 // A stage trained for the first time in this run starts with fresh optimiser state.
                 if !c.tensors.contains_key(&format!("adam_m.{n}")) {
@@ -279,6 +299,7 @@ impl Trainer {
             params,
             adam,
             ema,
+            carried,
             step,
             seconds,
             train,
@@ -475,23 +496,28 @@ impl Trainer {
                 tensors.push((format!("ema.{n}"), e[i].shallow_clone()));
             }
         }
+        tensors.extend(
+            self.carried
+                .iter()
+                .map(|(k, t)| (k.clone(), t.shallow_clone())),
+        );
         bundle::write(&checkpoint_path(&self.opts.out), meta, &tensors)?;
         self.write_bundle()
     }
 
     fn write_bundle(&self) -> Result<()> {
         let mut weights = self.pipeline.named_weights();
+        let mut by_name: HashMap<&str, &Tensor> = self
+            .carried
+            .iter()
+            .filter_map(|(k, t)| k.strip_prefix("ema.").map(|n| (n, t)))
+            .collect();
         if let Some(e) = &self.ema {
-            let by_name: HashMap<&str, &Tensor> = self
-                .names
-                .iter()
-                .map(String::as_str)
-                .zip(e.iter())
-                .collect();
-            for (n, t) in weights.iter_mut() {
-                if let Some(x) = by_name.get(n.as_str()) {
-                    *t = x.shallow_clone();
-                }
+            by_name.extend(self.names.iter().map(String::as_str).zip(e.iter()));
+        }
+        for (n, t) in weights.iter_mut() {
+            if let Some(x) = by_name.get(n.as_str()) {
+                *t = x.shallow_clone();
             }
         }
         let meta = bundle::base_meta(&self.pipeline.config, &self.pipeline.info)?;

@@ -222,3 +222,56 @@ fn stages_can_be_trained_one_after_another_into_one_bundle() {
     assert_eq!(info["training"]["stages"], serde_json::json!(["b", "c"]));
     assert_eq!(info["training"]["steps"].as_u64(), Some(40));
 }
+
+/// With EMA on, training only some stages on resume must leave the other stages' bundle weights as they were
+/// (their EMA weights, not the raw ones underneath), and a checkpoint moved to another folder must go on
+/// being written where it now is.
+#[test]
+fn resuming_some_stages_keeps_the_others_ema_weights_and_writes_where_the_checkpoint_is() {
+    let data = fixtures().join("emoji8");
+    let dir = tempfile::tempdir().unwrap();
+    let first = dir.path().join("first.spn");
+    let load = |p: &std::path::Path| {
+        spn::Pipeline::load(p, tch::Device::Cpu)
+            .unwrap()
+            .named_weights()
+    };
+    spn_ok(&train_args(s(&data), s(&first), "20"));
+    let before = load(&first);
+    // Move the run elsewhere, then train stage c only.
+    let moved = dir.path().join("moved");
+    std::fs::create_dir(&moved).unwrap();
+    let m = moved.join("m.spn");
+    std::fs::rename(&first, &m).unwrap();
+    std::fs::rename(dir.path().join("first.spn.ckpt"), moved.join("m.spn.ckpt")).unwrap();
+    let mut args = train_args(s(&data), s(&m), "30");
+    args.extend(["--stages", "c", "--resume"]);
+    spn_ok(&args);
+    assert!(
+        !first.exists() && !dir.path().join("first.spn.ckpt").exists(),
+        "the resumed run wrote to the checkpoint's old place"
+    );
+    let after_c = load(&m);
+    for ((n, t0), (_, t1)) in before.iter().zip(&after_c) {
+        assert_eq!(
+            t0.equal(t1),
+            !n.starts_with("c."),
+            "{n}: stages a and b must keep their EMA weights, c must change"
+        );
+    }
+    // And back to stage a: c keeps the EMA weights it ended with, b still those of the first run.
+    let mut args = train_args(s(&data), s(&m), "40");
+    args.extend(["--stages", "a", "--resume"]);
+    spn_ok(&args);
+    let after_a = load(&m);
+    for ((n, t0), ((_, t1), (_, t2))) in before.iter().zip(after_c.iter().zip(&after_a)) {
+        assert_eq!(
+            t1.equal(t2),
+            !n.starts_with("a."),
+            "{n} after training stage a"
+        );
+        if n.starts_with("b.") {
+            assert!(t0.equal(t2), "{n} must still be the first run's");
+        }
+    }
+}
