@@ -555,7 +555,7 @@ impl Trainer {
             });
             window.push(bpd);
             if self.opts.checkpoint_every > 0
-                && self.step % self.opts.checkpoint_every == 0
+                && self.step.is_multiple_of(self.opts.checkpoint_every)
                 && self.step < self.opts.steps
             {
                 self.save()?;

@@ -204,7 +204,7 @@ impl<'a> SliceDecoder<'a> {
                 x = x.f_add(&y)?;
             }
         }
-        Ok(self.net.head.trunk(&x.f_view([self.b, d, 1, 1])?)?)
+        self.net.head.trunk(&x.f_view([self.b, d, 1, 1])?)
     }
 
     /// Records the pixel at `pos` (values `(B, 3)`, integer levels) so later positions can see it.
