@@ -162,12 +162,7 @@ pub fn run(
             device: format!("{dev:?}"),
             batch_size,
             images,
-            incremental_decoder: if dev == tch::Device::Cpu {
-                "cpu"
-            } else {
-                "tensor"
-            }
-            .into(),
+            incremental_decoder: sampler.decoder_name().into(),
             threads: tch::get_num_threads() as i64,
             incremental_ms_per_image: inc_ms,
             incremental_images_per_sec: 1e3 / inc_ms,

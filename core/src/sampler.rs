@@ -5,7 +5,7 @@
 //! seed only, never on the batch it was generated in.
 use crate::config::StageKind;
 use crate::error::{Error, Result};
-use crate::model::cpu_decoder::{CpuSliceDecoder, CpuStepWeights};
+use crate::model::cpu_decoder::{to_vec, CpuSliceDecoder, CpuStepWeights};
 use crate::model::incremental::{SliceDecoder, StepWeights};
 use crate::model::values::{from_slices_nd, to_slices_nd};
 use crate::model::{SpnNet, Values};
@@ -93,11 +93,16 @@ struct Job {
     run_known: bool,
 }
 
+/// The per-stage weights of the decoder that runs, chosen once from the options and the device.
+enum StepDecoder {
+    Cpu(Vec<CpuStepWeights>),
+    Tensor(Vec<StepWeights>),
+    Naive,
+}
+
 pub struct Sampler<'a> {
     pipeline: &'a Pipeline,
-    weights: Vec<StepWeights>,
-    /// Present when the CPU decoder is used.
-    cpu_weights: Option<Vec<CpuStepWeights>>,
+    decoder: StepDecoder,
     pub options: SampleOptions,
 }
 
@@ -114,29 +119,33 @@ impl<'a> Sampler<'a> {
         if options.batch_size == 0 {
             return Err(Error::input("batch size must be at least 1"));
         }
-        let weights = tch::no_grad(|| {
-            pipeline
-                .stages
-                .iter()
-                .map(StepWeights::new)
-                .collect::<Result<Vec<_>>>()
-        })?;
-        let cpu_weights = match (options.decoding, pipeline.device()) {
-            (Decoding::Incremental, tch::Device::Cpu) => Some(
-                pipeline
-                    .stages
+        let stages = &pipeline.stages;
+        let decoder = match (options.decoding, pipeline.device()) {
+            (Decoding::Naive, _) => StepDecoder::Naive,
+            (Decoding::Incremental, tch::Device::Cpu) => StepDecoder::Cpu(
+                stages
                     .iter()
                     .map(CpuStepWeights::new)
-                    .collect::<Result<Vec<_>>>()?,
+                    .collect::<Result<_>>()?,
             ),
-            _ => None,
+            _ => StepDecoder::Tensor(tch::no_grad(|| {
+                stages.iter().map(StepWeights::new).collect::<Result<_>>()
+            })?),
         };
         Ok(Self {
             pipeline,
-            weights,
-            cpu_weights,
+            decoder,
             options,
         })
+    }
+
+    /// Which decoder runs: `cpu`, `tensor` or `naive`.
+    pub fn decoder_name(&self) -> &'static str {
+        match self.decoder {
+            StepDecoder::Cpu(_) => "cpu",
+            StepDecoder::Tensor(_) => "tensor",
+            StepDecoder::Naive => "naive",
+        }
     }
 
     fn hw(&self) -> (i64, i64) {
@@ -515,24 +524,23 @@ impl<'a> Sampler<'a> {
             let own_v = Values::Hard(own.shallow_clone());
             let ctx = net.context(&own_v, cond, &kk)?;
             let target = own.f_select(2, k)?; // a view: writes go into `own`
-            if let Some(cw) = &self.cpu_weights {
-                let slice = SliceJob {
-                    net,
-                    weights: &cw[si],
-                    ctx: &ctx,
-                    gumbel: &gumbel,
-                    known: &known_k,
-                    target: &target,
-                    any_known,
-                    score: true,
-                    k,
-                };
-                self.decode_slice_cpu(&slice, lp, rc, progress, cancel)?;
-                continue;
-            }
-            let mut inc = match self.options.decoding {
-                Decoding::Naive => None,
-                _ => Some(SliceDecoder::new(net, &self.weights[si], &ctx)?),
+            let mut inc = match &self.decoder {
+                StepDecoder::Cpu(cw) => {
+                    let slice = SliceJob {
+                        net,
+                        weights: &cw[si],
+                        ctx: &ctx,
+                        gumbel: &gumbel,
+                        known: &known_k,
+                        target: &target,
+                        any_known,
+                        k,
+                    };
+                    self.decode_slice_cpu(&slice, lp, rc, progress, cancel)?;
+                    continue;
+                }
+                StepDecoder::Tensor(tw) => Some(SliceDecoder::new(net, &tw[si], &ctx)?),
+                StepDecoder::Naive => None,
             };
             let known_flat = known_k.f_flatten(2, 3)?; // (B, 3, n)
             let target_flat = target.f_flatten(2, 3)?;
@@ -578,13 +586,11 @@ impl<'a> Sampler<'a> {
                             .f_where_self(&kv.f_select(1, ch)?, &drawn)?,
                         _ => drawn,
                     };
-                    {
-                        let logp = logits
-                            .f_log_softmax(-1, Kind::Float)?
-                            .f_gather(1, &v.f_unsqueeze(1)?, false)?
-                            .f_squeeze_dim(1)?;
-                        let _ = lp.f_add_(&logp.f_to_kind(Kind::Double)?)?;
-                    }
+                    let logp = logits
+                        .f_log_softmax(-1, Kind::Float)?
+                        .f_gather(1, &v.f_unsqueeze(1)?, false)?
+                        .f_squeeze_dim(1)?;
+                    let _ = lp.f_add_(&logp.f_to_kind(Kind::Double)?)?;
                     chosen.push(Values::Hard(v.f_view([b, 1, 1])?));
                     vals.push(v);
                 }
@@ -628,7 +634,6 @@ struct SliceJob<'s> {
     known: &'s Tensor,
     target: &'s Tensor,
     any_known: bool,
-    score: bool,
     k: i64,
 }
 
@@ -642,15 +647,9 @@ struct Group<'g> {
     log_probs: &'g mut [f64],
 }
 
+/// `(B, C, h, w)` -> `(B, h * w, C)` as a flat vector.
 fn channel_last_f32(t: &Tensor) -> Result<Vec<f32>> {
-    // (B, C, h, w) -> (B, h * w, C)
-    let t = t
-        .f_flatten(2, 3)?
-        .f_transpose(1, 2)?
-        .f_to_kind(Kind::Float)?
-        .f_contiguous()?
-        .f_flatten(0, -1)?;
-    Ok(Vec::<f32>::try_from(&t)?)
+    to_vec(&t.f_flatten(2, 3)?.f_transpose(1, 2)?)
 }
 
 impl Sampler<'_> {
@@ -670,7 +669,7 @@ impl Sampler<'_> {
         let pw = job.weights.proj_width();
         let ctx = channel_last_f32(job.ctx)?;
         let proj = channel_last_f32(&job.ctx.apply(&job.net.decoder.context))?;
-        let gumbel = Vec::<f32>::try_from(&job.gumbel.f_contiguous()?.f_flatten(0, -1)?)?;
+        let gumbel = to_vec(job.gumbel)?;
         let known = Vec::<u8>::try_from(
             &job.known
                 .f_flatten(2, 3)?
@@ -711,7 +710,7 @@ impl Sampler<'_> {
             }
         }
         let temp = self.options.temperature as f32;
-        let (any_known, score) = (job.any_known, job.score);
+        let any_known = job.any_known;
         let weights = job.weights;
         let stage = job.net.spec.kind.name();
         let mut groups = groups.into_iter();
@@ -720,35 +719,31 @@ impl Sampler<'_> {
             let workers: Vec<_> = groups
                 .map(|g| {
                     sc.spawn(move || {
-                        decode_group(weights, g, temp, any_known, score, cancel, &mut |_| true)
+                        decode_group(weights, g, temp, any_known, cancel, &mut |_| true)
                     })
                 })
                 .collect();
             let mut first_result = Ok(());
             if let Some(g) = first {
-                first_result =
-                    decode_group(weights, g, temp, any_known, score, cancel, &mut |row| {
-                        rc.done += 1;
-                        let pr = SampleProgress {
-                            batch: rc.batch,
-                            batches: rc.batches,
-                            stage,
-                            slice: job.k,
-                            row: row as i64,
-                            rows: h,
-                            done: rc.done,
-                            total: rc.total,
-                        };
-                        if progress(&pr) {
-                            true
-                        } else {
-                            cancel.cancel();
-                            false
-                        }
-                    });
-                if first_result.is_err() {
-                    cancel.cancel();
-                }
+                first_result = decode_group(weights, g, temp, any_known, cancel, &mut |row| {
+                    rc.done += 1;
+                    let pr = SampleProgress {
+                        batch: rc.batch,
+                        batches: rc.batches,
+                        stage,
+                        slice: job.k,
+                        row: row as i64,
+                        rows: h,
+                        done: rc.done,
+                        total: rc.total,
+                    };
+                    if progress(&pr) {
+                        true
+                    } else {
+                        cancel.cancel();
+                        false
+                    }
+                });
             }
             for wk in workers {
                 match wk.join() {
@@ -765,22 +760,18 @@ impl Sampler<'_> {
                 .f_permute([0, 3, 1, 2])?
                 .f_to_device(job.target.device())?,
         )?;
-        if score {
-            let _ = lp.f_add_(&Tensor::f_from_slice(&log_probs)?.f_to_device(lp.device())?)?;
-        }
+        let _ = lp.f_add_(&Tensor::f_from_slice(&log_probs)?.f_to_device(lp.device())?)?;
         Ok(())
     }
 }
 
-/// Samples one group of images through a slice: Gumbel-max per channel, known sub-pixels clamped,
-/// log-probabilities of the chosen values accumulated when scoring. `on_row` runs after each row; false
-/// stops the work.
+/// Samples one group of images through a slice: Gumbel-max per channel, known sub-pixels clamped, and the
+/// log-probability of every chosen value accumulated. `on_row` runs after each row; false stops the work.
 fn decode_group(
     weights: &CpuStepWeights,
     g: Group,
     temp: f32,
     any_known: bool,
-    score: bool,
     cancel: &CancelToken,
     on_row: &mut dyn FnMut(usize) -> bool,
 ) -> Result<()> {
@@ -813,12 +804,10 @@ fn decode_group(
                 } else {
                     best as i64
                 };
-                if score {
-                    let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    let sum: f32 = row.iter().map(|x| (x - mx).exp()).sum();
-                    let logp = row[v.clamp(0, l as i64 - 1) as usize] - mx - sum.ln();
-                    g.log_probs[i] += logp as f64;
-                }
+                let mx = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f32 = row.iter().map(|x| (x - mx).exp()).sum();
+                let logp = row[v.clamp(0, l as i64 - 1) as usize] - mx - sum.ln();
+                g.log_probs[i] += logp as f64;
                 c[ch] = v;
             }
         }

@@ -19,7 +19,8 @@ use tch::{Device, Kind, Tensor};
 /// `nn::LayerNorm`'s default epsilon, which the attention layers are built with.
 const LAYER_NORM_EPS: f32 = 1e-5;
 
-fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+/// A tensor as a flat `f32` vector on the host, in row-major order.
+pub(crate) fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
     let t = t
         .f_to_device(Device::Cpu)?
         .f_to_kind(Kind::Float)?
