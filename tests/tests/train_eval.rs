@@ -275,3 +275,66 @@ fn resuming_some_stages_keeps_the_others_ema_weights_and_writes_where_the_checkp
         }
     }
 }
+
+/// `--flip` mirrors training examples: a model trained on one lopsided picture learns its mirror image too,
+/// and one trained without it does not.
+#[test]
+fn flip_teaches_the_mirror_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, orig, mirror) = (
+        dir.path().join("train"),
+        dir.path().join("orig"),
+        dir.path().join("mirror"),
+    );
+    for d in [&train, &orig, &mirror] {
+        std::fs::create_dir(d).unwrap();
+    }
+    // A red-to-blue ramp on the left half, white on the right.
+    let img = image::RgbImage::from_fn(8, 8, |x, y| {
+        if x < 4 {
+            image::Rgb([255 - 40 * x as u8, 30 * y as u8, 60 * x as u8])
+        } else {
+            image::Rgb([255, 255, 255])
+        }
+    });
+    img.save(train.join("x.png")).unwrap();
+    img.save(orig.join("x.png")).unwrap();
+    image::imageops::flip_horizontal(&img)
+        .save(mirror.join("x.png"))
+        .unwrap();
+    let bits = |model: &std::path::Path, data: &std::path::Path| {
+        json(&spn_ok(&[
+            "eval",
+            "--model",
+            s(model),
+            "--data",
+            s(data),
+            "--json",
+        ]))["bits_per_dim"]
+            .as_f64()
+            .unwrap()
+    };
+    let mut out = vec![];
+    for flip in [false, true] {
+        let m = dir.path().join(format!("m{flip}.spn"));
+        let mut args = train_args(s(&train), s(&m), "150");
+        args.extend(["--heldout-percent", "0", "--lr", "3e-3"]);
+        if flip {
+            args.push("--flip");
+        }
+        spn_ok(&args);
+        out.push((bits(&m, &orig), bits(&m, &mirror)));
+    }
+    let [(plain_o, plain_m), (flip_o, flip_m)] = [out[0], out[1]];
+    eprintln!(
+        "no flip: {plain_o:.3} / mirror {plain_m:.3}; flip: {flip_o:.3} / mirror {flip_m:.3}"
+    );
+    assert!(
+        plain_m > 1.5 * plain_o,
+        "without --flip the mirror image should stay unlikely: {plain_o} vs {plain_m}"
+    );
+    assert!(
+        flip_m < 0.7 * plain_m && (flip_m - flip_o).abs() < 0.3 * flip_m.max(flip_o),
+        "with --flip both orientations should be learned: {flip_o} / {flip_m} (no flip: {plain_m})"
+    );
+}

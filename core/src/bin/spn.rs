@@ -75,6 +75,9 @@ enum Cmd {
         /// Data-parallel runs: ranks other than 0 also write OUT.rankN at the end.
         #[arg(long)]
         save_every_rank: bool,
+        /// Mirror training examples left-right at random (augmentation for small data sets).
+        #[arg(long)]
+        flip: bool,
     },
     /// Exact bits/dim of a model on a folder of images, next to lossless PNG and WebP.
     Eval {
@@ -358,6 +361,7 @@ fn run(cli: Cli) -> Result<()> {
             eval_images,
             json,
             save_every_rank,
+            flip,
         } => {
             let config = match (preset, config) {
                 (Some(p), _) => Some(PipelineConfig::preset(&p)?),
@@ -380,6 +384,7 @@ fn run(cli: Cli) -> Result<()> {
             opts.stages = stages;
             opts.eval_images = eval_images;
             opts.save_every_rank = save_every_rank;
+            opts.flip = flip;
             let dist = spn::dist::Dist::from_env()?;
             let rank = dist.as_ref().map_or(0, |d| d.rank);
             let mut trainer = Trainer::new(config, opts, resume, device, dist)?;
@@ -457,7 +462,10 @@ fn run(cli: Cli) -> Result<()> {
                 }
                 println!("  total       {:.4} bits/dim", r.bits_per_dim);
                 println!("  PNG         {:.4} bits/dim", r.png_bits_per_dim);
-                println!("  WebP        {:.4} bits/dim", r.webp_bits_per_dim);
+                println!(
+                    "  WebP        {:.4} bits/dim (libwebp lossless, -z 9)",
+                    r.webp_bits_per_dim
+                );
             }
         }
         Cmd::Score {
