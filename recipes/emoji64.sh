@@ -4,14 +4,14 @@
 #
 # Phase 1 trains all three stages for STEPS steps. Phase 2 goes on with stage C alone (the low bits, most of
 # the bits/dim) up to STEPS_C steps in all, with a new cosine schedule over the longer run. Phase 3 goes on
-# with stage C up to STEPS_F steps with left-right flips (--flip): by then the held-out gap was growing, and
-# flips double the 3,597 training images. Every random choice is seeded by (seed, step), so an interrupted run
+# with stages B and C up to STEPS_F steps with left-right flips (--flip): by then stage C's held-out gap was
+# growing (flips double the 3,597 training images), and stage B had had only the STEPS steps of phase 1. Every random choice is seeded by (seed, step), so an interrupted run
 # resumed with the same command ends with the same weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-4500}
 STEPS_C=${2:-24000}
-STEPS_F=${3:-42000}
+STEPS_F=${3:-36000}
 OUT=${OUT:-out/emoji64.spn}
 mkdir -p "$(dirname "$OUT")"
 common=(--data data/emoji/train --batch-size 32 --lr 2e-3 --warmup 100 --ema 0.999 --checkpoint-every 100
@@ -27,5 +27,5 @@ if [ "$STEPS_C" -gt "$STEPS" ] && [ "$(step)" -lt "$STEPS_C" ]; then
   target/release/spn train --steps "$STEPS_C" --stages c "${common[@]}" --resume
 fi
 if [ "$STEPS_F" -gt "$STEPS_C" ]; then
-  target/release/spn train --steps "$STEPS_F" --stages c --flip "${common[@]}" --resume
+  target/release/spn train --steps "$STEPS_F" --stages b,c --flip "${common[@]}" --resume
 fi

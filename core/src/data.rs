@@ -141,7 +141,7 @@ pub fn load_batch(files: &[PathBuf], height: i64, width: i64) -> Result<Tensor> 
 /// Bytes of the image as lossless WebP from libwebp at its strongest setting (`cwebp -lossless -z 9`:
 /// method 6, quality 100), the baseline a likelihood model has to beat. The `image` crate's own WebP
 /// encoder is far weaker (about 40% larger files on emoji), so it is not used here.
-pub fn webp_lossless_size(img: &RgbImage) -> Result<usize> {
+pub fn webp_lossless(img: &RgbImage) -> Result<Vec<u8>> {
     let mut config = webp::WebPConfig::new().map_err(|()| Error::Other("libwebp config".into()))?;
     config.lossless = 1;
     config.quality = 100.0;
@@ -149,7 +149,7 @@ pub fn webp_lossless_size(img: &RgbImage) -> Result<usize> {
     let mem = webp::Encoder::from_rgb(img.as_raw(), img.width(), img.height())
         .encode_advanced(&config)
         .map_err(|e| Error::Other(format!("webp encode: {e:?}")))?;
-    Ok(mem.len())
+    Ok(mem.to_vec())
 }
 
 /// Bytes of the image as lossless PNG (the `image` crate, best compression) and lossless WebP (libwebp).
@@ -167,7 +167,7 @@ pub fn codec_sizes(img: &RgbImage) -> Result<(usize, usize)> {
         image::ExtendedColorType::Rgb8,
     )
     .map_err(|e| Error::Other(format!("png encode: {e}")))?;
-    let webp = webp_lossless_size(img)?;
+    let webp = webp_lossless(img)?.len();
     Ok((png.len(), webp))
 }
 

@@ -338,3 +338,32 @@ fn flip_teaches_the_mirror_image() {
         "with --flip both orientations should be learned: {flip_o} / {flip_m} (no flip: {plain_m})"
     );
 }
+
+/// The WebP baseline `spn eval` reports is a lossless libwebp file: it decodes to the same pixels, and it is
+/// smaller than the `image` crate's own lossless encoder makes it (which would flatter the model).
+#[test]
+fn the_webp_baseline_is_lossless_libwebp() {
+    use image::ImageEncoder;
+    let mut ours = 0;
+    let mut theirs = 0;
+    for e in std::fs::read_dir(fixtures().join("emoji8")).unwrap() {
+        let img = spn::data::load_rgb(&e.unwrap().path()).unwrap();
+        let bytes = spn::data::webp_lossless(&img).unwrap();
+        let back = image::load_from_memory_with_format(&bytes, image::ImageFormat::WebP)
+            .unwrap()
+            .to_rgb8();
+        assert_eq!(back, img, "libwebp lossless must give the pixels back");
+        let mut w = Vec::new();
+        image::codecs::webp::WebPEncoder::new_lossless(&mut w)
+            .write_image(
+                img.as_raw(),
+                img.width(),
+                img.height(),
+                image::ExtendedColorType::Rgb8,
+            )
+            .unwrap();
+        ours += bytes.len();
+        theirs += w.len();
+    }
+    assert!(ours < theirs, "libwebp {ours} bytes, image crate {theirs}");
+}
