@@ -160,7 +160,7 @@ fn a_killed_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_one() {
     let r = json(&spn_ok(&args));
     let from = r["resumed_from"].as_u64().unwrap();
     assert!(
-        from > 0 && from < 400 && from % 10 == 0,
+        from > 0 && from < 400 && from.is_multiple_of(10),
         "resumed from step {from}"
     );
     assert_eq!(r["steps"].as_u64(), Some(400));
