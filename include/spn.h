@@ -20,9 +20,9 @@
  * VERSIONING
  *   Call spn_abi_version() or spn_init(SPN_ABI_VERSION) before anything else: a library older than the
  *   header refuses with SPN_ERR_VERSION. Structs the caller allocates start with `struct_size`; fill it
- *   with the *_init functions. New fields are only ever appended, and every version of a struct ends on an
- *   8-byte boundary (no trailing padding), so a host built against an older header keeps working with a
- *   newer library: fields past its struct_size take their defaults.
+ *   with the *_init functions. New fields are only ever appended, and no version of a struct has trailing
+ *   padding (its size is where its last field ends), so a host built against an older header keeps working
+ *   with a newer library: fields past its struct_size take their defaults.
  *
  * MEMORY
  *   Images the library returns are freed with spn_images_free; handles with their *_free function.
@@ -171,7 +171,7 @@ typedef struct spn_sample_params {
     uint32_t struct_size;     /* sizeof(spn_sample_params) */
     uint32_t count;           /* images to make, default 1 */
     uint64_t seed;            /* image i gets seed + i; default 0 */
-    float temperature;        /* > 0, default 1 */
+    float temperature;        /* in [1e-4, 1e4], default 1; lower is more conservative */
     uint32_t batch_size;      /* images sampled together, default 16 */
     spn_progress_fn progress; /* optional */
     void *user_data;          /* passed to progress */
@@ -184,8 +184,9 @@ void spn_sample_params_init(spn_sample_params *params);
 spn_status spn_generate(const spn_model *model, const spn_sample_params *params, spn_image **out_images,
                         uint32_t *out_count);
 
-/* Completes `image` (the model's size) where `mask` (same size; channel 0 > 127 means known) is dark.
- * Known pixels are returned unchanged. */
+/* Completes `image` (the model's size) where `mask` (same size) is dark. A mask pixel means "known" where
+ * its channel 0 is > 127 (after compositing over white) and, in a 4-channel mask, its alpha is >= 128:
+ * transparent mask pixels are unknown. Known pixels are returned unchanged. */
 spn_status spn_complete(const spn_model *model, const spn_image_view *image, const spn_image_view *mask,
                         const spn_sample_params *params, spn_image **out_images, uint32_t *out_count);
 

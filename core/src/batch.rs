@@ -67,7 +67,29 @@ pub fn run(
     }
     let sampler = Sampler::new(model, options.clone())?;
     std::fs::create_dir_all(dir)?;
-    let done: HashSet<u64> = read_manifest(dir)?.iter().map(|m| m.seed).collect();
+    let lines = read_manifest(dir)?;
+    // Resuming must not mix images made under other settings into one folder unnoticed.
+    let model_name = model_path.display().to_string();
+    let same_model = |m: &str| {
+        m == model_name
+            || matches!((std::fs::canonicalize(m), std::fs::canonicalize(model_path)),
+                (Ok(a), Ok(b)) if a == b)
+    };
+    if let Some(l) = lines
+        .iter()
+        .find(|l| l.temperature != options.temperature || !same_model(&l.model))
+    {
+        return Err(Error::input(format!(
+            "{} already holds images made with model {} at temperature {}; this run asks for model {} at \
+             temperature {}: give another folder, or the same settings to resume",
+            dir.display(),
+            l.model,
+            l.temperature,
+            model_name,
+            options.temperature
+        )));
+    }
+    let done: HashSet<u64> = lines.iter().map(|m| m.seed).collect();
     let (rank, world) = shard;
     if world == 0 || rank >= world {
         return Err(Error::input(format!(
@@ -103,7 +125,6 @@ pub fn run(
             manifest.write_all(b"\n")?;
         }
     }
-    let model_name = model_path.display().to_string();
     let mut generated = 0;
     for chunk in todo.chunks(options.batch_size) {
         let total = count;

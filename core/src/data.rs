@@ -172,18 +172,66 @@ pub fn codec_sizes(img: &RgbImage) -> Result<(usize, usize)> {
 }
 
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {
+    write_atomically(path, |w| {
+        img.write_to(w, image::ImageFormat::Png)
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// The formats `save_image` writes, by file extension.
+pub fn output_format(path: &Path) -> Result<image::ImageFormat> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("png") => Ok(image::ImageFormat::Png),
+        Some("jpg" | "jpeg") => Ok(image::ImageFormat::Jpeg),
+        Some("webp") => Ok(image::ImageFormat::WebP),
+        _ => Err(Error::input(format!(
+            "cannot tell which format to write {}: give a name ending in .png, .jpg or .webp",
+            path.display()
+        ))),
+    }
+}
+
+/// Writes an image in the format its extension names (`output_format`); WebP is lossless (libwebp). Written
+/// to a temporary file first, so a failed or interrupted write never leaves a partial file at `path`.
+pub fn save_image(img: &RgbImage, path: &Path) -> Result<()> {
+    let format = output_format(path)?;
+    write_atomically(path, |w| match format {
+        image::ImageFormat::WebP => {
+            let bytes = webp_lossless(img).map_err(|e| e.to_string())?;
+            std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())
+        }
+        f => img.write_to(w, f).map_err(|e| e.to_string()),
+    })
+}
+
+fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> Result<(), String>,
+) -> Result<()> {
+    let fail = |e: &dyn std::fmt::Display| {
+        Error::Io(std::io::Error::other(format!(
+            "cannot write {}: {e}",
+            path.display()
+        )))
+    };
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::Builder::new().suffix(".png").tempfile_in(dir)?;
-    img.write_to(
-        &mut std::io::BufWriter::new(tmp.as_file_mut()),
-        image::ImageFormat::Png,
-    )
-    .map_err(|e| Error::Other(format!("cannot write {}: {e}", path.display())))?;
-    persist(tmp, path)
+    std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".spn-")
+        .tempfile_in(dir)
+        .map_err(|e| fail(&e))?;
+    {
+        let mut w = std::io::BufWriter::new(tmp.as_file_mut());
+        write(&mut w).map_err(|e| fail(&e))?;
+        std::io::Write::flush(&mut w).map_err(|e| fail(&e))?;
+    }
+    persist(tmp, path).map_err(|e| fail(&e))
 }
 
 /// Moves a finished temporary file into place (atomic on one file system), readable like any new file

@@ -17,14 +17,28 @@ pub enum Error {
         found: u32,
         supported: u32,
     },
+    // No `#[from]` on these two: that would also make the inner error the `source`, and error chains
+    // (anyhow's `{:#}`) would print its text twice.
     #[error("{0}")]
-    Io(#[from] std::io::Error),
+    Io(std::io::Error),
     #[error("libtorch: {0}")]
-    Torch(#[from] tch::TchError),
+    Torch(tch::TchError),
     #[error("cancelled")]
     Cancelled,
     #[error("{0}")]
     Other(String),
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+impl From<tch::TchError> for Error {
+    fn from(e: tch::TchError) -> Self {
+        Error::Torch(e)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -43,6 +43,11 @@ pub enum Decoding {
     Naive,
 }
 
+/// Temperatures outside this range are refused: near 0 sampling is already greedy, and far beyond 1 it is
+/// uniform noise.
+pub const MIN_TEMPERATURE: f64 = 1e-4;
+pub const MAX_TEMPERATURE: f64 = 1e4;
+
 #[derive(Clone, Debug)]
 pub struct SampleOptions {
     pub temperature: f64,
@@ -110,9 +115,10 @@ type ProgressFn<'p> = &'p mut dyn FnMut(&SampleProgress) -> bool;
 
 impl<'a> Sampler<'a> {
     pub fn new(pipeline: &'a Pipeline, options: SampleOptions) -> Result<Self> {
-        if !(options.temperature > 0.0 && options.temperature.is_finite()) {
+        // The bounds keep T and 1/T comfortably inside f32, where the decoders work.
+        if !(MIN_TEMPERATURE..=MAX_TEMPERATURE).contains(&options.temperature) {
             return Err(Error::input(format!(
-                "temperature must be > 0, got {}",
+                "temperature must be > 0 (between {MIN_TEMPERATURE} and {MAX_TEMPERATURE}), got {}",
                 options.temperature
             )));
         }
@@ -206,6 +212,9 @@ impl<'a> Sampler<'a> {
                 "mask is {:?}; it must be {w}x{h} like the image",
                 known.size()
             )));
+        }
+        if known.f_to_kind(Kind::Bool)?.f_all()?.f_int64_value(&[])? != 0 {
+            log::warn!("the mask marks every pixel as known: there is nothing to complete");
         }
         let n = seeds.len() as i64;
         let k = known
@@ -575,10 +584,10 @@ impl<'a> Sampler<'a> {
                         .head
                         .channel_logits(&feats, ch as usize, &chosen)?
                         .f_view([b, levels])?;
-                    // Gumbel-max: argmax(logits / T + G) is a draw from softmax(logits / T).
+                    // Gumbel-max: argmax(logits / T + G) = argmax(logits + T G) is a draw from
+                    // softmax(logits / T); the second form never divides by a small T.
                     let drawn = logits
-                        .f_div_scalar(temp)?
-                        .f_add(&g.f_select(1, ch)?)?
+                        .f_add(&g.f_select(1, ch)?.f_mul_scalar(temp)?)?
                         .f_argmax(-1, false)?;
                     let v = match (&kv, &tv) {
                         (Some(kv), Some(tv)) => tv
@@ -789,11 +798,12 @@ fn decode_group(
             for (i, c) in chosen.iter_mut().enumerate() {
                 let row = &logits[i * l..][..l];
                 let gum = &g.gumbel[((i * n + pos) * 3 + ch) * l..][..l];
-                // Gumbel-max: argmax(logits / T + G) is a draw from softmax(logits / T).
+                // Gumbel-max: argmax(logits / T + G) = argmax(logits + T G) is a draw from
+                // softmax(logits / T); the second form never divides by a small T.
                 let mut best = 0;
                 let mut best_v = f32::NEG_INFINITY;
                 for (j, (lg, gv)) in row.iter().zip(gum).enumerate() {
-                    let v = lg / temp + gv;
+                    let v = lg + temp * gv;
                     if v > best_v {
                         best_v = v;
                         best = j;

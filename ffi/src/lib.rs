@@ -501,6 +501,26 @@ pub struct spn_image {
 const MAX_SIDE: u32 = 1 << 15;
 
 /// Reads a caller image into a `(3, H, W)` uint8 tensor (RGBA composited over white, gray replicated).
+/// For a 4-channel view (already checked by `read_view`), where alpha >= 128, as an `(H, W)` bool tensor.
+unsafe fn read_opaque(v: *const spn_image_view) -> Result<Option<Tensor>, Fail> {
+    let v = &*v;
+    if v.channels != 4 {
+        return Ok(None);
+    }
+    let (w, h) = (v.width as usize, v.height as usize);
+    let mut out = vec![false; w * h];
+    for y in 0..h {
+        let src = std::slice::from_raw_parts(v.data.add(y * v.stride), w * 4);
+        for x in 0..w {
+            out[y * w + x] = src[x * 4 + 3] >= 128;
+        }
+    }
+    Tensor::f_from_slice(&out)
+        .and_then(|t| t.f_view([h as i64, w as i64]))
+        .map(Some)
+        .map_err(|e| Fail(SPN_ERR_INTERNAL, e.to_string()))
+}
+
 unsafe fn read_view(v: *const spn_image_view, what: &str) -> Result<Tensor, Fail> {
     if v.is_null() {
         return Err(invalid(format!("{what} is NULL")));
@@ -771,7 +791,11 @@ pub unsafe extern "C" fn spn_complete(
                     img.size()[1]
                 )));
             }
-            let known = m.f_select(0, 0)?.f_gt(127)?;
+            let mut known = m.f_select(0, 0)?.f_gt(127)?;
+            // Transparent mask pixels are unknown, whatever their colour.
+            if let Some(opaque) = read_opaque(mask).map_err(fail_to_error)? {
+                known = known.f_logical_and(&opaque)?;
+            }
             s.complete(&img, &known, seeds, pr, t)
         },
     )

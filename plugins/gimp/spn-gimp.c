@@ -319,13 +319,14 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
     if (st != SPN_OK) {
         status = fail(ret, nreturn_vals, "%s", spn_last_error());
     } else {
-        /* Known pixels keep their exact values (alpha included); new ones are opaque. */
+        /* Completion: known pixels keep their exact values (alpha included); drawn ones are opaque.
+         * Depth upscaling: every pixel gets new low bits, and keeps its alpha (transparent stays so). */
         for (gint y = 0; y < h; y++)
             for (gint x = 0; x < w; x++) {
                 gint i = y * w + x;
                 if (known && known[i]) continue;
                 for (gint c = 0; c < 3; c++) px[4 * i + c] = out[0].data[y * out[0].stride + 3 * x + c];
-                px[4 * i + 3] = 255;
+                if (known) px[4 * i + 3] = 255;
             }
         gimp_image_undo_group_start(image);
         write_rgba(drawable, w, h, px);

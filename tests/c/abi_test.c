@@ -149,6 +149,21 @@ static void test_generate(void) {
                 if (c[0].data[y * 24 + x * 3 + ch] != imgs[1].data[y * 24 + x * 3 + ch]) kept = 0;
     CHECK(kept, "completion keeps known pixels");
     spn_images_free(c, m);
+    /* A transparent mask pixel is unknown whatever its colour: an all-transparent white RGBA mask completes
+     * exactly like an all-black gray one. */
+    uint8_t tmask[8 * 8 * 4], black[8 * 8] = {0};
+    for (int i = 0; i < 64; i++) {
+        tmask[4 * i] = tmask[4 * i + 1] = tmask[4 * i + 2] = 255;
+        tmask[4 * i + 3] = 0;
+    }
+    spn_image_view tmv = {8, 8, 4, 32, tmask}, bmv = {8, 8, 1, 8, black};
+    spn_image *c1 = NULL, *c2 = NULL;
+    uint32_t m1 = 0, m2 = 0;
+    CHECK(spn_complete(model, &v, &tmv, &one, &c1, &m1) == SPN_OK && spn_complete(model, &v, &bmv, &one, &c2, &m2) == SPN_OK,
+          "complete with an RGBA mask");
+    CHECK(memcmp(c1[0].data, c2[0].data, 8 * 8 * 3) == 0, "transparent mask pixels are unknown");
+    spn_images_free(c1, m1);
+    spn_images_free(c2, m2);
     /* Depth: top 3 bits kept. RGBA input with a wide stride. */
     uint8_t rgba[8 * 40];
     for (int y = 0; y < 8; y++)
@@ -363,7 +378,7 @@ static void test_threads(void) {
 
 /* ---- Compatibility ---- */
 /* What a host built against an older header would pass: the struct before its later fields existed.
- * (Versions only ever end on an 8-byte boundary, so a newer field never lies in an older one's padding.) */
+ * (No version has trailing padding, so a newer field never lies in an older one's padding.) */
 typedef struct {
     uint32_t struct_size;
     uint32_t count;

@@ -177,3 +177,178 @@ fn bad_arguments() {
     let err = spn_err(&["info", "--model", s(bundle()), "--device", "tpu"]);
     assert!(err.contains("unknown device"), "{err}");
 }
+
+/// Where output goes is checked before the model runs, errors name the path once, and nothing is clobbered.
+#[test]
+fn outputs_are_checked_first_and_never_clobbered() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let m = s(bundle());
+    std::fs::write(d("file"), b"keep me").unwrap();
+    // A folder that cannot be made: the error names it, once.
+    let err = spn_err(&[
+        "generate",
+        "--model",
+        m,
+        "--count",
+        "2",
+        "--out",
+        s(&d("file/x")),
+    ]);
+    assert!(
+        err.contains("file/x") && err.matches("Not a directory").count() <= 1,
+        "{err}"
+    );
+    let err = spn_err(&["generate", "--model", m, "--out", s(&d("file"))]);
+    assert!(err.contains("not a folder"), "{err}");
+    // --out FILE.png is a file for one image, refused for several.
+    spn_ok(&["generate", "--model", m, "--out", s(&d("one.png"))]);
+    assert!(image::open(d("one.png")).is_ok());
+    let err = spn_err(&[
+        "generate",
+        "--model",
+        m,
+        "--count",
+        "2",
+        "--out",
+        s(&d("two.png")),
+    ]);
+    assert!(err.contains("--count is 2"), "{err}");
+    // Formats follow the extension; unknown ones are refused before sampling.
+    let img = s(&fixtures().join("emoji8/1f600.png")).to_string();
+    for (name, format) in [
+        ("o.jpg", image::ImageFormat::Jpeg),
+        ("o.webp", image::ImageFormat::WebP),
+    ] {
+        spn_ok(&[
+            "upscale-depth",
+            "--model",
+            m,
+            "--image",
+            &img,
+            "--out",
+            s(&d(name)),
+        ]);
+        assert_eq!(image::ImageFormat::from_path(d(name)).unwrap(), format);
+        assert!(
+            image::load(
+                std::io::BufReader::new(std::fs::File::open(d(name)).unwrap()),
+                format
+            )
+            .is_ok(),
+            "{name}"
+        );
+    }
+    let err = spn_err(&[
+        "upscale-depth",
+        "--model",
+        m,
+        "--image",
+        &img,
+        "--out",
+        s(&d("o.bmp")),
+    ]);
+    assert!(err.contains(".png, .jpg or .webp"), "{err}");
+    assert!(!d("o.bmp").exists());
+    // Training never replaces an existing file unless told to.
+    let data = s(&fixtures().join("emoji8")).to_string();
+    let train = |out: &str, extra: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--data",
+            &data,
+            "--preset",
+            "tiny",
+            "--steps",
+            "1",
+            "--eval-images",
+            "0",
+            "--out",
+            out,
+        ];
+        a.extend(extra);
+        spn(&a)
+    };
+    let r = train(s(&d("file")), &[]);
+    assert!(!r.status.success());
+    assert!(String::from_utf8_lossy(&r.stderr).contains("--force"));
+    assert_eq!(std::fs::read(d("file")).unwrap(), b"keep me");
+    assert!(train(s(&d("file")), &["--force"]).status.success());
+    assert!(spn::Pipeline::load(&d("file"), tch::Device::Cpu).is_ok());
+}
+
+#[test]
+fn data_refuses_name_clashes_and_leftovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    let img = image::open(fixtures().join("emoji8/1f600.png"))
+        .unwrap()
+        .to_rgb8();
+    img.save(src.join("a.png")).unwrap();
+    img.save(src.join("a.jpg")).unwrap();
+    let out = dir.path().join("out");
+    let err = spn_err(&["data", "--src", s(&src), "--out", s(&out)]);
+    assert!(err.contains("a.jpg") && err.contains("a.png"), "{err}");
+    std::fs::remove_file(src.join("a.jpg")).unwrap();
+    spn_ok(&[
+        "data",
+        "--src",
+        s(&src),
+        "--out",
+        s(&out),
+        "--heldout-percent",
+        "0",
+    ]);
+    // The same run again is fine; another split would leave a.png on both sides.
+    spn_ok(&[
+        "data",
+        "--src",
+        s(&src),
+        "--out",
+        s(&out),
+        "--heldout-percent",
+        "0",
+    ]);
+    let err = spn_err(&[
+        "data",
+        "--src",
+        s(&src),
+        "--out",
+        s(&out),
+        "--heldout-percent",
+        "100",
+    ]);
+    assert!(err.contains("would not write"), "{err}");
+    assert!(!out.join("heldout/a.png").exists());
+    let err = spn_err(&["data", "--src", s(&src), "--out", s(&out), "--size", "0"]);
+    assert!(err.contains("--size"), "{err}");
+}
+
+#[test]
+fn sampling_arguments_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.png");
+    for t in ["-1", "1e-50", "1e300", "nan"] {
+        let err = spn_err(&[
+            "generate",
+            "--model",
+            s(bundle()),
+            "--temperature",
+            t,
+            "--out",
+            s(&out),
+        ]);
+        assert!(err.contains("temperature must be > 0"), "{t}: {err}");
+    }
+    // A reader that goes away is not an error worth a panic message.
+    let mut child = std::process::Command::new(spn_bin())
+        .args(["info", "--model", s(bundle())])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}

@@ -30,13 +30,23 @@ fn setup() -> &'static (tempfile::TempDir, PathBuf) {
 
 /// Runs Script-Fu in a fresh working folder; returns (folder, combined output).
 fn gimp(script: &str) -> (tempfile::TempDir, String) {
+    gimp_on(script, None)
+}
+
+/// `gimp` with `input` (or the fixture emoji) as in.png.
+fn gimp_on(script: &str, input: Option<&image::RgbaImage>) -> (tempfile::TempDir, String) {
     let (dir, _) = setup();
     let work = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        fixtures().join("emoji8/1f98a.png"),
-        work.path().join("in.png"),
-    )
-    .unwrap();
+    match input {
+        Some(img) => img.save(work.path().join("in.png")).unwrap(),
+        None => {
+            std::fs::copy(
+                fixtures().join("emoji8/1f98a.png"),
+                work.path().join("in.png"),
+            )
+            .unwrap();
+        }
+    }
     let out = Command::new("gimp-console-2.10")
         .args(["-i", "-d", "-f", "-b", script, "-b", "(gimp-quit 0)"])
         .env("GIMP2_DIRECTORY", dir.path().join("profile"))
@@ -123,12 +133,23 @@ fn upscale_depth_keeps_the_top_bits_and_size_makes_a_bigger_image() {
                (gimp-file-save RUN-NONINTERACTIVE image (car (gimp-image-get-active-drawable image)) "small.png" "small.png")))"#,
         m = model()
     );
-    let (work, _) = gimp(&script);
+    // The fixture emoji with its left quarter transparent and a half-transparent column.
+    let mut input = load(&fixtures().join("emoji8/1f98a.png"));
+    for (x, _, p) in input.enumerate_pixels_mut() {
+        p[3] = match x {
+            0 | 1 => 0,
+            2 => 100,
+            _ => 255,
+        };
+    }
+    let (work, _) = gimp_on(&script, Some(&input));
     let (a, d) = (
         load(&work.path().join("in.png")),
         load(&work.path().join("depth.png")),
     );
     for (p, q) in a.pixels().zip(d.pixels()) {
+        // Depth upscaling changes colours only: transparent stays transparent.
+        assert_eq!(p[3], q[3], "alpha changed: {p:?} -> {q:?}");
         // Opaque pixels composite to themselves, so their top 3 bits must survive.
         if p[3] == 255 {
             for c in 0..3 {

@@ -187,6 +187,85 @@ fn batch_writes_a_manifest_and_resumes() {
         })
         .collect();
     assert!(stray.is_empty(), "{stray:?}");
+    // Resuming with other settings would mix two kinds of images in one folder: refused.
+    let mut other = args.to_vec();
+    other.extend(["--temperature", "0.5"]);
+    let err = spn_err(&other);
+    assert!(
+        err.contains("temperature 1") && err.contains("0.5"),
+        "{err}"
+    );
+}
+
+/// A transparent mask pixel means "unknown" whatever its colour, and a mask with nothing unknown says so.
+#[test]
+fn transparent_mask_pixels_are_unknown() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = fixtures().join("emoji8/1f98a.png");
+    // White everywhere; the right half transparent.
+    let mask = image::RgbaImage::from_fn(8, 8, |x, _| {
+        image::Rgba([255, 255, 255, if x < 4 { 255 } else { 0 }])
+    });
+    let mask_path = dir.path().join("mask.png");
+    mask.save(&mask_path).unwrap();
+    let out = dir.path().join("c.png");
+    let run = |seed: &str| {
+        spn_ok(&[
+            "complete",
+            "--model",
+            s(bundle()),
+            "--image",
+            s(&img),
+            "--mask",
+            s(&mask_path),
+            "--seed",
+            seed,
+            "--out",
+            s(&out),
+        ]);
+        rgb(&out)
+    };
+    let a = rgb(&img);
+    let outs: Vec<_> = (1..=3).map(|seed| run(&seed.to_string())).collect();
+    for b in &outs {
+        for y in 0..8 {
+            for x in 0..4 {
+                assert_eq!(
+                    a.get_pixel(x, y),
+                    b.get_pixel(x, y),
+                    "known pixel ({x},{y}) changed"
+                );
+            }
+        }
+    }
+    // The right half is drawn: it cannot be the input in all three draws.
+    let right = |i: &image::RgbImage| {
+        (0..8)
+            .flat_map(|y| (4..8).map(move |x| (x, y)))
+            .map(|(x, y)| *i.get_pixel(x, y))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        outs.iter().any(|b| right(b) != right(&a)),
+        "transparent pixels were kept as known"
+    );
+    // All known: nothing to do, and a warning.
+    image::RgbaImage::from_pixel(8, 8, image::Rgba([255, 255, 255, 255]))
+        .save(&mask_path)
+        .unwrap();
+    let o = spn(&[
+        "complete",
+        "--model",
+        s(bundle()),
+        "--image",
+        s(&img),
+        "--mask",
+        s(&mask_path),
+        "--out",
+        s(&out),
+    ]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("nothing to complete"));
 }
 
 #[test]

@@ -78,6 +78,9 @@ enum Cmd {
         /// Mirror training examples left-right at random (augmentation for small data sets).
         #[arg(long)]
         flip: bool,
+        /// Start a new run even if OUT exists (it is replaced when the first checkpoint is written).
+        #[arg(long)]
+        force: bool,
     },
     /// Exact bits/dim of a model on a folder of images, next to lossless PNG and WebP.
     Eval {
@@ -119,10 +122,10 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         heldout_percent: u32,
         /// Also fit every image to SIZE x SIZE (centre crop and resize).
-        #[arg(long)]
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
         size: Option<u32>,
     },
-    /// Generate new images: DIR/sample-SEED.png for seeds SEED..SEED+COUNT.
+    /// Generate new images: DIR/sample-SEED.png for seeds SEED..SEED+COUNT (or, for one image, --out FILE.png).
     Generate {
         #[arg(long)]
         model: Option<PathBuf>,
@@ -138,7 +141,8 @@ enum Cmd {
         #[command(flatten)]
         sampling: Sampling,
     },
-    /// Complete a partially drawn image: MASK is white where pixels are known (kept exactly).
+    /// Complete a partially drawn image: MASK is white where pixels are known (kept exactly), black or
+    /// transparent where the model draws.
     Complete {
         #[arg(long)]
         model: Option<PathBuf>,
@@ -222,7 +226,7 @@ enum Cmd {
 
 #[derive(clap::Args, Clone)]
 struct Sampling {
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, allow_negative_numbers = true)]
     temperature: f64,
     #[arg(long, default_value_t = 16)]
     batch_size: usize,
@@ -273,7 +277,29 @@ fn image_tensor(path: &std::path::Path) -> Result<tch::Tensor> {
 }
 
 fn save_image(t: &tch::Tensor, path: &std::path::Path) -> Result<()> {
-    data::save_png(&data::from_tensor(t)?, path)?;
+    data::save_image(&data::from_tensor(t)?, path)?;
+    Ok(())
+}
+
+/// Checks that an output file can be written, before any long work: a run must not end in "cannot write".
+fn check_out_file(path: &std::path::Path) -> Result<()> {
+    if path.is_dir() {
+        bail!("{} is a folder: give a file name", path.display());
+    }
+    data::output_format(path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    check_out_dir(dir)
+}
+
+fn check_out_dir(dir: &std::path::Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        bail!("{} exists and is not a folder", dir.display());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    tempfile::tempfile_in(dir).with_context(|| format!("cannot write into {}", dir.display()))?;
     Ok(())
 }
 
@@ -299,6 +325,11 @@ fn one_image(
 }
 
 fn main() {
+    // Like other Unix tools, end quietly when the reader of stdout goes away (`spn info | head`).
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let level = match cli.verbose {
         0 => "warn",
@@ -362,7 +393,21 @@ fn run(cli: Cli) -> Result<()> {
             json,
             save_every_rank,
             flip,
+            force,
         } => {
+            let ckpt = spn::train::checkpoint_path(&out);
+            if resume && !ckpt.exists() {
+                log::warn!(
+                    "--resume: no checkpoint at {}, starting a new run",
+                    ckpt.display()
+                );
+            }
+            if out.exists() && !force && !(resume && ckpt.exists()) {
+                bail!(
+                    "{} exists: pass --resume to continue its run, --force to replace it, or another --out",
+                    out.display()
+                );
+            }
             let config = match (preset, config) {
                 (Some(p), _) => Some(PipelineConfig::preset(&p)?),
                 (None, Some(f)) => Some(PipelineConfig::from_file(&f)?),
@@ -440,6 +485,9 @@ fn run(cli: Cli) -> Result<()> {
             batch_size,
             json,
         } => {
+            if limit == Some(0) {
+                bail!("--limit must be at least 1");
+            }
             let model = load(model, device)?;
             let mut files = data::split_files(&data, split, heldout_percent)?;
             if let Some(n) = limit {
@@ -474,11 +522,14 @@ fn run(cli: Cli) -> Result<()> {
             json,
             heatmap,
         } => {
+            if let Some(h) = &heatmap {
+                check_out_file(h)?;
+            }
             let model = load(model, device)?;
             let img = data::load_rgb(&image)?;
             let r = spn::eval::score(&model, &img)?;
             if let Some(h) = heatmap {
-                data::save_png(&spn::eval::heatmap(&r), &h)?;
+                data::save_image(&spn::eval::heatmap(&r), &h)?;
             }
             if json {
                 print_json(&r)?;
@@ -499,20 +550,54 @@ fn run(cli: Cli) -> Result<()> {
             if files.is_empty() {
                 bail!("no images in {}", src.display());
             }
-            let pb = bar(files.len() as u64, "data");
-            let (mut tr, mut ho) = (0, 0);
+            // Where each file goes; two sources must not land on one name, and nothing from another run
+            // (another split, say) may stay beside them, or held-out images could leak into training.
+            let mut plan: std::collections::BTreeMap<PathBuf, &PathBuf> = Default::default();
             for f in &files {
-                let mut img = data::load_rgb(f)?;
-                if let Some(n) = size {
-                    img = data::fit(img, n, n);
-                }
                 let held = data::is_heldout(f, heldout_percent);
-                let dir = out.join(if held { "heldout" } else { "train" });
                 let name = f
                     .file_stem()
                     .map(|s| s.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                data::save_png(&img, &dir.join(format!("{name}.png")))?;
+                let to = out
+                    .join(if held { "heldout" } else { "train" })
+                    .join(format!("{name}.png"));
+                if let Some(other) = plan.insert(to.clone(), f) {
+                    bail!(
+                        "{} and {} would both become {}: rename one",
+                        other.display(),
+                        f.display(),
+                        to.display()
+                    );
+                }
+            }
+            for split in ["train", "heldout"] {
+                let dir = out.join(split);
+                if !dir.is_dir() {
+                    continue;
+                }
+                let stale: Vec<PathBuf> = data::list_images(&dir)?
+                    .into_iter()
+                    .filter(|p| !plan.contains_key(p))
+                    .collect();
+                if let Some(first) = stale.first() {
+                    bail!(
+                        "{} already holds {} image(s) this run would not write (e.g. {}), perhaps from another split: give an empty --out",
+                        dir.display(),
+                        stale.len(),
+                        first.display()
+                    );
+                }
+            }
+            let pb = bar(files.len() as u64, "data");
+            let (mut tr, mut ho) = (0, 0);
+            for (to, f) in &plan {
+                let mut img = data::load_rgb(f)?;
+                if let Some(n) = size {
+                    img = data::fit(img, n, n);
+                }
+                let held = to.parent().and_then(|d| d.file_name()) == Some("heldout".as_ref());
+                data::save_png(&img, to)?;
                 if held {
                     ho += 1
                 } else {
@@ -537,13 +622,32 @@ fn run(cli: Cli) -> Result<()> {
             if out.is_none() && grid.is_none() {
                 bail!("give --out DIR and/or --grid FILE");
             }
+            // --out x.png means a file, which only one image can fill; anything else is a folder.
+            let out_file = out.as_ref().filter(|o| data::output_format(o).is_ok());
+            if let Some(f) = out_file {
+                if count != 1 {
+                    bail!(
+                        "--out {} names an image file, but --count is {count}: give a folder (e.g. --out samples/) or use --grid",
+                        f.display()
+                    );
+                }
+                check_out_file(f)?;
+            } else if let Some(d) = &out {
+                check_out_dir(d)?;
+            }
+            if let Some(g) = &grid {
+                check_out_file(g)?;
+            }
             let model = load(model, device)?;
             let sampler = Sampler::new(&model, sampling.options())?;
             let seeds: Vec<u64> = (0..count as u64).map(|i| seed + i).collect();
             let pb = bar(1, "generate");
             let r = sampler.generate(&seeds, &mut sample_bar(&pb), &cancel_on_ctrl_c())?;
             pb.finish_and_clear();
-            if let Some(dir) = &out {
+            if let Some(f) = out_file {
+                save_image(&r.images.get(0), f)?;
+                println!("wrote {}", f.display());
+            } else if let Some(dir) = &out {
                 for (i, s) in seeds.iter().enumerate() {
                     save_image(
                         &r.images.get(i as i64),
@@ -553,7 +657,7 @@ fn run(cli: Cli) -> Result<()> {
                 println!("wrote {count} images to {}", dir.display());
             }
             if let Some(g) = &grid {
-                data::save_png(&spn::data::grid(&r.images)?, g)?;
+                data::save_image(&spn::data::grid(&r.images)?, g)?;
                 println!("wrote {}", g.display());
             }
         }
@@ -565,14 +669,21 @@ fn run(cli: Cli) -> Result<()> {
             out,
             sampling,
         } => {
+            check_out_file(&out)?;
             let model = load(model, device)?;
             let img = image_tensor(&image)?;
-            let m = image::open(&mask)
-                .map_err(|e| anyhow::anyhow!("cannot read mask {}: {e}", mask.display()))?
-                .to_luma8();
-            let known = tch::Tensor::f_from_slice(m.as_raw())?
-                .f_view([m.height() as i64, m.width() as i64])?
-                .f_gt(127)?;
+            let dm = image::open(&mask)
+                .map_err(|e| anyhow::anyhow!("cannot read mask {}: {e}", mask.display()))?;
+            // White is known, black unknown; transparent is unknown whatever its colour.
+            let opaque = dm.to_rgba8();
+            let m = image::DynamicImage::ImageRgb8(data::composite_on_white(&dm)).to_luma8();
+            let flags: Vec<bool> = m
+                .pixels()
+                .zip(opaque.pixels())
+                .map(|(l, p)| l.0[0] > 127 && p.0[3] >= 128)
+                .collect();
+            let known =
+                tch::Tensor::f_from_slice(&flags)?.f_view([m.height() as i64, m.width() as i64])?;
             let (ih, iw) = (img.size()[1], img.size()[2]);
             if (m.height() as i64, m.width() as i64) != (ih, iw) {
                 bail!(
@@ -592,6 +703,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             sampling,
         } => {
+            check_out_file(&out)?;
             let model = load(model, device)?;
             let img = image_tensor(&image)?;
             one_image(&model, &sampling, "upscale-size", &out, |s, p, c| {
@@ -605,6 +717,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             sampling,
         } => {
+            check_out_file(&out)?;
             let model = load(model, device)?;
             let img = image_tensor(&image)?;
             one_image(&model, &sampling, "upscale-depth", &out, |s, p, c| {
@@ -618,6 +731,7 @@ fn run(cli: Cli) -> Result<()> {
             out,
             sampling,
         } => {
+            check_out_dir(&out)?;
             let path = model_path(model)?;
             let model = Pipeline::load(&path, device)?;
             let pb = bar(count as u64, "batch");
@@ -657,6 +771,9 @@ fn run(cli: Cli) -> Result<()> {
             naive_positions,
             json,
         } => {
+            if batch_size == 0 || images == Some(0) {
+                bail!("--batch-size and --images must be at least 1");
+            }
             let (pipeline, name) = match preset {
                 Some(p) => {
                     tch::manual_seed(0);
