@@ -169,10 +169,11 @@ spn_status spn_image_write_png(const spn_image *image, const char *path);
 
 typedef struct spn_sample_params {
     uint32_t struct_size;     /* sizeof(spn_sample_params) */
-    uint32_t count;           /* images to make, default 1 */
+    uint32_t count;           /* images to make, default 1; at most 2^20 and 4 GiB of images per call
+                                 (all are returned at once: for more, call again with a later seed) */
     uint64_t seed;            /* image i gets seed + i; default 0 */
     float temperature;        /* in [1e-4, 1e4], default 1; lower is more conservative */
-    uint32_t batch_size;      /* images sampled together, default 16 */
+    uint32_t batch_size;      /* images sampled together, >= 1, default 16 */
     spn_progress_fn progress; /* optional */
     void *user_data;          /* passed to progress */
     spn_job *job;             /* optional, for spn_job_cancel */

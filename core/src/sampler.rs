@@ -165,13 +165,14 @@ impl<'a> Sampler<'a> {
         Ok(())
     }
 
+    /// An `(n, 3, H, W)` view of one image's worth of memory; `run` materialises one batch at a time, so
+    /// a large count never holds the whole job in memory.
     fn bool_full(&self, n: usize, v: bool) -> Result<Tensor> {
         let (h, w) = self.hw();
-        Ok(Tensor::f_full(
-            [n as i64, 3, h, w],
-            v as i64,
-            (Kind::Bool, tch::Device::Cpu),
-        )?)
+        Ok(
+            Tensor::f_full([1, 3, h, w], v as i64, (Kind::Bool, tch::Device::Cpu))?
+                .f_expand([n as i64, 3, h, w], false)?,
+        )
     }
 
     /// New images, one per seed.
@@ -184,10 +185,8 @@ impl<'a> Sampler<'a> {
         Self::check_seeds(seeds)?;
         let (h, w) = self.hw();
         let job = Job {
-            init: Tensor::f_zeros(
-                [seeds.len() as i64, 3, h, w],
-                (Kind::Int64, tch::Device::Cpu),
-            )?,
+            init: Tensor::f_zeros([1, 3, h, w], (Kind::Int64, tch::Device::Cpu))?
+                .f_expand([seeds.len() as i64, 3, h, w], false)?,
             known_msb: self.bool_full(seeds.len(), false)?,
             known_lsb: self.bool_full(seeds.len(), false)?,
             run_known: false,
@@ -220,14 +219,12 @@ impl<'a> Sampler<'a> {
         let k = known
             .f_to_kind(Kind::Bool)?
             .f_view([1, 1, h, w])?
-            .f_expand([n, 3, h, w], false)?
-            .f_contiguous()?;
+            .f_expand([n, 3, h, w], false)?;
         let job = Job {
             init: image
                 .f_to_kind(Kind::Int64)?
                 .f_unsqueeze(0)?
-                .f_expand([n, 3, h, w], false)?
-                .f_contiguous()?,
+                .f_expand([n, 3, h, w], false)?,
             known_msb: k.shallow_clone(),
             known_lsb: k,
             run_known: false,
@@ -255,17 +252,15 @@ impl<'a> Sampler<'a> {
         self.check_image(small, h / s, w / s, "small image")?;
         let n = seeds.len() as i64;
         let opts = (Kind::Int64, tch::Device::Cpu);
-        let sl = Tensor::f_zeros([n, 3, s * s, h / s, w / s], opts)?;
-        sl.f_select(2, 0)?.f_copy_(
-            &small
-                .f_to_kind(Kind::Int64)?
-                .f_unsqueeze(0)?
-                .f_expand([n, 3, h / s, w / s], false)?,
-        )?;
-        let init = from_slices_nd(&sl, s)?;
-        let ks = Tensor::f_zeros([n, 3, s * s, h / s, w / s], opts)?;
+        let sl = Tensor::f_zeros([1, 3, s * s, h / s, w / s], opts)?;
+        sl.f_select(2, 0)?
+            .f_copy_(&small.f_to_kind(Kind::Int64)?.f_unsqueeze(0)?)?;
+        let init = from_slices_nd(&sl, s)?.f_expand([n, 3, h, w], false)?;
+        let ks = Tensor::f_zeros([1, 3, s * s, h / s, w / s], opts)?;
         let _ = ks.f_select(2, 0)?.f_fill_(1)?;
-        let known = from_slices_nd(&ks, s)?.f_to_kind(Kind::Bool)?;
+        let known = from_slices_nd(&ks, s)?
+            .f_to_kind(Kind::Bool)?
+            .f_expand([n, 3, h, w], false)?;
         let job = Job {
             init,
             known_msb: known.shallow_clone(),
@@ -296,8 +291,7 @@ impl<'a> Sampler<'a> {
             init: image
                 .f_to_kind(Kind::Int64)?
                 .f_unsqueeze(0)?
-                .f_expand([n, 3, h, w], false)?
-                .f_contiguous()?,
+                .f_expand([n, 3, h, w], false)?,
             known_msb: self.bool_full(seeds.len(), true)?,
             known_lsb: self.bool_full(seeds.len(), false)?,
             run_known: false,
@@ -361,9 +355,9 @@ impl<'a> Sampler<'a> {
             ctx.batch = bi;
             let (a, b) = ((bi * bs) as i64, chunk.len() as i64);
             let part = Job {
-                init: job.init.f_narrow(0, a, b)?,
-                known_msb: job.known_msb.f_narrow(0, a, b)?,
-                known_lsb: job.known_lsb.f_narrow(0, a, b)?,
+                init: job.init.f_narrow(0, a, b)?.f_contiguous()?,
+                known_msb: job.known_msb.f_narrow(0, a, b)?.f_contiguous()?,
+                known_lsb: job.known_lsb.f_narrow(0, a, b)?.f_contiguous()?,
                 run_known: job.run_known,
             };
             let (img, lp) =

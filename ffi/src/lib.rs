@@ -690,6 +690,8 @@ pub unsafe extern "C" fn spn_sample_params_init(params: *mut spn_sample_params) 
 
 /// Upper bound on images per call, so a typo cannot allocate the machine away.
 const MAX_COUNT: u32 = 1 << 20;
+/// Upper bound on the bytes of images one call returns (they are all held in memory at once).
+const MAX_OUTPUT_BYTES: u64 = 4 << 30;
 
 /// Shared body of the sampling calls.
 unsafe fn sample(
@@ -717,13 +719,29 @@ unsafe fn sample(
                 p.count
             )));
         }
+        // Every image is returned at once; past this, the host should call again with a later seed.
+        let cfg = &m.pipeline.config;
+        let bytes = p.count as u64 * (cfg.height * cfg.width * 3) as u64;
+        if bytes > MAX_OUTPUT_BYTES {
+            return Err(invalid(format!(
+                "{} images of {}x{} take {} MiB, over the {} MiB one call returns: ask for fewer per call",
+                p.count,
+                cfg.width,
+                cfg.height,
+                bytes >> 20,
+                MAX_OUTPUT_BYTES >> 20
+            )));
+        }
+        if p.batch_size == 0 {
+            return Err(invalid("batch_size must be at least 1"));
+        }
         let token = match job_ref(p.job)? {
             Some(j) => j.token.clone(),
             None => CancelToken::new(),
         };
         let options = SampleOptions {
             temperature: p.temperature as f64,
-            batch_size: p.batch_size.max(1) as usize,
+            batch_size: p.batch_size as usize,
             ..Default::default()
         };
         let sampler = Sampler::new(&m.pipeline, options)?;

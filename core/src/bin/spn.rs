@@ -622,6 +622,9 @@ fn run(cli: Cli) -> Result<()> {
             if out.is_none() && grid.is_none() {
                 bail!("give --out DIR and/or --grid FILE");
             }
+            if count == 0 {
+                bail!("--count must be at least 1");
+            }
             // --out x.png means a file, which only one image can fill; anything else is a folder.
             let out_file = out.as_ref().filter(|o| data::output_format(o).is_ok());
             if let Some(f) = out_file {
@@ -641,23 +644,52 @@ fn run(cli: Cli) -> Result<()> {
             let model = load(model, device)?;
             let sampler = Sampler::new(&model, sampling.options())?;
             let seeds: Vec<u64> = (0..count as u64).map(|i| seed + i).collect();
+            // One sampler batch at a time, each written as soon as it is done: memory stays that of one
+            // batch, and Ctrl-C keeps every finished image.
+            let chunks: Vec<&[u64]> = seeds.chunks(sampling.batch_size.max(1)).collect();
             let pb = bar(1, "generate");
-            let r = sampler.generate(&seeds, &mut sample_bar(&pb), &cancel_on_ctrl_c())?;
+            let cancel = cancel_on_ctrl_c();
+            let mut for_grid = Vec::new();
+            for (ci, chunk) in chunks.iter().enumerate() {
+                let r = sampler.generate(
+                    chunk,
+                    &mut |p: &SampleProgress| {
+                        pb.set_length(p.total * chunks.len() as u64);
+                        pb.set_position(p.total * ci as u64 + p.done);
+                        pb.set_message(format!(
+                            "batch {}/{} stage {} slice {}",
+                            ci + 1,
+                            chunks.len(),
+                            p.stage,
+                            p.slice
+                        ));
+                        true
+                    },
+                    &cancel,
+                )?;
+                if let Some(f) = out_file {
+                    save_image(&r.images.get(0), f)?;
+                } else if let Some(dir) = &out {
+                    for (i, s) in chunk.iter().enumerate() {
+                        save_image(
+                            &r.images.get(i as i64),
+                            &dir.join(format!("sample-{s}.png")),
+                        )?;
+                    }
+                }
+                if grid.is_some() {
+                    for_grid.push(r.images);
+                }
+            }
             pb.finish_and_clear();
             if let Some(f) = out_file {
-                save_image(&r.images.get(0), f)?;
                 println!("wrote {}", f.display());
             } else if let Some(dir) = &out {
-                for (i, s) in seeds.iter().enumerate() {
-                    save_image(
-                        &r.images.get(i as i64),
-                        &dir.join(format!("sample-{s}.png")),
-                    )?;
-                }
                 println!("wrote {count} images to {}", dir.display());
             }
             if let Some(g) = &grid {
-                data::save_image(&spn::data::grid(&r.images)?, g)?;
+                let all = tch::Tensor::f_cat(&for_grid, 0)?;
+                data::save_image(&spn::data::grid(&all)?, g)?;
                 println!("wrote {}", g.display());
             }
         }
