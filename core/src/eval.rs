@@ -43,12 +43,40 @@ pub fn evaluate_with_progress(
     let (mut png, mut webp) = (0usize, 0usize);
     for chunk in files.chunks(batch_size.max(1) as usize) {
         let mut ts = Vec::with_capacity(chunk.len());
+        let mut imgs = Vec::with_capacity(chunk.len());
         for f in chunk {
             let img = data::fit(data::load_rgb(f)?, cfg.height as u32, cfg.width as u32);
-            let (p, w) = data::codec_sizes(&img)?;
+            ts.push(data::to_tensor(&img)?);
+            imgs.push(img);
+        }
+        // libwebp at its strongest setting costs about as much as the model's own pass: spread it over
+        // the cores.
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = imgs.len().div_ceil(threads).max(1);
+        let sizes: Vec<Result<(usize, usize)>> = std::thread::scope(|sc| {
+            let handles: Vec<_> = imgs
+                .chunks(per)
+                .map(|part| {
+                    sc.spawn(move || {
+                        part.iter().try_fold((0, 0), |(p, w), img| {
+                            let (a, b) = data::codec_sizes(img)?;
+                            Ok((p + a, w + b))
+                        })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Error::Other("codec thread panicked".into())))
+                })
+                .collect()
+        });
+        for r in sizes {
+            let (p, w) = r?;
             png += p;
             webp += w;
-            ts.push(data::to_tensor(&img)?);
         }
         let x = tch::Tensor::f_stack(&ts, 0)?;
         let l = model.likelihood(&x)?;
