@@ -18,14 +18,19 @@ common=(--data data/emoji/train --batch-size 32 --lr 2e-3 --warmup 100 --ema 0.9
   --seed 0 --eval-images 0 --out "$OUT" -v)
 step() { [ -f "$OUT" ] && target/release/spn info --model "$OUT" --json | python3 -c \
   'import json,sys; print(json.load(sys.stdin)["training"]["steps"])' 2>/dev/null || echo 0; }
+# An interrupted phase (Ctrl-C saves and exits 0) must not run into the next one: rerun to resume it.
+reached() { [ "$(step)" -ge "$1" ] || { echo "stopped before step $1: rerun the same command to resume" >&2; exit 1; }; }
 if [ "$(step)" -lt "$STEPS" ]; then
   resume=()
   [ -f "$OUT.ckpt" ] && resume=(--resume)
   target/release/spn train --preset emoji --steps "$STEPS" "${common[@]}" "${resume[@]}"
+  reached "$STEPS"
 fi
 if [ "$STEPS_C" -gt "$STEPS" ] && [ "$(step)" -lt "$STEPS_C" ]; then
   target/release/spn train --steps "$STEPS_C" --stages c "${common[@]}" --resume
+  reached "$STEPS_C"
 fi
-if [ "$STEPS_F" -gt "$STEPS_C" ]; then
+if [ "$STEPS_F" -gt "$STEPS_C" ] && [ "$(step)" -lt "$STEPS_F" ]; then
   target/release/spn train --steps "$STEPS_F" --stages b,c --flip "${common[@]}" --resume
+  reached "$STEPS_F"
 fi

@@ -69,7 +69,11 @@ pub fn run(
     std::fs::create_dir_all(dir)?;
     let lines = read_manifest(dir)?;
     // Resuming must not mix images made under other settings into one folder unnoticed.
-    let model_name = model_path.display().to_string();
+    // Recorded as an absolute path, so a resume from another folder finds the same file.
+    let model_name = std::fs::canonicalize(model_path)
+        .unwrap_or_else(|_| model_path.to_path_buf())
+        .display()
+        .to_string();
     let same_model = |m: &str| {
         m == model_name
             || matches!((std::fs::canonicalize(m), std::fs::canonicalize(model_path)),

@@ -43,9 +43,18 @@ pub enum Decoding {
     Naive,
 }
 
+/// A batch's own copy of its part of a job: job tensors are often expanded views of one image, or the
+/// caller's tensor, and a batch writes into what it gets.
+fn fresh(t: &Tensor) -> Result<Tensor> {
+    let mut r = t.f_empty_like()?;
+    r.f_copy_(t)?;
+    Ok(r)
+}
+
 /// Temperatures outside this range are refused: near 0 sampling is already greedy, and far beyond 1 it is
 /// uniform noise.
-pub const MIN_TEMPERATURE: f64 = 1e-4;
+/// (The bound is 1e-4 as an `f32`, so that hosts passing `1e-4f` through the C ABI are not refused.)
+pub const MIN_TEMPERATURE: f64 = 1e-4f32 as f64;
 pub const MAX_TEMPERATURE: f64 = 1e4;
 
 #[derive(Clone, Debug)]
@@ -118,7 +127,7 @@ impl<'a> Sampler<'a> {
         // The bounds keep T and 1/T comfortably inside f32, where the decoders work.
         if !(MIN_TEMPERATURE..=MAX_TEMPERATURE).contains(&options.temperature) {
             return Err(Error::input(format!(
-                "temperature must be > 0 (between {MIN_TEMPERATURE} and {MAX_TEMPERATURE}), got {}",
+                "temperature must be > 0, between 1e-4 and 1e4; got {}",
                 options.temperature
             )));
         }
@@ -355,9 +364,9 @@ impl<'a> Sampler<'a> {
             ctx.batch = bi;
             let (a, b) = ((bi * bs) as i64, chunk.len() as i64);
             let part = Job {
-                init: job.init.f_narrow(0, a, b)?.f_contiguous()?,
-                known_msb: job.known_msb.f_narrow(0, a, b)?.f_contiguous()?,
-                known_lsb: job.known_lsb.f_narrow(0, a, b)?.f_contiguous()?,
+                init: fresh(&job.init.f_narrow(0, a, b)?)?,
+                known_msb: fresh(&job.known_msb.f_narrow(0, a, b)?)?,
+                known_lsb: fresh(&job.known_lsb.f_narrow(0, a, b)?)?,
                 run_known: job.run_known,
             };
             let (img, lp) =

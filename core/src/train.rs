@@ -43,6 +43,9 @@ pub struct TrainOptions {
     /// set, against the held-out gap that grows on long runs.
     #[serde(default)]
     pub flip: bool,
+    /// A new run may replace the bundle and checkpoint of an earlier one at `out`.
+    #[serde(skip)]
+    pub overwrite: bool,
 }
 
 impl TrainOptions {
@@ -63,6 +66,7 @@ impl TrainOptions {
             eval_images: 64,
             save_every_rank: false,
             flip: false,
+            overwrite: false,
         }
     }
 }
@@ -166,11 +170,20 @@ impl Trainer {
         let resumed = if resume && ckpt.exists() {
             Some(bundle::read(&ckpt)?)
         } else {
+            let rank0 = dist.as_ref().is_none_or(|d| d.rank == 0);
             if resume {
-                log::info!("no checkpoint at {}: starting a new run", ckpt.display());
-            } else if ckpt.exists() && dist.as_ref().is_none_or(|d| d.rank == 0) {
+                log::warn!("no checkpoint at {}: starting a new run", ckpt.display());
+            } else if ckpt.exists() && opts.overwrite {
+                // The old run's checkpoint must not be resumed into this one by a later --resume.
+                if rank0 {
+                    std::fs::remove_file(&ckpt).or_else(|e| match e.kind() {
+                        std::io::ErrorKind::NotFound => Ok(()),
+                        _ => Err(e),
+                    })?;
+                }
+            } else if ckpt.exists() && rank0 {
                 return Err(Error::input(format!(
-                    "{} exists: pass --resume to continue that run, or delete it to start over",
+                    "{} exists: pass --resume to continue that run, or --force to start over",
                     ckpt.display()
                 )));
             }

@@ -500,7 +500,6 @@ pub struct spn_image {
 /// Largest side accepted from a caller: far above any model, small enough that sizes never overflow.
 const MAX_SIDE: u32 = 1 << 15;
 
-/// Reads a caller image into a `(3, H, W)` uint8 tensor (RGBA composited over white, gray replicated).
 /// For a 4-channel view (already checked by `read_view`), where alpha >= 128, as an `(H, W)` bool tensor.
 unsafe fn read_opaque(v: *const spn_image_view) -> Result<Option<Tensor>, Fail> {
     let v = &*v;
@@ -521,6 +520,7 @@ unsafe fn read_opaque(v: *const spn_image_view) -> Result<Option<Tensor>, Fail> 
         .map_err(|e| Fail(SPN_ERR_INTERNAL, e.to_string()))
 }
 
+/// Reads a caller image into a `(3, H, W)` uint8 tensor (RGBA composited over white, gray replicated).
 unsafe fn read_view(v: *const spn_image_view, what: &str) -> Result<Tensor, Fail> {
     if v.is_null() {
         return Err(invalid(format!("{what} is NULL")));

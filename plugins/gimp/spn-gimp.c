@@ -313,8 +313,15 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
         gimp_progress_init("SPN: completing the selection...");
         st = spn_complete(model, &view, &mask, &sp, &out, &n);
     } else {
+        /* The layer's own colours, alpha left out (blending onto white would lighten translucent pixels
+         * when their alpha is put back). */
+        guchar *rgb = g_malloc((gsize)w * h * 3);
+        for (gint i = 0; i < w * h; i++)
+            for (gint c = 0; c < 3; c++) rgb[3 * i + c] = px[4 * i + c];
+        spn_image_view rgb_view = {(uint32_t)w, (uint32_t)h, 3, (size_t)w * 3, rgb};
         gimp_progress_init("SPN: upscaling depth...");
-        st = spn_upscale_depth(model, &view, &sp, &out, &n);
+        st = spn_upscale_depth(model, &rgb_view, &sp, &out, &n);
+        g_free(rgb);
     }
     if (st != SPN_OK) {
         status = fail(ret, nreturn_vals, "%s", spn_last_error());

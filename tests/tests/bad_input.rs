@@ -275,6 +275,13 @@ fn outputs_are_checked_first_and_never_clobbered() {
     assert_eq!(std::fs::read(d("file")).unwrap(), b"keep me");
     assert!(train(s(&d("file")), &["--force"]).status.success());
     assert!(spn::Pipeline::load(&d("file"), tch::Device::Cpu).is_ok());
+    // Again over a finished run (its checkpoint is there too); --resume with no checkpoint says so.
+    let r = train(s(&d("file")), &["--force"]);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    std::fs::write(d("other"), b"keep me too").unwrap();
+    let r = train(s(&d("other")), &["--resume"]);
+    assert!(String::from_utf8_lossy(&r.stderr).contains("no checkpoint"));
+    assert_eq!(std::fs::read(d("other")).unwrap(), b"keep me too");
 }
 
 #[test]

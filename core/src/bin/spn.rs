@@ -325,12 +325,15 @@ fn one_image(
 }
 
 fn main() {
-    // Like other Unix tools, end quietly when the reader of stdout goes away (`spn info | head`).
-    #[cfg(unix)]
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let cli = Cli::parse();
+    // Like other Unix tools, end quietly when the reader of stdout goes away (`spn info | head`). Not in
+    // training, whose sockets to other ranks must report a dead peer as an error, not die of SIGPIPE.
+    #[cfg(unix)]
+    if !matches!(cli.cmd, Cmd::Train { .. }) {
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
@@ -396,13 +399,14 @@ fn run(cli: Cli) -> Result<()> {
             force,
         } => {
             let ckpt = spn::train::checkpoint_path(&out);
-            if resume && !ckpt.exists() {
-                log::warn!(
-                    "--resume: no checkpoint at {}, starting a new run",
-                    ckpt.display()
-                );
-            }
             if out.exists() && !force && !(resume && ckpt.exists()) {
+                if resume {
+                    bail!(
+                        "--resume: there is no checkpoint {} to continue, and {} exists: pass --force to start a new run over it, or another --out",
+                        ckpt.display(),
+                        out.display()
+                    );
+                }
                 bail!(
                     "{} exists: pass --resume to continue its run, --force to replace it, or another --out",
                     out.display()
@@ -430,6 +434,7 @@ fn run(cli: Cli) -> Result<()> {
             opts.eval_images = eval_images;
             opts.save_every_rank = save_every_rank;
             opts.flip = flip;
+            opts.overwrite = force;
             let dist = spn::dist::Dist::from_env()?;
             let rank = dist.as_ref().map_or(0, |d| d.rank);
             let mut trainer = Trainer::new(config, opts, resume, device, dist)?;
