@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-4500}
 STEPS_C=${2:-24000}
-STEPS_F=${3:-36000}
+STEPS_F=${3:-35000}
 OUT=${OUT:-out/emoji64.spn}
 mkdir -p "$(dirname "$OUT")"
 common=(--data data/emoji/train --batch-size 32 --lr 2e-3 --warmup 100 --ema 0.999 --checkpoint-every 100
