@@ -70,15 +70,10 @@ pub fn run(
     let lines = read_manifest(dir)?;
     // Resuming must not mix images made under other settings into one folder unnoticed.
     // Recorded as an absolute path, so a resume from another folder finds the same file.
-    let model_name = std::fs::canonicalize(model_path)
-        .unwrap_or_else(|_| model_path.to_path_buf())
-        .display()
-        .to_string();
-    let same_model = |m: &str| {
-        m == model_name
-            || matches!((std::fs::canonicalize(m), std::fs::canonicalize(model_path)),
-                (Ok(a), Ok(b)) if a == b)
-    };
+    let model_abs = std::fs::canonicalize(model_path).unwrap_or_else(|_| model_path.to_path_buf());
+    let model_name = model_abs.display().to_string();
+    let same_model =
+        |m: &str| m == model_name || std::fs::canonicalize(m).is_ok_and(|p| p == model_abs);
     if let Some(l) = lines
         .iter()
         .find(|l| l.temperature != options.temperature || !same_model(&l.model))

@@ -68,10 +68,7 @@ pub fn write(
         .collect::<Result<Vec<_>>>()?;
     let data = safetensors::serialize(views, &Some(meta))
         .map_err(|e| bundle_err(path, format!("{e:?}")))?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = crate::data::parent_dir(path);
     std::fs::create_dir_all(dir)?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
     tmp.write_all(&data)?;

@@ -207,6 +207,14 @@ pub fn save_image(img: &RgbImage, path: &Path) -> Result<()> {
     })
 }
 
+/// The folder a file goes in (`.` for a bare file name).
+pub fn parent_dir(path: &Path) -> &Path {
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    }
+}
+
 fn write_atomically(
     path: &Path,
     write: impl FnOnce(&mut std::io::BufWriter<&mut std::fs::File>) -> Result<(), String>,
@@ -217,10 +225,7 @@ fn write_atomically(
             path.display()
         )))
     };
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
+    let dir = parent_dir(path);
     std::fs::create_dir_all(dir).map_err(|e| fail(&e))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".spn-")

@@ -221,14 +221,12 @@ impl<'a> Sampler<'a> {
                 known.size()
             )));
         }
-        if known.f_to_kind(Kind::Bool)?.f_all()?.f_int64_value(&[])? != 0 {
+        let known = known.f_to_kind(Kind::Bool)?;
+        if known.f_all()?.f_int64_value(&[])? != 0 {
             log::warn!("the mask marks every pixel as known: there is nothing to complete");
         }
         let n = seeds.len() as i64;
-        let k = known
-            .f_to_kind(Kind::Bool)?
-            .f_view([1, 1, h, w])?
-            .f_expand([n, 3, h, w], false)?;
+        let k = known.f_view([1, 1, h, w])?.f_expand([n, 3, h, w], false)?;
         let job = Job {
             init: image
                 .f_to_kind(Kind::Int64)?

@@ -171,6 +171,21 @@ impl Trainer {
             Some(bundle::read(&ckpt)?)
         } else {
             let rank0 = dist.as_ref().is_none_or(|d| d.rank == 0);
+            // A new run never replaces an earlier one's bundle unless told to.
+            if opts.out.exists() && !opts.overwrite {
+                return Err(Error::input(if resume {
+                    format!(
+                        "--resume: there is no checkpoint {} to continue, and {} exists: pass --force to start a new run over it, or another --out",
+                        ckpt.display(),
+                        opts.out.display()
+                    )
+                } else {
+                    format!(
+                        "{} exists: pass --resume to continue its run, --force to replace it, or another --out",
+                        opts.out.display()
+                    )
+                }));
+            }
             if resume {
                 log::warn!("no checkpoint at {}: starting a new run", ckpt.display());
             } else if ckpt.exists() && opts.overwrite {
@@ -380,7 +395,8 @@ impl Trainer {
         // The global batch is drawn the same way on every rank; each rank trains on its part of it, so W
         // ranks of batch b follow the single-process run of batch W*b.
         let (world, rank) = (self.world() as i64, self.rank() as i64);
-        let mine = |v: Vec<i64>| v[(rank * b) as usize..((rank + 1) * b) as usize].to_vec();
+        let part = (rank * b) as usize..((rank + 1) * b) as usize;
+        let mine = |v: Vec<i64>| v[part.clone()].to_vec();
         let idx: Vec<i64> = mine(
             (0..b * world)
                 .map(|_| rng.gen_range(0..self.train_count as i64))
@@ -390,15 +406,8 @@ impl Trainer {
             .train
             .f_index_select(0, &Tensor::f_from_slice(&idx)?.f_to_device(device)?)?;
         if self.opts.flip {
-            let flips: Vec<bool> = mine(
-                (0..b * world)
-                    .map(|_| i64::from(rng.gen_bool(0.5)))
-                    .collect(),
-            )
-            .into_iter()
-            .map(|f| f == 1)
-            .collect();
-            x = flip_some(&x, &flips)?;
+            let flips: Vec<bool> = (0..b * world).map(|_| rng.gen_bool(0.5)).collect();
+            x = flip_some(&x, &flips[part.clone()])?;
         }
         let parts = self.pipeline.decompose(&x)?;
         let inputs = self.pipeline.stage_inputs(&parts)?;

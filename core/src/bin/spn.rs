@@ -258,13 +258,22 @@ fn cancel_on_ctrl_c() -> CancelToken {
 }
 
 fn sample_bar(pb: &ProgressBar) -> impl FnMut(&SampleProgress) -> bool + '_ {
+    sample_bar_part(pb, 0, 1)
+}
+
+/// Progress of sampler call `part` of `parts` equal ones, on one bar.
+fn sample_bar_part(
+    pb: &ProgressBar,
+    part: usize,
+    parts: usize,
+) -> impl FnMut(&SampleProgress) -> bool + '_ {
     move |p| {
-        pb.set_length(p.total);
-        pb.set_position(p.done);
+        pb.set_length(p.total * parts as u64);
+        pb.set_position(p.total * part as u64 + p.done);
         pb.set_message(format!(
             "batch {}/{} stage {} slice {}",
-            p.batch + 1,
-            p.batches,
+            part * p.batches + p.batch + 1,
+            parts * p.batches,
             p.stage,
             p.slice
         ));
@@ -287,11 +296,7 @@ fn check_out_file(path: &std::path::Path) -> Result<()> {
         bail!("{} is a folder: give a file name", path.display());
     }
     data::output_format(path)?;
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => std::path::Path::new("."),
-    };
-    check_out_dir(dir)
+    check_out_dir(data::parent_dir(path))
 }
 
 fn check_out_dir(dir: &std::path::Path) -> Result<()> {
@@ -398,20 +403,6 @@ fn run(cli: Cli) -> Result<()> {
             flip,
             force,
         } => {
-            let ckpt = spn::train::checkpoint_path(&out);
-            if out.exists() && !force && !(resume && ckpt.exists()) {
-                if resume {
-                    bail!(
-                        "--resume: there is no checkpoint {} to continue, and {} exists: pass --force to start a new run over it, or another --out",
-                        ckpt.display(),
-                        out.display()
-                    );
-                }
-                bail!(
-                    "{} exists: pass --resume to continue its run, --force to replace it, or another --out",
-                    out.display()
-                );
-            }
             let config = match (preset, config) {
                 (Some(p), _) => Some(PipelineConfig::preset(&p)?),
                 (None, Some(f)) => Some(PipelineConfig::from_file(&f)?),
@@ -557,7 +548,8 @@ fn run(cli: Cli) -> Result<()> {
             }
             // Where each file goes; two sources must not land on one name, and nothing from another run
             // (another split, say) may stay beside them, or held-out images could leak into training.
-            let mut plan: std::collections::BTreeMap<PathBuf, &PathBuf> = Default::default();
+            let mut plan: std::collections::BTreeMap<PathBuf, (&PathBuf, bool)> =
+                Default::default();
             for f in &files {
                 let held = data::is_heldout(f, heldout_percent);
                 let name = f
@@ -567,7 +559,7 @@ fn run(cli: Cli) -> Result<()> {
                 let to = out
                     .join(if held { "heldout" } else { "train" })
                     .join(format!("{name}.png"));
-                if let Some(other) = plan.insert(to.clone(), f) {
+                if let Some((other, _)) = plan.insert(to.clone(), (f, held)) {
                     bail!(
                         "{} and {} would both become {}: rename one",
                         other.display(),
@@ -596,12 +588,11 @@ fn run(cli: Cli) -> Result<()> {
             }
             let pb = bar(files.len() as u64, "data");
             let (mut tr, mut ho) = (0, 0);
-            for (to, f) in &plan {
+            for (to, &(f, held)) in &plan {
                 let mut img = data::load_rgb(f)?;
                 if let Some(n) = size {
                     img = data::fit(img, n, n);
                 }
-                let held = to.parent().and_then(|d| d.file_name()) == Some("heldout".as_ref());
                 data::save_png(&img, to)?;
                 if held {
                     ho += 1
@@ -658,18 +649,7 @@ fn run(cli: Cli) -> Result<()> {
             for (ci, chunk) in chunks.iter().enumerate() {
                 let r = sampler.generate(
                     chunk,
-                    &mut |p: &SampleProgress| {
-                        pb.set_length(p.total * chunks.len() as u64);
-                        pb.set_position(p.total * ci as u64 + p.done);
-                        pb.set_message(format!(
-                            "batch {}/{} stage {} slice {}",
-                            ci + 1,
-                            chunks.len(),
-                            p.stage,
-                            p.slice
-                        ));
-                        true
-                    },
+                    &mut sample_bar_part(&pb, ci, chunks.len()),
                     &cancel,
                 )?;
                 if let Some(f) = out_file {
