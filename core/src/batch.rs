@@ -95,14 +95,18 @@ pub fn run(
             "shard {rank} of {world} does not exist"
         )));
     }
-    let mine: Vec<u64> = (0..count as u64)
-        .filter(|i| *i as usize % world == rank)
+    crate::sampler::seed_range(seed, count as u64)?;
+    // This shard's seeds, produced as they are needed: a long run never holds its whole list.
+    let mut todo = (rank as u64..count as u64)
+        .step_by(world)
         .map(|i| seed + i)
-        .collect();
-    let todo: Vec<u64> = mine.iter().copied().filter(|s| !done.contains(s)).collect();
-    let count = mine.len();
-    let mut saved = count - todo.len();
-    if todo.is_empty() {
+        .filter(|s| !done.contains(s))
+        .peekable();
+    let mine =
+        |s: u64| s >= seed && s - seed < count as u64 && (s - seed) % world as u64 == rank as u64;
+    let count = count.saturating_sub(rank).div_ceil(world);
+    let mut saved = done.iter().filter(|&&s| mine(s)).count();
+    if todo.peek().is_none() {
         return Ok(0);
     }
     log::info!(
@@ -125,10 +129,14 @@ pub fn run(
         }
     }
     let mut generated = 0;
-    for chunk in todo.chunks(options.batch_size) {
+    loop {
+        let chunk: Vec<u64> = todo.by_ref().take(options.batch_size.max(1)).collect();
+        if chunk.is_empty() {
+            break;
+        }
         let total = count;
         let out = sampler.generate(
-            chunk,
+            &chunk,
             &mut |p| {
                 progress(&BatchProgress {
                     images_done: saved,

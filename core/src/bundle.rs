@@ -69,10 +69,11 @@ pub fn write(
     let data = safetensors::serialize(views, &Some(meta))
         .map_err(|e| bundle_err(path, format!("{e:?}")))?;
     let dir = crate::data::parent_dir(path);
-    std::fs::create_dir_all(dir)?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    tmp.write_all(&data)?;
-    tmp.as_file().sync_all()?;
+    let cannot = |e| crate::data::cannot_write(path, e);
+    std::fs::create_dir_all(dir).map_err(cannot)?;
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(cannot)?;
+    tmp.write_all(&data).map_err(cannot)?;
+    tmp.as_file().sync_all().map_err(cannot)?;
     crate::data::persist(tmp, path)
 }
 

@@ -224,6 +224,13 @@ impl PipelineConfig {
             if !(1..=7).contains(&b) {
                 return bad(format!("msb_bits {b} must be in 1..=7"));
             }
+            // Size upscaling needs slices beyond slice 0.
+            if self.scale < 2 {
+                return bad(format!(
+                    "msb_bits needs scale 2 or more (size upscaling), got scale {}",
+                    self.scale
+                ));
+            }
             let (h, w) = (self.height / self.scale, self.width / self.scale);
             if self.small_scale < 1 || h % self.small_scale != 0 || w % self.small_scale != 0 {
                 return bad(format!(

@@ -236,7 +236,7 @@ fn write_atomically(
         write(&mut w).map_err(|e| fail(&e))?;
         std::io::Write::flush(&mut w).map_err(|e| fail(&e))?;
     }
-    persist(tmp, path).map_err(|e| fail(&e))
+    persist(tmp, path)
 }
 
 /// Moves a finished temporary file into place (atomic on one file system), readable like any new file
@@ -246,10 +246,19 @@ pub fn persist(tmp: tempfile::NamedTempFile, path: &Path) -> Result<()> {
     {
         use std::os::unix::fs::PermissionsExt;
         tmp.as_file()
-            .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+            .set_permissions(std::fs::Permissions::from_mode(0o644))
+            .map_err(|e| cannot_write(path, e))?;
     }
-    tmp.persist(path).map_err(|e| Error::Io(e.error))?;
+    tmp.persist(path).map_err(|e| cannot_write(path, e.error))?;
     Ok(())
+}
+
+/// An I/O error that names the file (the OS's own message doesn't), keeping its kind.
+pub(crate) fn cannot_write(path: &Path, e: std::io::Error) -> Error {
+    Error::Io(std::io::Error::new(
+        e.kind(),
+        format!("cannot write {}: {e}", path.display()),
+    ))
 }
 
 /// Tiles `(N, 3, H, W)` images into one picture, as square as possible, with a 2-pixel white border.

@@ -80,6 +80,12 @@ impl Pipeline {
 
     pub fn load(path: &Path, device: Device) -> Result<Self> {
         let contents = bundle::read(path)?;
+        if contents.meta.contains_key("train_state") {
+            return Err(Error::Bundle {
+                path: path.to_path_buf(),
+                msg: "this is a training checkpoint (for --resume), not a model: use the bundle it was saved beside (the same name without .ckpt)".into(),
+            });
+        }
         let (config, info) = bundle::parse_meta(path, &contents.meta)?;
         let mut p = Self::new(config, device)?;
         p.info = info;

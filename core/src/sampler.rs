@@ -678,7 +678,10 @@ impl Sampler<'_> {
         let levels = job.weights.levels();
         let pw = job.weights.proj_width();
         let ctx = channel_last_f32(job.ctx)?;
-        let proj = channel_last_f32(&job.ctx.apply(&job.net.decoder.context))?;
+        let proj = channel_last_f32(&crate::model::layers::conv2d_same(
+            job.ctx,
+            &job.net.decoder.context,
+        )?)?;
         let gumbel = to_vec(job.gumbel)?;
         let known = Vec::<u8>::try_from(
             &job.known
@@ -843,4 +846,19 @@ struct RunCtx {
 /// A progress callback that does nothing.
 pub fn no_progress() -> impl FnMut(&SampleProgress) -> bool {
     |_| true
+}
+
+/// The seeds `seed..seed + count`: one image each. Refused rather than wrapped when they would run past
+/// `u64::MAX` (they would repeat seeds already used).
+pub fn seed_range(seed: u64, count: u64) -> Result<std::ops::RangeInclusive<u64>> {
+    if count == 0 {
+        return Err(Error::input("count must be at least 1"));
+    }
+    let last = seed.checked_add(count - 1).ok_or_else(|| {
+        Error::input(format!(
+            "seeds {seed} + {count} images run past the largest seed {}",
+            u64::MAX
+        ))
+    })?;
+    Ok(seed..=last)
 }

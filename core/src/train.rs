@@ -46,6 +46,56 @@ pub struct TrainOptions {
     /// A new run may replace the bundle and checkpoint of an earlier one at `out`.
     #[serde(skip)]
     pub overwrite: bool,
+    /// Settings given again when resuming (the others stay as saved in the checkpoint).
+    #[serde(skip)]
+    pub on_resume: ResumeChanges,
+}
+
+/// Settings a resumed run takes from its command line rather than from its checkpoint. Those that would
+/// change what the run is (its held-out split, whether and how it averages weights) must match the saved
+/// ones.
+#[derive(Clone, Debug, Default)]
+pub struct ResumeChanges {
+    pub batch_size: Option<i64>,
+    pub lr: Option<f64>,
+    pub warmup: Option<u64>,
+    pub clip: Option<f64>,
+    pub seed: Option<u64>,
+    pub eval_images: Option<usize>,
+    pub ema: Option<f64>,
+    pub heldout_percent: Option<u32>,
+}
+
+impl ResumeChanges {
+    fn apply(&self, saved: &mut TrainOptions) -> Result<()> {
+        if let Some(p) = self.heldout_percent.filter(|&p| p != saved.heldout_percent) {
+            return Err(Error::input(format!(
+                "--heldout-percent {p}: this run holds out {}% of its images, and changing that would train on held-out images; drop the option to resume",
+                saved.heldout_percent
+            )));
+        }
+        if let Some(e) = self.ema.filter(|&e| Some(e) != saved.ema) {
+            return Err(Error::input(format!(
+                "--ema {e}: this run was started with {}; drop the option to resume",
+                saved
+                    .ema
+                    .map_or("no EMA".to_string(), |d| format!("--ema {d}"))
+            )));
+        }
+        fn set<T: PartialEq + std::fmt::Display + Copy>(name: &str, given: Option<T>, v: &mut T) {
+            if let Some(g) = given.filter(|g| g != v) {
+                log::info!("resuming with --{name} {g} (was {v})");
+                *v = g;
+            }
+        }
+        set("batch-size", self.batch_size, &mut saved.batch_size);
+        set("lr", self.lr, &mut saved.lr);
+        set("warmup", self.warmup, &mut saved.warmup);
+        set("clip", self.clip, &mut saved.clip);
+        set("seed", self.seed, &mut saved.seed);
+        set("eval-images", self.eval_images, &mut saved.eval_images);
+        Ok(())
+    }
 }
 
 impl TrainOptions {
@@ -67,6 +117,7 @@ impl TrainOptions {
             save_every_rank: false,
             flip: false,
             overwrite: false,
+            on_resume: ResumeChanges::default(),
         }
     }
 }
@@ -163,9 +214,6 @@ impl Trainer {
         device: Device,
         mut dist: Option<Dist>,
     ) -> Result<Self> {
-        if opts.steps == 0 || opts.batch_size < 1 {
-            return Err(Error::input("steps and batch size must be at least 1"));
-        }
         let ckpt = checkpoint_path(&opts.out);
         let resumed = if resume && ckpt.exists() {
             Some(bundle::read(&ckpt)?)
@@ -189,13 +237,7 @@ impl Trainer {
             if resume {
                 log::warn!("no checkpoint at {}: starting a new run", ckpt.display());
             } else if ckpt.exists() && opts.overwrite {
-                // The old run's checkpoint must not be resumed into this one by a later --resume.
-                if rank0 {
-                    std::fs::remove_file(&ckpt).or_else(|e| match e.kind() {
-                        std::io::ErrorKind::NotFound => Ok(()),
-                        _ => Err(e),
-                    })?;
-                }
+                // Removed once every other check has passed (below).
             } else if ckpt.exists() && rank0 {
                 return Err(Error::input(format!(
                     "{} exists: pass --resume to continue that run, or --force to start over",
@@ -230,7 +272,9 @@ impl Trainer {
                     opts.flip,
                 );
                 let (out, data) = (opts.out.clone(), opts.data.clone());
+                let changes = std::mem::take(&mut opts.on_resume);
                 opts = state.options;
+                changes.apply(&mut opts)?;
                 opts.steps = steps;
                 opts.checkpoint_every = every;
                 opts.flip = flip;
@@ -250,6 +294,15 @@ impl Trainer {
                 (Pipeline::new(cfg, device)?, 0, 0.0)
             }
         };
+        if opts.steps == 0 || opts.batch_size < 1 {
+            return Err(Error::input("steps and batch size must be at least 1"));
+        }
+        if !(opts.lr.is_finite() && opts.lr > 0.0 && opts.clip.is_finite() && opts.clip >= 0.0) {
+            return Err(Error::input(format!(
+                "--lr must be above 0 and --clip at least 0, got {} and {}",
+                opts.lr, opts.clip
+            )));
+        }
         let names_all: Vec<&str> = pipeline.specs().iter().map(|s| s.kind.name()).collect();
         for s in &opts.stages {
             if !names_all.contains(&s.as_str()) {
@@ -332,14 +385,32 @@ impl Trainer {
         }
         let cfg = &pipeline.config;
         let train_files = data::split_files(&opts.data, Split::Train, opts.heldout_percent)?;
+        let heldout_files = data::split_files(&opts.data, Split::Heldout, opts.heldout_percent)?;
         if train_files.is_empty() {
-            return Err(Error::input(format!(
-                "no training images in {}",
-                opts.data.display()
-            )));
+            return Err(Error::input(if heldout_files.is_empty() {
+                format!("no training images in {}", opts.data.display())
+            } else {
+                format!(
+                    "all {} images in {} fall in the held-out split (--heldout-percent {}): lower it, e.g. --heldout-percent 0",
+                    heldout_files.len(),
+                    opts.data.display(),
+                    opts.heldout_percent
+                )
+            }));
         }
         let train = data::load_batch(&train_files, cfg.height, cfg.width)?.f_to_device(device)?;
-        let heldout_files = data::split_files(&opts.data, Split::Heldout, opts.heldout_percent)?;
+        // The held-out images scored at the end are read now: a bad one must not cost a whole run.
+        let eval_n = opts.eval_images.min(heldout_files.len());
+        if eval_n > 0 {
+            let _ = data::load_batch(&heldout_files[..eval_n], cfg.height, cfg.width)?;
+        }
+        if !resume && opts.overwrite && dist.as_ref().is_none_or(|d| d.rank == 0) {
+            // The old run's checkpoint must not be resumed into this one by a later --resume.
+            std::fs::remove_file(&ckpt).or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            })?;
+        }
         log::info!(
             "{} training images, {} held out",
             train_files.len(),

@@ -352,3 +352,161 @@ fn sampling_arguments_out_of_range() {
     let out = child.wait_with_output().unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+/// `n` file names that fall in the held-out split (5%) and `n` that fall in the training split.
+fn names_by_split(n: usize) -> (Vec<String>, Vec<String>) {
+    let (mut held, mut train) = (vec![], vec![]);
+    for i in 0.. {
+        let name = format!("img{i}.png");
+        if spn::data::is_heldout(std::path::Path::new(&name), 5) {
+            held.push(name);
+        } else {
+            train.push(name);
+        }
+        if held.len() >= n && train.len() >= n {
+            break;
+        }
+    }
+    held.truncate(n);
+    train.truncate(n);
+    (held, train)
+}
+
+#[test]
+fn training_inputs_are_checked_before_the_first_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let img = fixtures().join("emoji8/1f600.png");
+    let (held, train) = names_by_split(3);
+    let train_to = |data: &std::path::Path, out: &std::path::Path, more: &[&str]| {
+        let mut a = vec![
+            "train",
+            "--data",
+            s(data),
+            "--preset",
+            "tiny",
+            "--steps",
+            "2",
+            "--out",
+            s(out),
+            "--device",
+            "cpu",
+        ];
+        a.extend_from_slice(more);
+        spn_err(&a)
+    };
+    // A broken image in the held-out split (scored at the end) is found before training, not after it.
+    std::fs::create_dir(d("hd")).unwrap();
+    for n in &train {
+        std::fs::copy(&img, d("hd").join(n)).unwrap();
+    }
+    std::fs::write(d("hd").join(&held[0]), b"not a png").unwrap();
+    let err = train_to(&d("hd"), &d("h.spn"), &[]);
+    assert!(err.contains(&held[0]), "{err}");
+    assert!(!d("h.spn").exists() && !d("h.spn.ckpt").exists());
+    // Every image held out: says so, rather than "no images".
+    std::fs::create_dir(d("all-held")).unwrap();
+    std::fs::copy(&img, d("all-held").join(&held[1])).unwrap();
+    let err = train_to(&d("all-held"), &d("a.spn"), &[]);
+    assert!(err.contains("held-out split"), "{err}");
+    // --force over a finished run: a failing new run leaves the old checkpoint in place.
+    let m = tiny_model(dir.path(), "m.spn", 1);
+    let ckpt = d("m.spn.ckpt");
+    assert!(ckpt.exists());
+    let err = train_to(&d("no-such-dir"), &m, &["--force"]);
+    assert!(err.contains("no-such-dir"), "{err}");
+    let err = train_to(
+        &fixtures().join("emoji8"),
+        &m,
+        &["--force", "--stages", "z"],
+    );
+    assert!(err.contains("unknown stage"), "{err}");
+    assert!(
+        ckpt.exists(),
+        "the old run's checkpoint was removed by a run that never started"
+    );
+    // --out a folder: refused up front, naming it.
+    std::fs::create_dir(d("outdir")).unwrap();
+    let err = train_to(&fixtures().join("emoji8"), &d("outdir"), &["--force"]);
+    assert!(err.contains("outdir") && err.contains("folder"), "{err}");
+    assert!(!d("outdir.ckpt").exists());
+    // A config with depth upscaling but no size upscaling is refused when read.
+    let mut c = spn::PipelineConfig::preset("tiny").unwrap();
+    c.scale = 1;
+    c.msb_bits = Some(3);
+    std::fs::write(d("s1.json"), serde_json::to_string(&c).unwrap()).unwrap();
+    let err = spn_err(&[
+        "train",
+        "--data",
+        s(&fixtures().join("emoji8")),
+        "--config",
+        s(&d("s1.json")),
+        "--steps",
+        "2",
+        "--out",
+        s(&d("s1.spn")),
+    ]);
+    assert!(err.contains("scale 2"), "{err}");
+    // A training checkpoint given as a model says what it is.
+    let err = spn_err(&["info", "--model", s(&ckpt)]);
+    assert!(err.contains("training checkpoint"), "{err}");
+}
+
+#[test]
+fn seeds_never_wrap_and_image_formats_spn_cannot_write_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = |n: &str| dir.path().join(n);
+    let m = s(bundle());
+    let max = u64::MAX.to_string();
+    for cmd in ["generate", "batch"] {
+        let err = spn_err(&[
+            cmd,
+            "--model",
+            m,
+            "--seed",
+            &max,
+            "--count",
+            "2",
+            "--out",
+            s(&d(cmd)),
+        ]);
+        assert!(err.contains("largest seed"), "{err}");
+    }
+    spn_ok(&[
+        "generate",
+        "--model",
+        m,
+        "--seed",
+        &max,
+        "--out",
+        s(&d("g")),
+    ]);
+    assert!(d(&format!("g/sample-{max}.png")).exists());
+    // x.bmp is a file name in a format spn does not write, not a folder to create.
+    let err = spn_err(&["generate", "--model", m, "--out", s(&d("one.bmp"))]);
+    assert!(err.contains(".png"), "{err}");
+    assert!(!d("one.bmp").exists());
+}
+
+#[test]
+fn a_batch_folder_resumes_at_any_temperature() {
+    // The manifest's temperature must read back as the exact value given.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("b");
+    let m = s(bundle());
+    for count in ["1", "2"] {
+        spn_ok(&[
+            "batch",
+            "--model",
+            m,
+            "--count",
+            count,
+            "--temperature",
+            "0.9999999999999999",
+            "--out",
+            s(&out),
+        ]);
+    }
+    let manifest = std::fs::read_to_string(out.join("manifest.jsonl")).unwrap();
+    assert_eq!(manifest.lines().count(), 2, "{manifest}");
+}

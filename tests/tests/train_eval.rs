@@ -367,3 +367,62 @@ fn the_webp_baseline_is_lossless_libwebp() {
     }
     assert!(ours < theirs, "libwebp {ours} bytes, image crate {theirs}");
 }
+
+#[test]
+fn resuming_takes_the_settings_given_again_and_refuses_those_that_would_change_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixtures().join("emoji8");
+    let m = dir.path().join("m.spn");
+    let (d, o) = (s(&data), s(&m));
+    spn_ok(&train_args(d, o, "2"));
+    let batch = || {
+        let info = json(&spn_ok(&["info", "--model", o, "--json"]));
+        (
+            info["training"]["steps"].as_u64(),
+            info["training"]["batch_size"].as_i64(),
+        )
+    };
+    assert_eq!(batch(), (Some(2), Some(8)));
+    let resume = |more: &[&'static str]| -> Vec<String> {
+        let mut a: Vec<&str> = vec![
+            "train",
+            "--data",
+            d,
+            "--out",
+            o,
+            "--resume",
+            "--eval-images",
+            "0",
+            "--device",
+            "cpu",
+        ];
+        a.extend_from_slice(more);
+        a.into_iter().map(String::from).collect()
+    };
+    let run_ok = |a: Vec<String>| spn_ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let run_err = |a: Vec<String>| spn_err(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    // Not given again: as saved.
+    run_ok(resume(&["--steps", "3"]));
+    assert_eq!(batch(), (Some(3), Some(8)));
+    // Given again: replaces the saved value.
+    run_ok(resume(&[
+        "--steps",
+        "4",
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.01",
+    ]));
+    assert_eq!(batch(), (Some(4), Some(4)));
+    // What would make it another run is refused, before any step.
+    let err = run_err(resume(&["--steps", "5", "--heldout-percent", "20"]));
+    assert!(
+        err.contains("--heldout-percent 20") && err.contains("5%"),
+        "{err}"
+    );
+    let err = run_err(resume(&["--steps", "5", "--ema", "0.5"]));
+    assert!(err.contains("--ema 0.9"), "{err}");
+    let err = run_err(resume(&["--steps", "5", "--lr=-1"]));
+    assert!(err.contains("--lr"), "{err}");
+    assert_eq!(batch(), (Some(4), Some(4)));
+}

@@ -41,34 +41,40 @@ enum Cmd {
         steps: u64,
         #[arg(long)]
         out: PathBuf,
-        /// Continue from OUT.ckpt.
+        /// Continue from OUT.ckpt, with its saved settings; --steps, --stages, --flip, --checkpoint-every
+        /// and the options given again here replace them (not --heldout-percent or --ema).
         #[arg(long)]
         resume: bool,
-        #[arg(long, default_value_t = 32)]
-        batch_size: i64,
-        #[arg(long, default_value_t = 2e-3)]
-        lr: f64,
-        #[arg(long, default_value_t = 100)]
-        warmup: u64,
-        /// Global gradient-norm clip (0: off).
-        #[arg(long, default_value_t = 1.0)]
-        clip: f64,
-        /// EMA decay for the written weights, e.g. 0.999.
+        // The options without a clap default keep their saved value on --resume unless given again.
+        /// [default: 32]
+        #[arg(long)]
+        batch_size: Option<i64>,
+        /// Peak learning rate [default: 0.002]
+        #[arg(long)]
+        lr: Option<f64>,
+        /// Warm-up steps [default: 100]
+        #[arg(long)]
+        warmup: Option<u64>,
+        /// Global gradient-norm clip, 0: off [default: 1]
+        #[arg(long)]
+        clip: Option<f64>,
+        /// EMA decay for the written weights, e.g. 0.999 [default: none]
         #[arg(long)]
         ema: Option<f64>,
         #[arg(long, default_value_t = 200)]
         checkpoint_every: u64,
-        #[arg(long, default_value_t = 0)]
-        seed: u64,
-        /// Percent of files (by name hash) held out from training.
-        #[arg(long, default_value_t = 5)]
-        heldout_percent: u32,
+        /// [default: 0]
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Percent of files (by name hash) held out from training [default: 5]
+        #[arg(long)]
+        heldout_percent: Option<u32>,
         /// Stages to train, e.g. "a" or "b,c" (default: all).
         #[arg(long, value_delimiter = ',')]
         stages: Vec<String>,
-        /// Held-out images evaluated exactly at the end.
-        #[arg(long, default_value_t = 64)]
-        eval_images: usize,
+        /// Held-out images evaluated exactly at the end [default: 64]
+        #[arg(long)]
+        eval_images: Option<usize>,
         /// Print the final report as JSON.
         #[arg(long)]
         json: bool,
@@ -292,10 +298,15 @@ fn save_image(t: &tch::Tensor, path: &std::path::Path) -> Result<()> {
 
 /// Checks that an output file can be written, before any long work: a run must not end in "cannot write".
 fn check_out_file(path: &std::path::Path) -> Result<()> {
-    if path.is_dir() {
-        bail!("{} is a folder: give a file name", path.display());
-    }
     data::output_format(path)?;
+    check_out_file_named(path, "file")
+}
+
+/// A file that can be written: not a folder, in a folder that can be created and written into.
+fn check_out_file_named(path: &std::path::Path, what: &str) -> Result<()> {
+    if path.is_dir() {
+        bail!("{} is a folder: give a {what} name", path.display());
+    }
     check_out_dir(data::parent_dir(path))
 }
 
@@ -412,17 +423,28 @@ fn run(cli: Cli) -> Result<()> {
                     PipelineConfig::PRESETS.join(", ")
                 ),
             };
+            check_out_file_named(&out, "bundle")?;
             let mut opts = TrainOptions::new(data, out.clone(), steps);
-            opts.batch_size = batch_size;
-            opts.lr = lr;
-            opts.warmup = warmup;
-            opts.clip = clip;
+            opts.batch_size = batch_size.unwrap_or(opts.batch_size);
+            opts.lr = lr.unwrap_or(opts.lr);
+            opts.warmup = warmup.unwrap_or(opts.warmup);
+            opts.clip = clip.unwrap_or(opts.clip);
             opts.ema = ema;
             opts.checkpoint_every = checkpoint_every;
-            opts.seed = seed;
-            opts.heldout_percent = heldout_percent;
+            opts.seed = seed.unwrap_or(opts.seed);
+            opts.heldout_percent = heldout_percent.unwrap_or(opts.heldout_percent);
             opts.stages = stages;
-            opts.eval_images = eval_images;
+            opts.eval_images = eval_images.unwrap_or(opts.eval_images);
+            opts.on_resume = spn::train::ResumeChanges {
+                batch_size,
+                lr,
+                warmup,
+                clip,
+                seed,
+                eval_images,
+                ema,
+                heldout_percent,
+            };
             opts.save_every_rank = save_every_rank;
             opts.flip = flip;
             opts.overwrite = force;
@@ -623,6 +645,12 @@ fn run(cli: Cli) -> Result<()> {
             }
             // --out x.png means a file, which only one image can fill; anything else is a folder.
             let out_file = out.as_ref().filter(|o| data::output_format(o).is_ok());
+            if let Some(o) = out.as_ref().filter(|o| out_file.is_none() && !o.is_dir()) {
+                // x.bmp is meant as a file in a format spn does not write, not as a folder.
+                if image::ImageFormat::from_path(o).is_ok() {
+                    data::output_format(o)?;
+                }
+            }
             if let Some(f) = out_file {
                 if count != 1 {
                     bail!(
@@ -639,19 +667,18 @@ fn run(cli: Cli) -> Result<()> {
             }
             let model = load(model, device)?;
             let sampler = Sampler::new(&model, sampling.options())?;
-            let seeds: Vec<u64> = (0..count as u64).map(|i| seed + i).collect();
             // One sampler batch at a time, each written as soon as it is done: memory stays that of one
             // batch, and Ctrl-C keeps every finished image.
-            let chunks: Vec<&[u64]> = seeds.chunks(sampling.batch_size.max(1)).collect();
+            let mut seeds = spn::sampler::seed_range(seed, count as u64)?;
+            let per = sampling.batch_size.max(1);
+            let n_chunks = count.div_ceil(per);
             let pb = bar(1, "generate");
             let cancel = cancel_on_ctrl_c();
             let mut for_grid = Vec::new();
-            for (ci, chunk) in chunks.iter().enumerate() {
-                let r = sampler.generate(
-                    chunk,
-                    &mut sample_bar_part(&pb, ci, chunks.len()),
-                    &cancel,
-                )?;
+            for ci in 0..n_chunks {
+                let chunk: Vec<u64> = seeds.by_ref().take(per).collect();
+                let r =
+                    sampler.generate(&chunk, &mut sample_bar_part(&pb, ci, n_chunks), &cancel)?;
                 if let Some(f) = out_file {
                     save_image(&r.images.get(0), f)?;
                 } else if let Some(dir) = &out {

@@ -16,8 +16,7 @@ use super::spn::SpnNet;
 use crate::error::Result;
 use tch::{Device, Kind, Tensor};
 
-/// `nn::LayerNorm`'s default epsilon, which the attention layers are built with.
-const LAYER_NORM_EPS: f32 = 1e-5;
+const LAYER_NORM_EPS: f32 = super::layers::LAYER_NORM_EPS as f32;
 
 /// A tensor as a flat `f32` vector on the host, in row-major order.
 pub(crate) fn to_vec(t: &Tensor) -> Result<Vec<f32>> {

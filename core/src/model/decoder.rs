@@ -1,9 +1,9 @@
 //! The masked decoder: causal convolutions and causal self-attention over one slice, with the slice
 //! embedder's context added into every block.
-use super::layers::{CausalSelfAttention, MaskedConv2d};
+use super::layers::{conv2d_same, CausalSelfAttention, MaskedConv2d};
 use crate::config::StageSpec;
 use crate::error::Result;
-use tch::{nn, nn::Module, Tensor};
+use tch::{nn, Tensor};
 
 #[derive(Debug)]
 pub struct GatedBlock {
@@ -58,7 +58,7 @@ impl MaskedDecoder {
         let d = self.channels;
         let pix = x;
         let mut x = self.input.forward(x)?.f_add(ctx)?;
-        let proj = self.context.forward(ctx);
+        let proj = conv2d_same(ctx, &self.context)?;
         for (i, block) in self.blocks.iter().enumerate() {
             let hcat =
                 block
@@ -69,7 +69,7 @@ impl MaskedDecoder {
                 .f_narrow(1, 0, d)?
                 .f_tanh()?
                 .f_mul(&hcat.f_narrow(1, d, d)?.f_sigmoid()?)?;
-            x = x.f_add(&block.out.forward(&gate))?;
+            x = x.f_add(&conv2d_same(&gate, &block.out)?)?;
             if let Some(att) = &block.attention {
                 x = x.f_add(&att.forward(&x, pix)?)?;
             }

@@ -1,7 +1,8 @@
 //! The slice embedder (conditioning network): sees every known slice, unmasked, once per target slice.
+use super::layers::conv2d_same;
 use crate::config::StageSpec;
 use crate::error::Result;
-use tch::{nn, nn::Module, Tensor};
+use tch::{nn, Tensor};
 
 #[derive(Debug)]
 pub struct SliceEmbedder {
@@ -44,9 +45,9 @@ impl SliceEmbedder {
         let meta = Tensor::f_embedding(&self.meta.ws, k, -1, false, false)?
             .f_unsqueeze(-1)?
             .f_unsqueeze(-1)?;
-        let mut x = self.input.forward(cond).f_add(&meta)?;
+        let mut x = conv2d_same(cond, &self.input)?.f_add(&meta)?;
         for (c1, c2) in &self.blocks {
-            let y = c2.forward(&c1.forward(&x.f_relu()?).f_relu()?);
+            let y = conv2d_same(&conv2d_same(&x.f_relu()?, c1)?.f_relu()?, c2)?;
             x = x.f_add(&y)?;
         }
         Ok(x)

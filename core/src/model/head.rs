@@ -1,8 +1,9 @@
 //! Output head with channel order: R from the trunk, G given R, B given R and G. The trunk runs once per
 //! pixel; only this small head runs per channel.
+use super::layers::linear;
 use super::values::Values;
 use crate::error::Result;
-use tch::{nn, nn::Module, Tensor};
+use tch::{nn, Tensor};
 
 #[derive(Debug)]
 pub struct ChannelHead {
@@ -28,7 +29,7 @@ impl ChannelHead {
 
     /// Channel-last trunk features `(B, h, w, D)` after the shared projection.
     pub fn trunk(&self, trunk: &Tensor) -> Result<Tensor> {
-        Ok(self.proj.forward(&trunk.f_permute([0, 2, 3, 1])?.f_relu()?))
+        linear(&trunk.f_permute([0, 2, 3, 1])?.f_relu()?, &self.proj)
     }
 
     /// Logits of channel `c` at every position, `(B, h, w, L)`, given the features and the earlier channels'
@@ -41,7 +42,7 @@ impl ChannelHead {
                 .f_add(&earlier[0].embed(&self.r_to_b)?)?
                 .f_add(&earlier[1].embed(&self.g_to_b)?)?,
         };
-        Ok(self.out[c].forward(&h.f_relu()?))
+        linear(&h.f_relu()?, &self.out[c])
     }
 
     /// Teacher-forced logits of all three channels: `(B, 3, L, h, w)`.

@@ -1,5 +1,6 @@
 //! Incremental decoding: per-layer caches (the rows a masked convolution sees; keys and values of
 //! attention) so that each step computes only the new position. Its logits equal the full pass's.
+use super::layers::{conv2d_same, linear};
 use super::spn::SpnNet;
 use super::values::Values;
 use crate::error::Result;
@@ -88,8 +89,7 @@ impl<'a> SliceDecoder<'a> {
         let n = h * wd;
         let dev = ctx.device();
         let opts = (Kind::Float, dev);
-        let proj = ctx
-            .apply(&net.decoder.context)
+        let proj = conv2d_same(ctx, &net.decoder.context)?
             .f_flatten(2, 3)?
             .f_transpose(1, 2)?
             .f_contiguous()?;
@@ -184,7 +184,7 @@ impl<'a> SliceDecoder<'a> {
                 let vals = cache.v.f_narrow(1, 0, pos + 1)?; // (B, p + 1, D)
                                                              // Scores of every head at once: an elementwise product summed within each head (cheaper
                                                              // here than many tiny per-head matrix products).
-                let q = f.apply(&a.q).f_view([self.b, d, 1])?;
+                let q = linear(&f, &a.q)?.f_view([self.b, d, 1])?;
                 let att = keys
                     .f_mul(&q)?
                     .f_view([self.b, heads, dh, pos + 1])?
@@ -195,12 +195,14 @@ impl<'a> SliceDecoder<'a> {
                     .f_transpose(1, 2)?
                     .f_unsqueeze(-1)?
                     .f_expand([self.b, pos + 1, heads, dh], false)?;
-                let y = vals
-                    .f_view([self.b, pos + 1, heads, dh])?
-                    .f_mul(&w)?
-                    .f_sum_dim_intlist(1, false, Kind::Float)?
-                    .f_reshape([self.b, d])?
-                    .apply(&a.out);
+                let y = linear(
+                    &vals
+                        .f_view([self.b, pos + 1, heads, dh])?
+                        .f_mul(&w)?
+                        .f_sum_dim_intlist(1, false, Kind::Float)?
+                        .f_reshape([self.b, d])?,
+                    &a.out,
+                )?;
                 x = x.f_add(&y)?;
             }
         }

@@ -2,6 +2,35 @@
 use crate::error::Result;
 use tch::{nn, Kind, Tensor};
 
+// Fallible forms of tch's layer calls: `forward`/`apply` panic on any libtorch error (CUDA out of memory,
+// a device mismatch), which must reach users as an error value instead.
+
+pub fn linear(x: &Tensor, l: &nn::Linear) -> Result<Tensor> {
+    Ok(x.f_linear(&l.ws, l.bs.as_ref())?)
+}
+
+/// A stride-1 convolution padded to keep the size (odd kernels), the only kind the plain layers here use.
+pub fn conv2d_same(x: &Tensor, c: &nn::Conv2D) -> Result<Tensor> {
+    let (kh, kw) = match c.ws.size()[..] {
+        [_, _, kh, kw] => (kh, kw),
+        _ => return Err(crate::error::Error::Other("conv weight is not 4-D".into())),
+    };
+    Ok(x.f_conv2d(&c.ws, c.bs.as_ref(), [1, 1], [kh / 2, kw / 2], [1, 1], 1)?)
+}
+
+/// `nn::LayerNorm`'s default epsilon, which the attention layers are built with.
+pub const LAYER_NORM_EPS: f64 = 1e-5;
+
+pub fn layer_norm(x: &Tensor, n: &nn::LayerNorm) -> Result<Tensor> {
+    Ok(x.f_layer_norm(
+        n.normalized_shape.as_slice(),
+        n.ws.as_ref(),
+        n.bs.as_ref(),
+        LAYER_NORM_EPS,
+        true,
+    )?)
+}
+
 /// A k x k convolution that only sees rows above and, on its own row, columns to the left (raster order).
 /// `include_center` is false for the first layer (strictly causal) and true after it.
 #[derive(Debug)]
@@ -102,12 +131,12 @@ impl CausalSelfAttention {
 
     /// Normalised features `(B, n, D)` with positions added: the input of queries, keys and values.
     pub fn features(&self, t: &Tensor, pos: &Tensor) -> Result<Tensor> {
-        Ok(t.f_add(pos)?.apply(&self.norm))
+        layer_norm(&t.f_add(pos)?, &self.norm)
     }
 
     /// Keys and values `(B, n, 2D)` from features and pixel values `(B, n, 3)`.
     pub fn keys_values(&self, f: &Tensor, pix: &Tensor) -> Result<Tensor> {
-        Ok(f.f_add(&pix.apply(&self.pixel))?.apply(&self.kv))
+        linear(&f.f_add(&linear(pix, &self.pixel)?)?, &self.kv)
     }
 
     /// `(B, n, D)` -> `(B, heads, n, D/heads)`.
@@ -124,7 +153,7 @@ impl CausalSelfAttention {
         let t = x.f_flatten(2, 3)?.f_transpose(1, 2)?; // (B, n, D)
         let p = pix.f_flatten(2, 3)?.f_transpose(1, 2)?; // (B, n, 3)
         let f = self.features(&t, &self.pos)?;
-        let q = self.split_heads(&f.apply(&self.q))?;
+        let q = self.split_heads(&linear(&f, &self.q)?)?;
         let kv = Tensor::f_cat(
             &[
                 self.sink
@@ -148,7 +177,7 @@ impl CausalSelfAttention {
             None::<f64>,
             false,
         )?;
-        let y = y.f_transpose(1, 2)?.f_reshape([b, n, d])?.apply(&self.out);
+        let y = linear(&y.f_transpose(1, 2)?.f_reshape([b, n, d])?, &self.out)?;
         Ok(y.f_transpose(1, 2)?.f_reshape([b, d, h, w])?)
     }
 }
