@@ -94,3 +94,21 @@ pub fn tiny_model(dir: &Path, name: &str, steps: u32) -> PathBuf {
     ]);
     p
 }
+
+/// Completion with the left half of an 8x8 image known must return that half unchanged (RGB or RGBA).
+pub fn assert_left_half_kept<P>(
+    input: &image::ImageBuffer<P, Vec<P::Subpixel>>,
+    output: &image::ImageBuffer<P, Vec<P::Subpixel>>,
+) where
+    P: image::Pixel + PartialEq + std::fmt::Debug,
+{
+    for y in 0..8 {
+        for x in 0..4 {
+            assert_eq!(
+                input.get_pixel(x, y),
+                output.get_pixel(x, y),
+                "known pixel ({x},{y}) changed"
+            );
+        }
+    }
+}

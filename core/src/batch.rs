@@ -62,9 +62,7 @@ pub fn run(
     cancel: &CancelToken,
     mut progress: impl FnMut(&BatchProgress) -> bool,
 ) -> Result<usize> {
-    if count == 0 {
-        return Err(Error::input("count must be at least 1"));
-    }
+    let seeds = crate::sampler::seed_range(seed, count as u64)?;
     let sampler = Sampler::new(model, options.clone())?;
     std::fs::create_dir_all(dir)?;
     let lines = read_manifest(dir)?;
@@ -95,17 +93,16 @@ pub fn run(
             "shard {rank} of {world} does not exist"
         )));
     }
-    crate::sampler::seed_range(seed, count as u64)?;
     // This shard's seeds, produced as they are needed: a long run never holds its whole list.
-    let mut todo = (rank as u64..count as u64)
+    let mine = |s: &u64| seeds.contains(s) && (s - seed) % world as u64 == rank as u64;
+    let mut todo = seeds
+        .clone()
+        .skip(rank)
         .step_by(world)
-        .map(|i| seed + i)
         .filter(|s| !done.contains(s))
         .peekable();
-    let mine =
-        |s: u64| s >= seed && s - seed < count as u64 && (s - seed) % world as u64 == rank as u64;
     let count = count.saturating_sub(rank).div_ceil(world);
-    let mut saved = done.iter().filter(|&&s| mine(s)).count();
+    let mut saved = done.iter().filter(|s| mine(s)).count();
     if todo.peek().is_none() {
         return Ok(0);
     }

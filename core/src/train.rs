@@ -215,10 +215,10 @@ impl Trainer {
         mut dist: Option<Dist>,
     ) -> Result<Self> {
         let ckpt = checkpoint_path(&opts.out);
+        let rank0 = dist.as_ref().is_none_or(|d| d.rank == 0);
         let resumed = if resume && ckpt.exists() {
             Some(bundle::read(&ckpt)?)
         } else {
-            let rank0 = dist.as_ref().is_none_or(|d| d.rank == 0);
             // A new run never replaces an earlier one's bundle unless told to.
             if opts.out.exists() && !opts.overwrite {
                 return Err(Error::input(if resume {
@@ -236,9 +236,8 @@ impl Trainer {
             }
             if resume {
                 log::warn!("no checkpoint at {}: starting a new run", ckpt.display());
-            } else if ckpt.exists() && opts.overwrite {
-                // Removed once every other check has passed (below).
-            } else if ckpt.exists() && rank0 {
+            } else if ckpt.exists() && !opts.overwrite && rank0 {
+                // (With --force it is removed once every other check has passed, below.)
                 return Err(Error::input(format!(
                     "{} exists: pass --resume to continue that run, or --force to start over",
                     ckpt.display()
@@ -404,7 +403,7 @@ impl Trainer {
         if eval_n > 0 {
             let _ = data::load_batch(&heldout_files[..eval_n], cfg.height, cfg.width)?;
         }
-        if !resume && opts.overwrite && dist.as_ref().is_none_or(|d| d.rank == 0) {
+        if !resume && opts.overwrite && rank0 {
             // The old run's checkpoint must not be resumed into this one by a later --resume.
             std::fs::remove_file(&ckpt).or_else(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => Ok(()),

@@ -58,19 +58,6 @@ fn generate_is_reproducible_from_its_seed() {
     assert!(dir.path().join("g.png").exists());
 }
 
-/// Completion with the left half of an 8x8 image known must return that half unchanged.
-fn assert_left_half_kept(input: &image::RgbImage, output: &image::RgbImage) {
-    for y in 0..8 {
-        for x in 0..4 {
-            assert_eq!(
-                input.get_pixel(x, y),
-                output.get_pixel(x, y),
-                "known pixel ({x},{y}) changed"
-            );
-        }
-    }
-}
-
 #[test]
 fn complete_and_upscale_keep_what_they_must() {
     let dir = tempfile::tempdir().unwrap();

@@ -640,9 +640,7 @@ fn run(cli: Cli) -> Result<()> {
             if out.is_none() && grid.is_none() {
                 bail!("give --out DIR and/or --grid FILE");
             }
-            if count == 0 {
-                bail!("--count must be at least 1");
-            }
+            let mut seeds = spn::sampler::seed_range(seed, count as u64)?;
             // --out x.png means a file, which only one image can fill; anything else is a folder.
             let out_file = out.as_ref().filter(|o| data::output_format(o).is_ok());
             if let Some(o) = out.as_ref().filter(|o| out_file.is_none() && !o.is_dir()) {
@@ -669,7 +667,6 @@ fn run(cli: Cli) -> Result<()> {
             let sampler = Sampler::new(&model, sampling.options())?;
             // One sampler batch at a time, each written as soon as it is done: memory stays that of one
             // batch, and Ctrl-C keeps every finished image.
-            let mut seeds = spn::sampler::seed_range(seed, count as u64)?;
             let per = sampling.batch_size.max(1);
             let n_chunks = count.div_ceil(per);
             let pb = bar(1, "generate");
