@@ -263,7 +263,8 @@ impl Pipeline {
     }
 
     /// Unbiased one-slice-per-example estimate of each image's NLL per stage (nats), for training:
-    /// the loss of one random target slice times the number of slices the stage predicts.
+    /// the loss of one random target slice times the number of slices the stage predicts, with the config's
+    /// dropout applied.
     pub fn stage_loss(
         &self,
         stage: usize,
@@ -275,7 +276,8 @@ impl Pipeline {
         let Values::Hard(own_t) = own else {
             return Err(Error::Other("training needs hard values".into()));
         };
-        let logits = net.logits(own, cond, k)?;
+        // With dropout on (train) this is the training loss, not the density's.
+        let logits = net.logits_t(own, cond, k, true)?;
         let target = Values::Hard(own_t.shallow_clone()).gather_slice(k)?;
         let n = (net.spec.slices() - net.spec.first_slice) as f64;
         Ok(nll(&logits, target.tensor())?

@@ -465,6 +465,19 @@ impl Trainer {
         // The global batch is drawn the same way on every rank; each rank trains on its part of it, so W
         // ranks of batch b follow the single-process run of batch W*b.
         let (world, rank) = (self.world() as i64, self.rank() as i64);
+        if self
+            .pipeline
+            .stages
+            .iter()
+            .any(|s| s.spec.net.dropout > 0.0)
+        {
+            // Dropout draws from libtorch's own generator: seeded by (seed, step, rank) like every other
+            // random choice, so a resumed run repeats it, and ranks drop different units.
+            tch::manual_seed(
+                (self.opts.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ step ^ ((rank as u64) << 48))
+                    as i64,
+            );
+        }
         let part = (rank * b) as usize..((rank + 1) * b) as usize;
         let mine = |v: Vec<i64>| v[part.clone()].to_vec();
         let idx: Vec<i64> = mine(

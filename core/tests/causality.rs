@@ -11,6 +11,11 @@ use tch::{Device, Kind, Tensor};
 type Unit = (usize, i64, i64, i64);
 
 fn check(config: PipelineConfig) {
+    check_t(config, false)
+}
+
+/// `train`: the logits with dropout on, as training computes them.
+fn check_t(config: PipelineConfig, train: bool) {
     tch::manual_seed(7);
     let p = Pipeline::new(config.clone(), Device::Cpu).unwrap();
     let (h, w, s) = (config.height, config.width, config.scale);
@@ -95,7 +100,9 @@ fn check(config: PipelineConfig) {
         let sp = &p.stages[si].spec;
         for k in sp.first_slice..sp.slices() {
             let kk = Tensor::full([1], k, (Kind::Int64, Device::Cpu));
-            let logits = p.stages[si].logits(own, cond.as_ref(), &kk).unwrap(); // (1, 3, L, h, w)
+            let logits = p.stages[si]
+                .logits_t(own, cond.as_ref(), &kk, train)
+                .unwrap(); // (1, 3, L, h, w)
             let proj = Tensor::randn([sp.levels()], opts);
             let (sh, sw) = sp.slice_hw();
             for r in 0..sh {
@@ -145,6 +152,14 @@ fn check(config: PipelineConfig) {
 #[test]
 fn pipeline_is_causal_across_stages_slices_and_channels() {
     check(PipelineConfig::preset("tiny").unwrap());
+}
+
+/// Dropout masks units, never mixes positions: training must see no more of the future than sampling.
+#[test]
+fn pipeline_is_causal_with_dropout_while_training() {
+    let mut c = PipelineConfig::preset("tiny").unwrap();
+    c.net.dropout = 0.3;
+    check_t(c, true);
 }
 
 #[test]

@@ -426,3 +426,64 @@ fn resuming_takes_the_settings_given_again_and_refuses_those_that_would_change_t
     assert!(err.contains("--lr"), "{err}");
     assert_eq!(batch(), (Some(4), Some(4)));
 }
+
+/// Dropout draws its masks from (seed, step) like every other random choice, so a run stopped and resumed
+/// ends with the weights of an uninterrupted one; and the masks do act (a run without dropout ends
+/// elsewhere), while the bundle's likelihood stays deterministic.
+#[test]
+fn dropout_runs_resume_exactly_and_their_likelihood_is_deterministic() {
+    use spn::train::{TrainOptions, Trainer};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let data = fixtures().join("emoji8");
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = spn::PipelineConfig::preset("tiny").unwrap();
+    config.net.dropout = 0.3;
+    let opts = |out: &str| {
+        let mut o = TrainOptions::new(data.clone(), dir.path().join(out), 20);
+        o.batch_size = 8;
+        o.warmup = 2;
+        o.checkpoint_every = 5;
+        o.eval_images = 0;
+        o.ema = Some(0.9);
+        o
+    };
+    let train = |c: Option<spn::PipelineConfig>, o: TrainOptions, resume: bool, stop_at: u64| {
+        let stop = AtomicBool::new(false);
+        let mut t = Trainer::new(c, o, resume, tch::Device::Cpu, None).unwrap();
+        t.run(&stop, |p| {
+            if p.step == stop_at {
+                stop.store(true, Ordering::Relaxed)
+            }
+        })
+        .unwrap();
+        t.step()
+    };
+    assert_eq!(train(Some(config.clone()), opts("a.spn"), false, 0), 20);
+    assert_eq!(train(Some(config.clone()), opts("b.spn"), false, 9), 9);
+    assert_eq!(train(None, opts("b.spn"), true, 0), 20);
+    let mut plain = config.clone();
+    plain.net.dropout = 0.0;
+    train(Some(plain), opts("c.spn"), false, 0);
+
+    let load = |n: &str| spn::Pipeline::load(&dir.path().join(n), tch::Device::Cpu).unwrap();
+    let (a, b, c) = (load("a.spn"), load("b.spn"), load("c.spn"));
+    assert_eq!(a.config.net.dropout, 0.3, "the bundle keeps the dropout");
+    let max_diff = |p: &spn::Pipeline, q: &spn::Pipeline| {
+        p.named_weights()
+            .iter()
+            .zip(q.named_weights().iter())
+            .map(|((_, x), (_, y))| (x - y).abs().max().double_value(&[]))
+            .fold(0.0, f64::max)
+    };
+    assert!(max_diff(&a, &b) < 1e-6, "resumed: {}", max_diff(&a, &b));
+    assert!(max_diff(&a, &c) > 1e-4, "dropout changed nothing");
+
+    let files: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .take(4)
+        .collect();
+    let e1 = spn::eval::evaluate(&a, &files, 4).unwrap();
+    let e2 = spn::eval::evaluate(&a, &files, 4).unwrap();
+    assert_eq!(e1.bits_per_dim, e2.bits_per_dim);
+}

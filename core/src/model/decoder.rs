@@ -1,6 +1,6 @@
 //! The masked decoder: causal convolutions and causal self-attention over one slice, with the slice
 //! embedder's context added into every block.
-use super::layers::{conv2d_same, CausalSelfAttention, MaskedConv2d};
+use super::layers::{conv2d_same, dropout, CausalSelfAttention, MaskedConv2d};
 use crate::config::StageSpec;
 use crate::error::Result;
 use tch::{nn, Tensor};
@@ -19,6 +19,7 @@ pub struct MaskedDecoder {
     pub context: nn::Conv2D,
     pub blocks: Vec<GatedBlock>,
     pub channels: i64,
+    dropout: f64,
 }
 
 impl MaskedDecoder {
@@ -49,12 +50,18 @@ impl MaskedDecoder {
             ),
             blocks,
             channels: d,
+            dropout: net.dropout,
         }
     }
 
     /// `x`: the target slice scaled to [-1, 1], `(B, 3, h, w)`; `ctx`: `(B, D, h, w)`.
     /// Output at position p depends on the context and on pixels of `x` strictly before p.
     pub fn forward(&self, x: &Tensor, ctx: &Tensor) -> Result<Tensor> {
+        self.forward_t(x, ctx, false)
+    }
+
+    /// [`Self::forward`], with the config's dropout on each block's gated branch when `train`.
+    pub fn forward_t(&self, x: &Tensor, ctx: &Tensor, train: bool) -> Result<Tensor> {
         let d = self.channels;
         let pix = x;
         let mut x = self.input.forward(x)?.f_add(ctx)?;
@@ -69,6 +76,7 @@ impl MaskedDecoder {
                 .f_narrow(1, 0, d)?
                 .f_tanh()?
                 .f_mul(&hcat.f_narrow(1, d, d)?.f_sigmoid()?)?;
+            let gate = dropout(&gate, self.dropout, train)?;
             x = x.f_add(&conv2d_same(&gate, &block.out)?)?;
             if let Some(att) = &block.attention {
                 x = x.f_add(&att.forward(&x, pix)?)?;

@@ -1,5 +1,5 @@
 //! The slice embedder (conditioning network): sees every known slice, unmasked, once per target slice.
-use super::layers::conv2d_same;
+use super::layers::{conv2d_same, dropout};
 use crate::config::StageSpec;
 use crate::error::Result;
 use tch::{nn, Tensor};
@@ -10,6 +10,7 @@ pub struct SliceEmbedder {
     blocks: Vec<(nn::Conv2D, nn::Conv2D)>,
     /// Learned embedding of the target's meta-position k: tells the network which slices are present.
     meta: nn::Embedding,
+    dropout: f64,
 }
 
 impl SliceEmbedder {
@@ -37,17 +38,20 @@ impl SliceEmbedder {
             input: conv(&vs / "input", spec.cond_channels()),
             blocks,
             meta: nn::embedding(&vs / "meta", spec.slices(), d, Default::default()),
+            dropout: spec.net.dropout,
         }
     }
 
     /// `cond`: `(B, cond_channels, h, w)`, `k`: `(B,)` target slice indices -> context `(B, D, h, w)`.
-    pub fn forward(&self, cond: &Tensor, k: &Tensor) -> Result<Tensor> {
+    /// `train`: apply the config's dropout.
+    pub fn forward_t(&self, cond: &Tensor, k: &Tensor, train: bool) -> Result<Tensor> {
         let meta = Tensor::f_embedding(&self.meta.ws, k, -1, false, false)?
             .f_unsqueeze(-1)?
             .f_unsqueeze(-1)?;
         let mut x = conv2d_same(cond, &self.input)?.f_add(&meta)?;
         for (c1, c2) in &self.blocks {
-            let y = conv2d_same(&conv2d_same(&x.f_relu()?, c1)?.f_relu()?, c2)?;
+            let h = conv2d_same(&x.f_relu()?, c1)?.f_relu()?;
+            let y = conv2d_same(&dropout(&h, self.dropout, train)?, c2)?;
             x = x.f_add(&y)?;
         }
         Ok(x)

@@ -18,6 +18,16 @@ pub fn conv2d_same(x: &Tensor, c: &nn::Conv2D) -> Result<Tensor> {
     Ok(x.f_conv2d(&c.ws, c.bs.as_ref(), [1, 1], [kh / 2, kw / 2], [1, 1], 1)?)
 }
 
+/// Inverted dropout while training (kept activations scaled by 1/(1-p)), the identity otherwise: a trained
+/// network is used as is.
+pub fn dropout(x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
+    if train && p > 0.0 {
+        Ok(x.f_dropout(p, true)?)
+    } else {
+        Ok(x.shallow_clone())
+    }
+}
+
 /// `nn::LayerNorm`'s default epsilon, which the attention layers are built with.
 pub const LAYER_NORM_EPS: f64 = 1e-5;
 

@@ -54,21 +54,40 @@ impl SpnNet {
 
     /// Slice context `(B, D, h, w)` for target slices `k`.
     pub fn context(&self, own: &Values, cond: Option<&Values>, k: &Tensor) -> Result<Tensor> {
-        self.embedder.forward(&self.condition(own, cond, k)?, k)
+        self.context_t(own, cond, k, false)
+    }
+
+    fn context_t(
+        &self,
+        own: &Values,
+        cond: Option<&Values>,
+        k: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        self.embedder
+            .forward_t(&self.condition(own, cond, k)?, k, train)
     }
 
     /// Teacher-forced logits `(B, 3, L, h, w)` of target slices `k` (one per example).
     pub fn logits(&self, own: &Values, cond: Option<&Values>, k: &Tensor) -> Result<Tensor> {
-        let ctx = self.context(own, cond, k)?;
-        let target = own.gather_slice(k)?;
-        self.logits_with_context(&ctx, &target)
+        self.logits_t(own, cond, k, false)
     }
 
-    pub fn logits_with_context(&self, ctx: &Tensor, target: &Values) -> Result<Tensor> {
+    /// [`Self::logits`]; `train` applies the config's dropout (training only: the result is then not the
+    /// model's density).
+    pub fn logits_t(
+        &self,
+        own: &Values,
+        cond: Option<&Values>,
+        k: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        let ctx = self.context_t(own, cond, k, train)?;
+        let target = own.gather_slice(k)?;
         let trunk = self
             .decoder
-            .forward(&target.normalized(self.spec.levels())?, ctx)?;
-        self.head.forward(&trunk, target)
+            .forward_t(&target.normalized(self.spec.levels())?, &ctx, train)?;
+        self.head.forward(&trunk, &target)
     }
 }
 
@@ -79,4 +98,35 @@ pub fn nll(logits: &Tensor, target: &Tensor) -> Result<Tensor> {
         .f_gather(2, &target.f_unsqueeze(2)?, false)?
         .f_squeeze_dim(2)?
         .f_neg()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Pipeline, PipelineConfig};
+    use tch::{Device, Kind, Tensor};
+
+    #[test]
+    fn dropout_acts_only_while_training() {
+        tch::manual_seed(1);
+        let mut c = PipelineConfig::preset("tiny").unwrap();
+        c.net.dropout = 0.5;
+        let p = Pipeline::new(c, Device::Cpu).unwrap();
+        let x = Tensor::randint(256, [2, 3, 8, 8], (Kind::Int64, Device::Cpu));
+        let inputs = p.stage_inputs(&p.decompose(&x).unwrap()).unwrap();
+        for (net, (own, cond)) in p.stages.iter().zip(&inputs) {
+            let last = net.spec.slices() - 1;
+            let k = Tensor::from_slice(&[last, last]);
+            let logits = |train| net.logits_t(own, cond.as_ref(), &k, train).unwrap();
+            let eval = net.logits(own, cond.as_ref(), &k).unwrap();
+            assert!(eval.equal(&logits(false)), "evaluation is deterministic");
+            assert!(eval.equal(&logits(false)));
+            let (a, b) = (logits(true), logits(true));
+            assert!(
+                !a.equal(&b),
+                "stage {}: training draws new masks",
+                net.spec.kind.name()
+            );
+            assert!(!a.equal(&eval));
+        }
+    }
 }
