@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Trains the bundled default model (models/default.spn) with the project's own `spn train`.
-# Usage: recipes/emoji64.sh [STEPS] [STEPS_C] [STEPS_F] [STEPS_G] [STEPS_H]   (after `make data`; resumable: rerun
-# the same command)
+# Usage: recipes/emoji64.sh [STEPS] [STEPS_C] [STEPS_F] [STEPS_G] [STEPS_H] [STEPS_I]   (after `make data`;
+# resumable: rerun the same command)
 #
 # Phase 1 trains all three stages for STEPS steps. Phase 2 goes on with stage C alone (the low bits, most of
 # the bits/dim) up to STEPS_C steps in all, with a new cosine schedule over the longer run. Phase 3 goes on
 # with stages B and C up to STEPS_F steps with left-right flips (--flip): by then stage C's held-out gap was
 # growing (flips double the 3,597 training images), and stage B had had only the STEPS steps of phase 1.
 # Phase 4 goes on the same way up to STEPS_G steps, with a new cosine schedule over the longer run (both
-# stages were still improving at the end of phase 3); phase 5 likewise up to STEPS_H. Every random choice is
-# seeded by (seed, step), so an interrupted run resumed with the same command ends with the same weights.
+# stages were still improving at the end of phase 3); phases 5 and 6 likewise up to STEPS_H and STEPS_I.
+# Every random choice is seeded by (seed, step), so an interrupted run resumed with the same command ends with
+# the same weights.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STEPS=${1:-4500}
@@ -17,6 +18,7 @@ STEPS_C=${2:-24000}
 STEPS_F=${3:-35000}
 STEPS_G=${4:-47000}
 STEPS_H=${5:-60000}
+STEPS_I=${6:-74000}
 OUT=${OUT:-out/emoji64.spn}
 mkdir -p "$(dirname "$OUT")"
 common=(--data data/emoji/train --batch-size 32 --lr 2e-3 --warmup 100 --ema 0.999 --checkpoint-every 100
@@ -46,4 +48,8 @@ fi
 if [ "$STEPS_H" -gt "$STEPS_G" ] && [ "$(step)" -lt "$STEPS_H" ]; then
   target/release/spn train --steps "$STEPS_H" --stages b,c --flip "${common[@]}" --resume
   reached "$STEPS_H"
+fi
+if [ "$STEPS_I" -gt "$STEPS_H" ] && [ "$(step)" -lt "$STEPS_I" ]; then
+  target/release/spn train --steps "$STEPS_I" --stages b,c --flip "${common[@]}" --resume
+  reached "$STEPS_I"
 fi
