@@ -51,6 +51,32 @@ fn bundled_model_generates_non_degenerate_images_from_a_fixed_seed() {
     );
 }
 
+/// The bar the bundled model was trained for: its exact held-out likelihood below lossless WebP (libwebp at its
+/// strongest) on the same images. A model swapped in without retraining far enough fails here.
+#[test]
+fn bundled_model_beats_lossless_webp_on_the_held_out_emoji() {
+    let heldout = root().join("data/emoji/heldout");
+    assert!(
+        heldout.is_dir(),
+        "{} is missing: `make test` fetches it (`make data`)",
+        heldout.display()
+    );
+    // No --model: the bundled one.
+    let r = json(&spn_ok(&["eval", "--data", s(&heldout), "--json"]));
+    let images = r["images"].as_u64().unwrap_or(0);
+    // 5% of the 3,786 emoji, by file-name hash.
+    assert!(images > 150, "only {images} held-out images");
+    let (model, webp, png) = (
+        r["bits_per_dim"].as_f64().unwrap(),
+        r["webp_bits_per_dim"].as_f64().unwrap(),
+        r["png_bits_per_dim"].as_f64().unwrap(),
+    );
+    assert!(
+        model < webp && webp < png,
+        "held-out bits/dim: model {model:.4}, libwebp {webp:.4}, PNG {png:.4}"
+    );
+}
+
 #[test]
 fn rust_api_example_runs_on_the_bundled_model() {
     let exe = spn_bin().parent().unwrap().join("spn-rust-api");
