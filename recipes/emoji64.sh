@@ -18,7 +18,7 @@ STEPS_C=${2:-24000}
 STEPS_F=${3:-35000}
 STEPS_G=${4:-47000}
 STEPS_H=${5:-60000}
-STEPS_I=${6:-74000}
+STEPS_I=${6:-77000}
 OUT=${OUT:-out/emoji64.spn}
 mkdir -p "$(dirname "$OUT")"
 common=(--data data/emoji/train --batch-size 32 --lr 2e-3 --warmup 100 --ema 0.999 --checkpoint-every 100
