@@ -37,19 +37,12 @@ if [ "$STEPS_C" -gt "$STEPS" ] && [ "$(step)" -lt "$STEPS_C" ]; then
   target/release/spn train --steps "$STEPS_C" --stages c "${common[@]}" --resume
   reached "$STEPS_C"
 fi
-if [ "$STEPS_F" -gt "$STEPS_C" ] && [ "$(step)" -lt "$STEPS_F" ]; then
-  target/release/spn train --steps "$STEPS_F" --stages b,c --flip "${common[@]}" --resume
-  reached "$STEPS_F"
-fi
-if [ "$STEPS_G" -gt "$STEPS_F" ] && [ "$(step)" -lt "$STEPS_G" ]; then
-  target/release/spn train --steps "$STEPS_G" --stages b,c --flip "${common[@]}" --resume
-  reached "$STEPS_G"
-fi
-if [ "$STEPS_H" -gt "$STEPS_G" ] && [ "$(step)" -lt "$STEPS_H" ]; then
-  target/release/spn train --steps "$STEPS_H" --stages b,c --flip "${common[@]}" --resume
-  reached "$STEPS_H"
-fi
-if [ "$STEPS_I" -gt "$STEPS_H" ] && [ "$(step)" -lt "$STEPS_I" ]; then
-  target/release/spn train --steps "$STEPS_I" --stages b,c --flip "${common[@]}" --resume
-  reached "$STEPS_I"
-fi
+# Phases 3 to 6: stages B and C with flips, each phase a new cosine schedule up to its step.
+prev=$STEPS_C
+for to in "$STEPS_F" "$STEPS_G" "$STEPS_H" "$STEPS_I"; do
+  if [ "$to" -gt "$prev" ] && [ "$(step)" -lt "$to" ]; then
+    target/release/spn train --steps "$to" --stages b,c --flip "${common[@]}" --resume
+    reached "$to"
+  fi
+  prev=$to
+done
