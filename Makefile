@@ -8,7 +8,7 @@ CARGO ?= cargo
 SPN := target/release/spn
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup build test demo data install install-files gimp-deps gloo-headers
+.PHONY: setup build test demo data data-256 install install-files gimp-deps gloo-headers
 
 setup: $(TORCH_STAMP) libtorch gloo-headers
 
@@ -45,15 +45,38 @@ demo: build
 	$(SPN) generate --count 16 --seed 1 --grid out/demo.png --out out/demo
 	@echo "wrote out/demo.png"
 
-# The emoji data set (npm package emoji-datasource-google 16.0.0), composited on white and split.
+# The emoji data set (npm package emoji-datasource-google 16.0.0), composited on white and split; and the
+# vector emoji of four Iconify sets (pinned npm packages) rendered at 64x64 beside the same PNGs, one
+# sub-folder per style, each emoji held out in every style or none (models/README.md: sources and licences).
 EMOJI_VERSION := 16.0.0
-data: data/emoji/.done
+ICONIFY_SETS := noto@1.2.9 fluent-emoji-flat@1.2.6 openmoji@1.2.29 emojione@1.2.3
+ICONIFY_JSON := $(foreach s,$(ICONIFY_SETS),data/cache/iconify/$(firstword $(subst @, ,$(s)))/icons.json)
+GOOGLE_PNG := data/cache/package/img/google/64
+data: data/emoji/.done data/styles64/.done
+data-256: data/styles256/.done
 data/emoji/.done: | build
 	mkdir -p data/cache
 	test -f data/cache/emoji-datasource-google-$(EMOJI_VERSION).tgz || \
 	  (cd data/cache && npm pack --silent emoji-datasource-google@$(EMOJI_VERSION))
 	rm -rf data/cache/package && tar xzf data/cache/emoji-datasource-google-$(EMOJI_VERSION).tgz -C data/cache package/img/google/64
-	$(SPN) data --src data/cache/package/img/google/64 --out data/emoji
+	$(SPN) data --src $(GOOGLE_PNG) --out data/emoji
+	touch $@
+data/cache/iconify/.done:
+	mkdir -p data/cache/iconify
+	for s in $(ICONIFY_SETS); do name=$${s%@*}; ver=$${s#*@}; \
+	  tgz=data/cache/iconify-json-$$name-$$ver.tgz; \
+	  test -f $$tgz || (cd data/cache && npm pack --silent @iconify-json/$$s); \
+	  rm -rf data/cache/iconify/$$name && mkdir -p data/cache/iconify/$$name && \
+	  tar xzf $$tgz -C data/cache/iconify/$$name --strip-components=1 package/icons.json package/chars.json package/info.json; \
+	done
+	touch $@
+data/styles64/.done: data/emoji/.done data/cache/iconify/.done | build
+	rm -rf data/styles64
+	$(SPN) data --src $(GOOGLE_PNG) --src-style google $(addprefix --iconify ,$(ICONIFY_JSON)) --size 64 --out data/styles64
+	touch $@
+data/styles256/.done: data/emoji/.done data/cache/iconify/.done | build
+	rm -rf data/styles256
+	$(SPN) data $(addprefix --iconify ,$(ICONIFY_JSON)) --keys-from $(GOOGLE_PNG) --size 256 --out data/styles256
 	touch $@
 
 # Headers, libspn (shared and static), pkg-config and CMake files, the CLI and the default model.

@@ -90,21 +90,31 @@ pub fn is_heldout(path: &Path, heldout_percent: u32) -> bool {
     fnv1a(&name) % 100 < heldout_percent as u64
 }
 
-/// Image files of a folder (not recursive), sorted by name.
+/// Image files of a folder and its sub-folders (one per style in a prepared data set), sorted by path.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
-    let rd = std::fs::read_dir(dir)
-        .map_err(|e| Error::input(format!("cannot read data folder {}: {e}", dir.display())))?;
-    let mut v: Vec<PathBuf> = rd
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension().is_some_and(|e| {
-                    IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str())
-                })
-        })
-        .collect();
+    let mut v = Vec::new();
+    collect_images(dir, &mut v)?;
     v.sort();
     Ok(v)
+}
+
+fn collect_images(dir: &Path, into: &mut Vec<PathBuf>) -> Result<()> {
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| Error::input(format!("cannot read data folder {}: {e}", dir.display())))?;
+    for e in rd.filter_map(|e| e.ok()) {
+        let p = e.path();
+        // Linked folders are not followed (a link to a parent would never end).
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            collect_images(&p, into)?;
+        } else if p.is_file()
+            && p.extension().is_some_and(|e| {
+                IMAGE_EXTENSIONS.contains(&e.to_string_lossy().to_lowercase().as_str())
+            })
+        {
+            into.push(p);
+        }
+    }
+    Ok(())
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]

@@ -43,6 +43,10 @@ pub struct TrainOptions {
     /// set, against the held-out gap that grows on long runs.
     #[serde(default)]
     pub flip: bool,
+    /// A new run starts from this bundle's weights (and config) instead of a fresh init: fine-tuning on new
+    /// data. Its training time is carried over; the step count and schedule start again at 0.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
     /// A new run may replace the bundle and checkpoint of an earlier one at `out`.
     #[serde(skip)]
     pub overwrite: bool,
@@ -116,6 +120,7 @@ impl TrainOptions {
             eval_images: 64,
             save_every_rank: false,
             flip: false,
+            init: None,
             overwrite: false,
             on_resume: ResumeChanges::default(),
         }
@@ -287,11 +292,25 @@ impl Trainer {
                 p.load_weights(&ckpt, &c.tensors, "model.")?;
                 (p, state.step, state.seconds)
             }
-            None => {
-                let cfg = config.ok_or_else(|| Error::input("give a preset or a config file"))?;
-                tch::manual_seed(opts.seed as i64);
-                (Pipeline::new(cfg, device)?, 0, 0.0)
-            }
+            None => match &opts.init {
+                Some(from) => {
+                    let p = Pipeline::load(from, device)?;
+                    if config.as_ref().is_some_and(|c| c != &p.config) {
+                        return Err(Error::input(format!(
+                            "--init {}: that model has another config; drop --preset/--config",
+                            from.display()
+                        )));
+                    }
+                    let seconds = p.info.seconds;
+                    (p, 0, seconds)
+                }
+                None => {
+                    let cfg =
+                        config.ok_or_else(|| Error::input("give a preset, a config file or --init"))?;
+                    tch::manual_seed(opts.seed as i64);
+                    (Pipeline::new(cfg, device)?, 0, 0.0)
+                }
+            },
         };
         if opts.steps == 0 || opts.batch_size < 1 {
             return Err(Error::input("steps and batch size must be at least 1"));

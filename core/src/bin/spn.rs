@@ -84,6 +84,9 @@ enum Cmd {
         /// Mirror training examples left-right at random (augmentation for small data sets).
         #[arg(long)]
         flip: bool,
+        /// Start from this bundle's weights and config (fine-tuning on new data) instead of a fresh init.
+        #[arg(long, conflicts_with = "resume")]
+        init: Option<PathBuf>,
         /// Start a new run even if OUT exists (it is replaced when the first checkpoint is written).
         #[arg(long)]
         force: bool,
@@ -118,16 +121,27 @@ enum Cmd {
         #[arg(long)]
         heatmap: Option<PathBuf>,
     },
-    /// Prepare a data set: composite every image of SRC on white and write OUT/train and OUT/heldout
-    /// with the same file-name-hash split `spn train` uses.
+    /// Prepare a data set: composite every image of SRC, and every icon of the Iconify sets rendered at
+    /// SIZE, on white, and write OUT/train and OUT/heldout with the file-name-hash split `spn train` uses
+    /// (icon sets in one sub-folder per style, each emoji held out in every style or in none).
     Data {
+        /// A folder of images (written flat into OUT/train and OUT/heldout, or into a sub-folder).
         #[arg(long)]
-        src: PathBuf,
+        src: Option<PathBuf>,
+        /// The sub-folder (style name) for the images of SRC.
+        #[arg(long, requires = "src")]
+        src_style: Option<String>,
+        /// An Iconify JSON icon set (`icons.json` of an `@iconify-json/*` package); repeatable.
+        #[arg(long)]
+        iconify: Vec<PathBuf>,
+        /// Name rendered emoji after the files of this folder with the same code points [default: SRC].
+        #[arg(long)]
+        keys_from: Option<PathBuf>,
         #[arg(long)]
         out: PathBuf,
         #[arg(long, default_value_t = 5)]
         heldout_percent: u32,
-        /// Also fit every image to SIZE x SIZE (centre crop and resize).
+        /// Fit every image to, and render every icon at, SIZE x SIZE (centre crop and resize).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
         size: Option<u32>,
     },
@@ -412,12 +426,13 @@ fn run(cli: Cli) -> Result<()> {
             json,
             save_every_rank,
             flip,
+            init,
             force,
         } => {
             let config = match (preset, config) {
                 (Some(p), _) => Some(PipelineConfig::preset(&p)?),
                 (None, Some(f)) => Some(PipelineConfig::from_file(&f)?),
-                (None, None) if resume => None,
+                (None, None) if resume || init.is_some() => None,
                 (None, None) => bail!(
                     "give --preset NAME or --config FILE (presets: {})",
                     PipelineConfig::PRESETS.join(", ")
@@ -447,6 +462,7 @@ fn run(cli: Cli) -> Result<()> {
             };
             opts.save_every_rank = save_every_rank;
             opts.flip = flip;
+            opts.init = init;
             opts.overwrite = force;
             let dist = spn::dist::Dist::from_env()?;
             let rank = dist.as_ref().map_or(0, |d| d.rank);
@@ -560,73 +576,29 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Data {
             src,
+            src_style,
+            iconify,
+            keys_from,
             out,
             heldout_percent,
             size,
         } => {
-            let files = data::list_images(&src)?;
-            if files.is_empty() {
-                bail!("no images in {}", src.display());
-            }
-            // Where each file goes; two sources must not land on one name, and nothing from another run
-            // (another split, say) may stay beside them, or held-out images could leak into training.
-            let mut plan: std::collections::BTreeMap<PathBuf, (&PathBuf, bool)> =
-                Default::default();
-            for f in &files {
-                let held = data::is_heldout(f, heldout_percent);
-                let name = f
-                    .file_stem()
-                    .map(|s| s.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                let to = out
-                    .join(if held { "heldout" } else { "train" })
-                    .join(format!("{name}.png"));
-                if let Some((other, _)) = plan.insert(to.clone(), (f, held)) {
-                    bail!(
-                        "{} and {} would both become {}: rename one",
-                        other.display(),
-                        f.display(),
-                        to.display()
-                    );
-                }
-            }
-            for split in ["train", "heldout"] {
-                let dir = out.join(split);
-                if !dir.is_dir() {
-                    continue;
-                }
-                let stale: Vec<PathBuf> = data::list_images(&dir)?
-                    .into_iter()
-                    .filter(|p| !plan.contains_key(p))
-                    .collect();
-                if let Some(first) = stale.first() {
-                    bail!(
-                        "{} already holds {} image(s) this run would not write (e.g. {}), perhaps from another split: give an empty --out",
-                        dir.display(),
-                        stale.len(),
-                        first.display()
-                    );
-                }
-            }
-            let pb = bar(files.len() as u64, "data");
-            let (mut tr, mut ho) = (0, 0);
-            for (to, &(f, held)) in &plan {
-                let mut img = data::load_rgb(f)?;
-                if let Some(n) = size {
-                    img = data::fit(img, n, n);
-                }
-                data::save_png(&img, to)?;
-                if held {
-                    ho += 1
-                } else {
-                    tr += 1
-                }
-                pb.inc(1);
-            }
+            let opts = spn::prepare::PrepareOptions {
+                src,
+                src_style,
+                iconify,
+                keys_from,
+                out,
+                heldout_percent,
+                size,
+            };
+            let items = spn::prepare::plan(&opts)?;
+            let pb = bar(items.len() as u64, "data");
+            let (tr, ho) = spn::prepare::write(&items, size, &|| pb.inc(1))?;
             pb.finish_and_clear();
             println!(
                 "{tr} training and {ho} held-out images in {}",
-                out.display()
+                opts.out.display()
             );
         }
         Cmd::Generate {

@@ -1,0 +1,168 @@
+//! `spn data`: turns sources (folders of images, Iconify vector icon sets) into a training set of PNG files
+//! composited on white, split into `OUT/train` and `OUT/heldout` by the file-name hash `spn train` uses.
+//!
+//! Vector sets go into one sub-folder per style (`OUT/train/noto/1f600.png`), each emoji under the same file
+//! name in every style, so an emoji held out is held out in all of them (see `iconify::EmojiKeys`).
+use crate::data;
+use crate::error::{Error, Result};
+use crate::iconify::{self, EmojiKeys, IconSet};
+use image::{DynamicImage, RgbImage};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+pub struct PrepareOptions {
+    /// A folder of image files, written flat into `OUT/{train,heldout}` (as before vector sets existed).
+    pub src: Option<PathBuf>,
+    /// A sub-folder (a style's name) for the files of `src`; none: flat.
+    pub src_style: Option<String>,
+    /// Iconify `icons.json` files; each set's `chars.json` beside it, if any, gives code points.
+    pub iconify: Vec<PathBuf>,
+    /// File names (of, say, the PNG set) that rendered emoji take when their code points match; defaults to
+    /// the files of `src`.
+    pub keys_from: Option<PathBuf>,
+    pub out: PathBuf,
+    pub heldout_percent: u32,
+    /// Fit folder images to, and render icons at, SIZE x SIZE. Needed for icon sets.
+    pub size: Option<u32>,
+}
+
+enum From {
+    File(PathBuf),
+    Svg(String),
+}
+
+/// One file to write.
+pub struct Item {
+    from: From,
+    pub to: PathBuf,
+    pub heldout: bool,
+}
+
+/// Where every image goes. Two sources must not land on one name, and nothing from another run (another
+/// split, say) may stay beside them, or held-out images could leak into training.
+pub fn plan(opts: &PrepareOptions) -> Result<Vec<Item>> {
+    let mut items: BTreeMap<PathBuf, Item> = BTreeMap::new();
+    let mut add = |item: Item, what: String| match items.get(&item.to) {
+        Some(_) => Err(Error::input(format!(
+            "{what} would become {}, as another source already does: rename one",
+            item.to.display()
+        ))),
+        None => {
+            items.insert(item.to.clone(), item);
+            Ok(())
+        }
+    };
+    let split_dir = |held: bool| opts.out.join(if held { "heldout" } else { "train" });
+    if let Some(src) = &opts.src {
+        let files = data::list_images(src)?;
+        if files.is_empty() {
+            return Err(Error::input(format!("no images in {}", src.display())));
+        }
+        for f in files {
+            let held = data::is_heldout(&f, opts.heldout_percent);
+            let dir = split_dir(held);
+            let dir = opts.src_style.as_ref().map_or(dir.clone(), |s| dir.join(s));
+            let to = dir.join(format!("{}.png", stem(&f)));
+            add(Item { from: From::File(f.clone()), to, heldout: held }, f.display().to_string())?;
+        }
+    }
+    if !opts.iconify.is_empty() {
+        if opts.size.is_none() {
+            return Err(Error::input("icon sets are rendered at --size SIZE: give one"));
+        }
+        let keys = emoji_keys(opts)?;
+        for path in &opts.iconify {
+            let set = IconSet::load(path)?;
+            for icon in set.icons {
+                let key = keys.key(&icon.name);
+                let name = format!("{key}.png");
+                let held = data::is_heldout(Path::new(&name), opts.heldout_percent);
+                let to = split_dir(held).join(&set.prefix).join(name);
+                let what = format!("icon '{}' of {}", icon.name, path.display());
+                add(Item { from: From::Svg(icon.svg), to, heldout: held }, what)?;
+            }
+        }
+    }
+    if items.is_empty() {
+        return Err(Error::input("nothing to prepare: give --src DIR and/or --iconify FILE"));
+    }
+    refuse_leftovers(opts, &items)?;
+    Ok(items.into_values().collect())
+}
+
+fn stem(p: &Path) -> String {
+    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn emoji_keys(opts: &PrepareOptions) -> Result<EmojiKeys> {
+    let mut chars = BTreeMap::new();
+    for path in &opts.iconify {
+        chars.extend(iconify::load_chars(path)?);
+    }
+    let stems = match opts.keys_from.as_ref().or(opts.src.as_ref()) {
+        Some(dir) => data::list_images(dir)?.iter().map(|p| stem(p)).collect(),
+        None => vec![],
+    };
+    Ok(EmojiKeys::new(&chars, &stems))
+}
+
+fn refuse_leftovers(opts: &PrepareOptions, items: &BTreeMap<PathBuf, Item>) -> Result<()> {
+    for split in ["train", "heldout"] {
+        let dir = opts.out.join(split);
+        if !dir.is_dir() {
+            continue;
+        }
+        let stale: Vec<PathBuf> = data::list_images(&dir)?
+            .into_iter()
+            .filter(|p| !items.contains_key(p))
+            .collect();
+        if let Some(first) = stale.first() {
+            return Err(Error::input(format!(
+                "{} already holds {} image(s) this run would not write (e.g. {}), perhaps from another split: give an empty --out",
+                dir.display(),
+                stale.len(),
+                first.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Reads or renders one item, composited on white, at the requested size.
+fn image_of(item: &Item, size: Option<u32>) -> Result<RgbImage> {
+    Ok(match (&item.from, size) {
+        (From::File(f), None) => data::load_rgb(f)?,
+        (From::File(f), Some(n)) => data::fit(data::load_rgb(f)?, n, n),
+        (From::Svg(svg), Some(n)) => {
+            let rgba = iconify::render(svg, n).map_err(|e| Error::input(format!("{}: {e}", item.to.display())))?;
+            data::composite_on_white(&DynamicImage::ImageRgba8(rgba))
+        }
+        (From::Svg(_), None) => return Err(Error::input("icon sets need --size")),
+    })
+}
+
+/// Writes every item, on all cores; `done` is called once per file written. Returns (train, held-out) counts.
+pub fn write(items: &[Item], size: Option<u32>, done: &(dyn Fn() + Sync)) -> Result<(usize, usize)> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let chunk = items.len().div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = items
+            .chunks(chunk)
+            .map(|part| {
+                s.spawn(move || -> Result<()> {
+                    for item in part {
+                        data::save_png(&image_of(item, size)?, &item.to)?;
+                        done();
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for w in workers {
+            w.join().map_err(|_| Error::Other("a data worker panicked".into()))??;
+        }
+        Ok::<(), Error>(())
+    })?;
+    let held = items.iter().filter(|i| i.heldout).count();
+    Ok((items.len() - held, held))
+}
