@@ -4,17 +4,23 @@
 //   spn::SampleParams p; p.count = 4; p.seed = 1;
 //   for (auto& img : model.generate(p)) img.write_png("out-" + std::to_string(img.seed()) + ".png");
 //
-// Errors throw spn::Error, which carries the spn_status and the library's message.
+// Errors throw spn::Error, which carries the spn_status and the library's message. An exception thrown by a
+// progress callback never crosses the library: it cancels the job and is rethrown, as it was, to the caller
+// of generate/complete/upscale_*.
 #ifndef SPN_HPP
 #define SPN_HPP
 
 #include "spn.h"
 
+#include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace spn {
@@ -86,6 +92,36 @@ struct SampleParams {
     Job *job = nullptr;
 };
 
+namespace detail {
+
+/// Frees an array of images returned by a sampling call.
+struct ImagesFree {
+    uint32_t count;
+    void operator()(spn_image *images) const noexcept { spn_images_free(images, count); }
+};
+using ImageArray = std::unique_ptr<spn_image, ImagesFree>;
+
+/// The state of one sampling call, shared with its progress callback.
+struct ProgressContext {
+    const std::function<bool(uint64_t, uint64_t)> *progress;
+    std::exception_ptr error; // what the callback threw, rethrown once the call has returned
+};
+
+// The progress callback handed to the C API. No exception may unwind through the library: one thrown by the
+// user's callback is kept in the context and the job is cancelled (return 0); the callback is not called again.
+extern "C" inline int spn_hpp_progress_trampoline(void *user_data, uint64_t done, uint64_t total) noexcept {
+    ProgressContext &ctx = *static_cast<ProgressContext *>(user_data);
+    if (ctx.error) return 0;
+    try {
+        return (*ctx.progress)(done, total) ? 1 : 0;
+    } catch (...) {
+        ctx.error = std::current_exception();
+        return 0;
+    }
+}
+
+} // namespace detail
+
 class Model {
   public:
     /// Loads a bundle; an empty path loads the bundled default model.
@@ -148,26 +184,29 @@ class Model {
         cp.temperature = p.temperature;
         cp.batch_size = p.batch_size;
         cp.job = p.job ? p.job->get() : nullptr;
+        detail::ProgressContext ctx{&p.progress, nullptr};
         if (p.progress) {
-            cp.progress = [](void *u, uint64_t d, uint64_t t) -> int {
-                return (*static_cast<const std::function<bool(uint64_t, uint64_t)> *>(u))(d, t) ? 1 : 0;
-            };
-            cp.user_data = const_cast<std::function<bool(uint64_t, uint64_t)> *>(&p.progress);
+            cp.progress = &detail::spn_hpp_progress_trampoline;
+            cp.user_data = &ctx;
         }
         spn_image *out = nullptr;
         uint32_t n = 0;
-        check(call(&cp, &out, &n));
+        const spn_status status = call(&cp, &out, &n);
+        // Owned before anything below can throw (on failure out stays NULL, which the deleter ignores).
+        const detail::ImageArray owned(out, detail::ImagesFree{n});
+        // The callback's own exception wins over the SPN_ERR_CANCELLED it caused.
+        if (ctx.error) std::rethrow_exception(ctx.error);
+        check(status);
         std::vector<Image> images;
         images.reserve(n);
         for (uint32_t i = 0; i < n; i++) {
-            const spn_image &im = out[i];
+            const spn_image &im = owned.get()[i];
             std::vector<uint8_t> px(size_t(im.width) * im.height * 3);
             for (uint32_t y = 0; y < im.height; y++)
                 std::copy(im.data + y * im.stride, im.data + y * im.stride + size_t(im.width) * 3,
                           px.begin() + size_t(y) * im.width * 3);
             images.emplace_back(im.width, im.height, std::move(px), im.seed, im.bits);
         }
-        spn_images_free(out, n);
         return images;
     }
 };

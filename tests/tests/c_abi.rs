@@ -83,6 +83,25 @@ fn cpp_wrapper_end_to_end() {
 }
 
 #[test]
+fn cpp_progress_callback_exceptions_reach_the_caller() {
+    libspn();
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path());
+    let exe = dir.path().join("progress_throw_test");
+    // hpp_alone.cpp has spn.hpp as its only include: the header must compile on its own.
+    let alone = root().join("tests/cpp/hpp_alone.cpp");
+    compile(
+        "g++",
+        "-std=c++17",
+        &root().join("tests/cpp/progress_throw_test.cpp"),
+        &exe,
+        &[s(&alone), "-lspn", "-lpthread", "-ldl"],
+    );
+    let out = run(Command::new(&exe).arg(&model));
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+}
+
+#[test]
 fn hosts_that_load_libspn_at_run_time() {
     let lib = libspn();
     let dir = tempfile::tempdir().unwrap();
