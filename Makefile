@@ -28,7 +28,7 @@ libtorch: $(TORCH_STAMP)
 	ln -sfn "$$($(VENV)/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" libtorch
 
 build: setup
-	$(CARGO) build --release --workspace
+	$(CARGO) build --release --workspace --features spn/dist
 
 # GIMP 2.10 and its plug-in SDK, for the plug-in's headless tests (Debian packages; needs root or sudo).
 gimp-deps:
@@ -38,7 +38,7 @@ gimp-deps:
 
 # The held-out emoji (`make data`) are scored against libwebp by one of the tests.
 test: build gimp-deps data
-	$(CARGO) test --release --workspace --no-fail-fast
+	$(CARGO) test --release --workspace --features spn/dist --no-fail-fast
 
 demo: build
 	mkdir -p out

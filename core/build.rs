@@ -1,22 +1,20 @@
 include!("build_libtorch.rs");
 
-/// Builds the c10d shim (src/dist) when Gloo's headers are installed (`make setup` installs them);
-/// without them spn builds without distributed training and says so when asked for it.
+/// Builds the c10d shim (src/dist) for the `dist` feature (on by default; `make setup` installs Gloo's
+/// headers). The symbols come from libtorch itself.
+#[cfg(feature = "dist")]
 fn build_dist() {
-    println!("cargo:rustc-check-cfg=cfg(spn_dist)");
     println!("cargo:rerun-if-changed=src/dist/shim.cpp");
     println!("cargo:rerun-if-changed=src/dist/shim.h");
     println!("cargo:rerun-if-changed=src/dist/mod.rs");
-    let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") else {
-        return;
-    };
+    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
+        .expect("the dist feature needs libtorch's location from torch-sys (DEP_TCH_LIBTORCH_LIB)");
     let gloo = [
         "/usr/include/gloo/allreduce.h",
         "/usr/local/include/gloo/allreduce.h",
     ];
     if !gloo.iter().any(|p| std::path::Path::new(p).exists()) {
-        println!("cargo:warning=Gloo headers not found (apt-get install libgloo-dev): building without distributed training");
-        return;
+        panic!("the dist feature (distributed training) needs Gloo's headers: run `make setup` (apt-get install libgloo-dev), or build with --no-default-features");
     }
     let include = std::path::Path::new(&lib).join("../include");
     cxx_build::bridge("src/dist/mod.rs")
@@ -29,8 +27,10 @@ fn build_dist() {
         .flag("-w")
         .opt_level(1)
         .compile("spn_dist");
-    println!("cargo:rustc-cfg=spn_dist");
 }
+
+#[cfg(not(feature = "dist"))]
+fn build_dist() {}
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");

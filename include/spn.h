@@ -15,21 +15,25 @@
  * ERRORS
  *   Every fallible call returns an spn_status; SPN_OK is 0. On failure, output parameters are left
  *   untouched and spn_last_error() returns a UTF-8 message for the calling thread. No call ever unwinds
- *   or aborts the host: Rust panics and libtorch exceptions become SPN_ERR_INTERNAL.
+ *   or aborts the host: Rust panics and libtorch exceptions become SPN_ERR_INTERNAL. Nothing is printed to the
+ *   host's stdout or stderr: messages go to spn_last_error and the log callback.
  *
  * VERSIONING
  *   Call spn_abi_version() or spn_init(SPN_ABI_VERSION) before anything else: a library older than the
  *   header refuses with SPN_ERR_VERSION. Structs the caller allocates start with `struct_size`; fill it
  *   with the *_init functions. New fields are only ever appended, and no version of a struct has trailing
  *   padding (its size is where its last field ends), so a host built against an older header keeps working
- *   with a newer library: fields past its struct_size take their defaults.
+ *   with a newer library: fields past its struct_size take their defaults. A struct_size that ends inside a
+ *   field is refused (SPN_ERR_INVALID_ARGUMENT).
  *
  * MEMORY
- *   Images the library returns are freed with spn_images_free; handles with their *_free function.
+ *   Images the library returns are freed with spn_images_free; handles with their *_free function. A freed
+ *   handle is never valid again (handles are ids that are never reused), so passing one is an error.
  *   Input images are caller-owned and only read during the call.
  *
  * PIXELS
- *   8 bits per channel, rows top to bottom, `stride` bytes between row starts (>= width * channels).
+ *   8 bits per channel, rows top to bottom, `stride` bytes between row starts (>= width * channels); the
+ *   view spans stride * (height - 1) + width * channels bytes, which must not overflow the address space.
  *   Input images: 1 (gray), 3 (RGB) or 4 (RGBA, composited over white) channels. Output: RGB.
  */
 #ifndef SPN_H
@@ -85,8 +89,8 @@ const char *spn_version_string(void);
 /* Declares the ABI version the caller was built against. SPN_ERR_VERSION if the library is older. */
 spn_status spn_init(uint32_t abi_version);
 
-/* The message of the last failed call on this thread ("" if none). Valid until the next call on this
- * thread. */
+/* The message of the last failed call on this thread ("" if none has failed); successful calls leave it
+ * as it is. The pointer stays valid until the next failing call on this thread. */
 const char *spn_last_error(void);
 
 /* A short static name for a status ("SPN_OK", ...). */
@@ -171,9 +175,11 @@ typedef struct spn_sample_params {
     uint32_t struct_size;     /* sizeof(spn_sample_params) */
     uint32_t count;           /* images to make, default 1; at most 2^20 and 4 GiB of images per call
                                  (all are returned at once: for more, call again with a later seed) */
-    uint64_t seed;            /* image i gets seed + i; default 0 */
+    uint64_t seed;            /* image i gets seed + i; default 0; seeds never wrap (seed + count - 1 must
+                                 fit in 64 bits, else SPN_ERR_INVALID_ARGUMENT) */
     float temperature;        /* in [1e-4, 1e4], default 1; lower is more conservative */
-    uint32_t batch_size;      /* images sampled together, >= 1, default 16 */
+    uint32_t batch_size;      /* images sampled together, >= 1, default 16; lowered to `count`, and so that
+                                 one batch's working values stay within 1 GiB (8 bytes a sub-pixel) */
     spn_progress_fn progress; /* optional */
     void *user_data;          /* passed to progress */
     spn_job *job;             /* optional, for spn_job_cancel */
@@ -185,9 +191,10 @@ void spn_sample_params_init(spn_sample_params *params);
 spn_status spn_generate(const spn_model *model, const spn_sample_params *params, spn_image **out_images,
                         uint32_t *out_count);
 
-/* Completes `image` (the model's size) where `mask` (same size) is dark. A mask pixel means "known" where
- * its channel 0 is > 127 (after compositing over white) and, in a 4-channel mask, its alpha is >= 128:
- * transparent mask pixels are unknown. Known pixels are returned unchanged. */
+/* Completes `image` (the model's size) where `mask` (same size) is dark. THE MASK RULE (the same in the `spn`
+ * tool and the GIMP plug-in): a mask pixel marks its image pixel as known where it is opaque (alpha >= 128;
+ * 1- and 3-channel masks are opaque) and light (the Rec. 709 luma of its colour composited over white is
+ * above 127). Dark or transparent mask pixels are drawn. Known pixels are returned unchanged. */
 spn_status spn_complete(const spn_model *model, const spn_image_view *image, const spn_image_view *mask,
                         const spn_sample_params *params, spn_image **out_images, uint32_t *out_count);
 

@@ -29,7 +29,7 @@ fn is_zero(x: &f64) -> bool {
     *x == 0.0
 }
 
-/// What a stage models (SPN.md section 2).
+/// What a stage models (docs/design.md section 2).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum StageKind {

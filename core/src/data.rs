@@ -16,6 +16,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
     Ok(composite_on_white(&img))
 }
 
+/// The one compositing rule (data sets, the CLI, the C ABI): straight alpha over white, rounded.
 pub fn composite_on_white(img: &DynamicImage) -> RgbImage {
     let rgba = img.to_rgba8();
     RgbImage::from_fn(rgba.width(), rgba.height(), |x, y| {
@@ -24,6 +25,21 @@ pub fn composite_on_white(img: &DynamicImage) -> RgbImage {
         let mix = |c: u8| ((c as u32 * a + 255 * (255 - a) + 127) / 255) as u8;
         image::Rgb([mix(p[0]), mix(p[1]), mix(p[2])])
     })
+}
+
+/// The one mask rule of completion, shared by the CLI, the C ABI and (through the ABI) the GIMP plug-in: a
+/// mask pixel marks its image pixel as known where it is opaque (alpha >= 128) and light (the Rec. 709 luma of
+/// its colour composited over white is above 127). Dark or transparent mask pixels are drawn by the model.
+/// Returns an `(H, W)` bool tensor.
+pub fn mask_known(mask: &DynamicImage) -> Result<Tensor> {
+    let rgba = mask.to_rgba8();
+    let luma = DynamicImage::ImageRgb8(composite_on_white(mask)).to_luma8();
+    let flags: Vec<bool> = luma
+        .pixels()
+        .zip(rgba.pixels())
+        .map(|(l, p)| l.0[0] > 127 && p.0[3] >= 128)
+        .collect();
+    Ok(Tensor::f_from_slice(&flags)?.f_view([rgba.height() as i64, rgba.width() as i64])?)
 }
 
 /// Centre-crops to the target aspect ratio and resizes; a no-op for images already of that size.

@@ -57,8 +57,8 @@ impl IconSet {
             msg,
         };
         let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
-        let set: SetFile =
-            serde_json::from_str(&text).map_err(|e| bad(format!("not an Iconify icon set: {e}")))?;
+        let set: SetFile = serde_json::from_str(&text)
+            .map_err(|e| bad(format!("not an Iconify icon set: {e}")))?;
         let icons = set
             .icons
             .into_iter()

@@ -1,13 +1,13 @@
 //! spn: Subscale Pixel Networks with Multidimensional Upscaling (Menick & Kalchbrenner, ICLR 2019) on
-//! libtorch. See `shared/design/SPN.md` for the model and its invariants.
+//! libtorch. See `docs/design.md` for the model and its invariants.
 pub mod batch;
 pub mod bench;
 pub mod bundle;
 pub mod config;
 pub mod data;
-#[cfg(spn_dist)]
+#[cfg(feature = "dist")]
 pub mod dist;
-#[cfg(not(spn_dist))]
+#[cfg(not(feature = "dist"))]
 #[path = "dist/stub.rs"]
 pub mod dist;
 pub mod error;

@@ -1,10 +1,11 @@
-//! A model: one or three stages (SPN.md section 2) sharing one VarStore under the stage names
+//! A model: one or three stages (docs/design.md section 2) sharing one VarStore under the stage names
 //! `full` or `a`, `b`, `c`. Computes exact likelihoods; sampling lives in [`crate::sampler`].
 use crate::bundle::{self, TrainingInfo};
 use crate::config::{PipelineConfig, StageKind, StageSpec};
 use crate::error::{Error, Result};
-use crate::model::values::{from_slices_nd, Values};
+use crate::model::values::Values;
 use crate::model::{nll, SpnNet};
+use crate::subscale::from_slices;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -234,12 +235,12 @@ impl Pipeline {
         for (i, (own, cond)) in inputs.iter().enumerate() {
             let spec = &self.stages[i].spec;
             let sl = self.stage_nll_slices(i, own, cond.as_ref())?;
-            let img = from_slices_nd(&sl, spec.scale)?;
+            let img = from_slices(&sl, spec.scale)?;
             let img = if spec.kind == StageKind::Small {
                 // Stage A's image is slice 0 of the full-size image.
                 let (b, c, h, w) = img.size4()?;
                 let z = Tensor::f_zeros([b, c, s * s - 1, h, w], (Kind::Float, self.device()))?;
-                from_slices_nd(&Tensor::f_cat(&[img.f_unsqueeze(2)?, z], 2)?, s)?
+                from_slices(&Tensor::f_cat(&[img.f_unsqueeze(2)?, z], 2)?, s)?
             } else {
                 img
             };

@@ -42,15 +42,17 @@ pub struct Item {
 /// split, say) may stay beside them, or held-out images could leak into training.
 pub fn plan(opts: &PrepareOptions) -> Result<Vec<Item>> {
     let mut items: BTreeMap<PathBuf, Item> = BTreeMap::new();
-    let mut add = |item: Item, what: String| match items.get(&item.to) {
-        Some(_) => Err(Error::input(format!(
-            "{what} would become {}, as another source already does: rename one",
-            item.to.display()
-        ))),
-        None => {
-            items.insert(item.to.clone(), item);
-            Ok(())
+    let mut sources: BTreeMap<PathBuf, String> = BTreeMap::new();
+    let mut add = |item: Item, what: String| {
+        if let Some(other) = sources.get(&item.to) {
+            return Err(Error::input(format!(
+                "{other} and {what} would both become {}: rename one",
+                item.to.display()
+            )));
         }
+        sources.insert(item.to.clone(), what);
+        items.insert(item.to.clone(), item);
+        Ok(())
     };
     let split_dir = |held: bool| opts.out.join(if held { "heldout" } else { "train" });
     if let Some(src) = &opts.src {
@@ -63,12 +65,21 @@ pub fn plan(opts: &PrepareOptions) -> Result<Vec<Item>> {
             let dir = split_dir(held);
             let dir = opts.src_style.as_ref().map_or(dir.clone(), |s| dir.join(s));
             let to = dir.join(format!("{}.png", stem(&f)));
-            add(Item { from: From::File(f.clone()), to, heldout: held }, f.display().to_string())?;
+            add(
+                Item {
+                    from: From::File(f.clone()),
+                    to,
+                    heldout: held,
+                },
+                f.display().to_string(),
+            )?;
         }
     }
     if !opts.iconify.is_empty() {
         if opts.size.is_none() {
-            return Err(Error::input("icon sets are rendered at --size SIZE: give one"));
+            return Err(Error::input(
+                "icon sets are rendered at --size SIZE: give one",
+            ));
         }
         let keys = emoji_keys(opts)?;
         for path in &opts.iconify {
@@ -79,19 +90,30 @@ pub fn plan(opts: &PrepareOptions) -> Result<Vec<Item>> {
                 let held = data::is_heldout(Path::new(&name), opts.heldout_percent);
                 let to = split_dir(held).join(&set.prefix).join(name);
                 let what = format!("icon '{}' of {}", icon.name, path.display());
-                add(Item { from: From::Svg(icon.svg), to, heldout: held }, what)?;
+                add(
+                    Item {
+                        from: From::Svg(icon.svg),
+                        to,
+                        heldout: held,
+                    },
+                    what,
+                )?;
             }
         }
     }
     if items.is_empty() {
-        return Err(Error::input("nothing to prepare: give --src DIR and/or --iconify FILE"));
+        return Err(Error::input(
+            "nothing to prepare: give --src DIR and/or --iconify FILE",
+        ));
     }
     refuse_leftovers(opts, &items)?;
     Ok(items.into_values().collect())
 }
 
 fn stem(p: &Path) -> String {
-    p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn emoji_keys(opts: &PrepareOptions) -> Result<EmojiKeys> {
@@ -134,7 +156,8 @@ fn image_of(item: &Item, size: Option<u32>) -> Result<RgbImage> {
         (From::File(f), None) => data::load_rgb(f)?,
         (From::File(f), Some(n)) => data::fit(data::load_rgb(f)?, n, n),
         (From::Svg(svg), Some(n)) => {
-            let rgba = iconify::render(svg, n).map_err(|e| Error::input(format!("{}: {e}", item.to.display())))?;
+            let rgba = iconify::render(svg, n)
+                .map_err(|e| Error::input(format!("{}: {e}", item.to.display())))?;
             data::composite_on_white(&DynamicImage::ImageRgba8(rgba))
         }
         (From::Svg(_), None) => return Err(Error::input("icon sets need --size")),
@@ -142,7 +165,11 @@ fn image_of(item: &Item, size: Option<u32>) -> Result<RgbImage> {
 }
 
 /// Writes every item, on all cores; `done` is called once per file written. Returns (train, held-out) counts.
-pub fn write(items: &[Item], size: Option<u32>, done: &(dyn Fn() + Sync)) -> Result<(usize, usize)> {
+pub fn write(
+    items: &[Item],
+    size: Option<u32>,
+    done: &(dyn Fn() + Sync),
+) -> Result<(usize, usize)> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let chunk = items.len().div_ceil(threads).max(1);
     std::thread::scope(|s| {
@@ -159,7 +186,8 @@ pub fn write(items: &[Item], size: Option<u32>, done: &(dyn Fn() + Sync)) -> Res
             })
             .collect();
         for w in workers {
-            w.join().map_err(|_| Error::Other("a data worker panicked".into()))??;
+            w.join()
+                .map_err(|_| Error::Other("a data worker panicked".into()))??;
         }
         Ok::<(), Error>(())
     })?;

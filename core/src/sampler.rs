@@ -7,9 +7,9 @@ use crate::config::StageKind;
 use crate::error::{Error, Result};
 use crate::model::cpu_decoder::{to_vec, CpuSliceDecoder, CpuStepWeights};
 use crate::model::incremental::{SliceDecoder, StepWeights};
-use crate::model::values::{from_slices_nd, to_slices_nd};
 use crate::model::{SpnNet, Values};
 use crate::pipeline::Pipeline;
+use crate::subscale::{from_slices, to_slices};
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -262,10 +262,10 @@ impl<'a> Sampler<'a> {
         let sl = Tensor::f_zeros([1, 3, s * s, h / s, w / s], opts)?;
         sl.f_select(2, 0)?
             .f_copy_(&small.f_to_kind(Kind::Int64)?.f_unsqueeze(0)?)?;
-        let init = from_slices_nd(&sl, s)?.f_expand([n, 3, h, w], false)?;
+        let init = from_slices(&sl, s)?.f_expand([n, 3, h, w], false)?;
         let ks = Tensor::f_zeros([1, 3, s * s, h / s, w / s], opts)?;
         let _ = ks.f_select(2, 0)?.f_fill_(1)?;
-        let known = from_slices_nd(&ks, s)?
+        let known = from_slices(&ks, s)?
             .f_to_kind(Kind::Bool)?
             .f_expand([n, 3, h, w], false)?;
         let job = Job {
@@ -428,16 +428,16 @@ impl<'a> Sampler<'a> {
             let (own_img, known_img) = match spec.kind {
                 StageKind::Full => (m.shallow_clone(), kfull.shallow_clone()),
                 StageKind::Small => (
-                    to_slices_nd(&m, s)?.f_select(2, 0)?,
-                    to_slices_nd(&km, s)?.f_select(2, 0)?,
+                    to_slices(&m, s)?.f_select(2, 0)?,
+                    to_slices(&km, s)?.f_select(2, 0)?,
                 ),
                 StageKind::SizeUp => (m.shallow_clone(), km.shallow_clone()),
                 StageKind::DepthUp => (l.shallow_clone(), kl.shallow_clone()),
             };
-            let mut own = to_slices_nd(&own_img, spec.scale)?.f_contiguous()?;
-            let known = to_slices_nd(&known_img, spec.scale)?.f_contiguous()?;
+            let mut own = to_slices(&own_img, spec.scale)?.f_contiguous()?;
+            let known = to_slices(&known_img, spec.scale)?.f_contiguous()?;
             let cond = match spec.kind {
-                StageKind::DepthUp => Some(Values::Hard(to_slices_nd(&m, s)?)),
+                StageKind::DepthUp => Some(Values::Hard(to_slices(&m, s)?)),
                 _ => None,
             };
             self.run_stage(
@@ -453,14 +453,14 @@ impl<'a> Sampler<'a> {
                 progress,
                 cancel,
             )?;
-            let out = from_slices_nd(&own, spec.scale)?;
+            let out = from_slices(&own, spec.scale)?;
             match spec.kind {
                 StageKind::Full | StageKind::SizeUp => m = out,
                 StageKind::DepthUp => l = out,
                 StageKind::Small => {
-                    let ms = to_slices_nd(&m, s)?.f_contiguous()?;
+                    let ms = to_slices(&m, s)?.f_contiguous()?;
                     ms.f_select(2, 0)?.f_copy_(&out)?;
-                    m = from_slices_nd(&ms, s)?;
+                    m = from_slices(&ms, s)?;
                 }
             }
         }
@@ -469,7 +469,7 @@ impl<'a> Sampler<'a> {
             Some(bits) => crate::subscale::merge_depth(&m, &l, bits)?,
         };
         // The sampler's own log-probabilities of every sub-pixel, sampled or known: the exact likelihood of
-        // the result (SPN.md invariant 2), with no second pass over the image.
+        // the result (docs/design.md invariant 2), with no second pass over the image.
         let lp = Vec::<f64>::try_from(lp.f_to_device(tch::Device::Cpu)?)?;
         let bits = lp.iter().map(|v| -v / std::f64::consts::LN_2).collect();
         Ok((

@@ -1,48 +1,55 @@
-//! Subscale ordering and the depth split (SPN.md sections 1 and 2), as small exact functions.
+//! Subscale ordering and the depth split (docs/design.md sections 1 and 2): the one slicing implementation,
+//! tested against the definition.
 //!
 //! Images are `(B, C, H, W)` integer tensors. Slice `k = i*S + j` holds the pixels `x[i + S*r, j + S*c]`;
 //! the slice stack is `(B, C, S*S, H/S, W/S)`.
 use crate::error::{Error, Result};
 use tch::{Kind, Tensor};
 
-fn check_scale(h: i64, w: i64, s: i64) -> Result<()> {
-    if s < 1 || h % s != 0 || w % s != 0 {
-        return Err(Error::input(format!(
-            "scale {s} must be >= 1 and divide the image size {h}x{w}"
-        )));
-    }
-    Ok(())
-}
-
-/// `(B, C, H, W)` -> `(B, C, S*S, H/S, W/S)`.
+/// The subscale split over the last two dims: `(..., H, W)` -> `(..., S*S, H/S, W/S)`, slice `k = i*S + j`
+/// holding the pixels `x[..., i + S*r, j + S*c]`. The leading dims are anything (batch, channel, one-hot level).
 pub fn to_slices(x: &Tensor, s: i64) -> Result<Tensor> {
-    let (b, c, h, w) = x.size4()?;
-    check_scale(h, w, s)?;
-    // pixel_unshuffle puts channel c, offset (i, j) at c*S*S + i*S + j: exactly the slice order.
-    let y = x.f_pixel_unshuffle(s)?;
-    Ok(y.f_reshape([b, c, s * s, h / s, w / s])?)
+    let size = x.size();
+    let n = size.len();
+    if n < 2 {
+        return Err(Error::input("expected a tensor with two spatial dims"));
+    }
+    let (h, w) = (size[n - 2], size[n - 1]);
+    if s < 1 || h % s != 0 || w % s != 0 {
+        return Err(Error::input(format!("scale {s} must divide {h}x{w}")));
+    }
+    let lead: Vec<i64> = size[..n - 2].to_vec();
+    let mut shape = lead.clone();
+    shape.extend([h / s, s, w / s, s]);
+    let m = lead.len() as i64;
+    let mut perm: Vec<i64> = (0..m).collect();
+    perm.extend([m + 1, m + 3, m, m + 2]);
+    let mut out = lead;
+    out.extend([s * s, h / s, w / s]);
+    Ok(x.f_reshape(shape)?.f_permute(perm)?.f_reshape(out)?)
 }
 
-/// `(B, C, S*S, h, w)` -> `(B, C, h*S, w*S)`; the inverse of [`to_slices`].
+/// Inverse of [`to_slices`]: `(..., S*S, h, w)` -> `(..., h*S, w*S)`.
 pub fn from_slices(x: &Tensor, s: i64) -> Result<Tensor> {
     let size = x.size();
-    if size.len() != 5 || size[2] != s * s {
+    let n = size.len();
+    if n < 3 || size[n - 3] != s * s {
         return Err(Error::input(format!(
-            "expected (B, C, {}, h, w) slices, got {:?}",
-            s * s,
-            size
+            "expected (..., {}, h, w) slices, got {size:?}",
+            s * s
         )));
     }
-    let (b, c, h, w) = (size[0], size[1], size[3], size[4]);
-    Ok(x.f_reshape([b, c * s * s, h, w])?.f_pixel_shuffle(s)?)
-}
-
-/// One slice `k` of an image, `(B, C, H/S, W/S)`.
-pub fn slice(x: &Tensor, s: i64, k: i64) -> Result<Tensor> {
-    if k < 0 || k >= s * s {
-        return Err(Error::input(format!("slice {k} out of range 0..{}", s * s)));
-    }
-    Ok(to_slices(x, s)?.f_select(2, k)?)
+    let (h, w) = (size[n - 2], size[n - 1]);
+    let lead: Vec<i64> = size[..n - 3].to_vec();
+    let m = lead.len() as i64;
+    let mut shape = lead.clone();
+    shape.extend([s, s, h, w]);
+    // (.., i, j, r, c) -> (.., r, i, c, j)
+    let mut perm: Vec<i64> = (0..m).collect();
+    perm.extend([m + 2, m, m + 3, m + 1]);
+    let mut out = lead;
+    out.extend([h * s, w * s]);
+    Ok(x.f_reshape(shape)?.f_permute(perm)?.f_reshape(out)?)
 }
 
 /// Splits 8-bit values into their `b` most significant bits and the `8-b` low bits.
@@ -74,11 +81,6 @@ fn check_bits(b: u32) -> Result<()> {
     Ok(())
 }
 
-/// Position of pixel `(y, x)` of an image in subscale order: (slice, row, column inside the slice).
-pub fn subscale_position(y: i64, x: i64, s: i64) -> (i64, i64, i64) {
-    ((y % s) * s + (x % s), y / s, x / s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +103,11 @@ mod tests {
                 assert!(from_slices(&sl, s).unwrap().equal(&x), "h={h} w={w} s={s}");
             }
         }
+    }
+
+    /// Position of pixel `(y, x)` in subscale order, from the definition: (slice, row, column in the slice).
+    fn subscale_position(y: i64, x: i64, s: i64) -> (i64, i64, i64) {
+        ((y % s) * s + (x % s), y / s, x / s)
     }
 
     #[test]
@@ -126,7 +133,14 @@ mod tests {
         }
         // Slice 0 is the image subsampled every S pixels.
         let sub = x.slice(2, 0, h, s).slice(3, 0, w, s);
-        assert!(slice(&x, s, 0).unwrap().equal(&sub));
+        assert!(sl.select(2, 0).equal(&sub));
+        // Any leading dims (the one-hot level axis of soft values, say) are carried along.
+        let soft = ramp(2, 3 * 5, h, w).reshape([2, 3, 5, h, w]);
+        let ss = to_slices(&soft, s).unwrap();
+        assert_eq!(ss.size(), vec![2, 3, 5, s * s, h / s, w / s]);
+        assert!(ss
+            .select(2, 4)
+            .equal(&to_slices(&soft.select(2, 4), s).unwrap()));
     }
 
     #[test]

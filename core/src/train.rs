@@ -305,8 +305,8 @@ impl Trainer {
                     (p, 0, seconds)
                 }
                 None => {
-                    let cfg =
-                        config.ok_or_else(|| Error::input("give a preset, a config file or --init"))?;
+                    let cfg = config
+                        .ok_or_else(|| Error::input("give a preset, a config file or --init"))?;
                     tch::manual_seed(opts.seed as i64);
                     (Pipeline::new(cfg, device)?, 0, 0.0)
                 }

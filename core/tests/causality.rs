@@ -1,4 +1,4 @@
-//! SPN.md invariant 1: the logits of every sub-pixel have zero gradient with respect to every input
+//! docs/design.md invariant 1: the logits of every sub-pixel have zero gradient with respect to every input
 //! sub-pixel at or after it in the full generation order (all stages, all slices, channel order), and a
 //! nonzero gradient with respect to the one just before it, so a leak or a cut path both fail.
 use spn::config::StageKind;

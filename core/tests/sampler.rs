@@ -1,4 +1,4 @@
-//! SPN.md invariants 2-5 for the sampler: incremental = full, teacher-forced log-probabilities = parallel
+//! docs/design.md invariants 2-5 for the sampler: incremental = full, teacher-forced log-probabilities = parallel
 //! NLL, clamping, determinism and batch independence, cancellation, and sampling that follows the model.
 use spn::model::cpu_decoder::{CpuSliceDecoder, CpuStepWeights};
 use spn::model::incremental::{SliceDecoder, StepWeights};
@@ -125,7 +125,7 @@ fn cpu_decoder_logits_equal_full_pass_logits() {
                     let target = own_t.select(2, k);
                     // Groups: images {0, 1} together, then {2} alone.
                     for (start, size) in [(0usize, 2usize), (2, 1)] {
-                        let d = w.channels();
+                        let d = net.spec.net.channels as usize;
                         let pw = w.proj_width();
                         let mut dec = CpuSliceDecoder::new(
                             &w,

@@ -687,23 +687,11 @@ fn run(cli: Cli) -> Result<()> {
             let img = image_tensor(&image)?;
             let dm = image::open(&mask)
                 .map_err(|e| anyhow::anyhow!("cannot read mask {}: {e}", mask.display()))?;
-            // White is known, black unknown; transparent is unknown whatever its colour.
-            let opaque = dm.to_rgba8();
-            let m = image::DynamicImage::ImageRgb8(data::composite_on_white(&dm)).to_luma8();
-            let flags: Vec<bool> = m
-                .pixels()
-                .zip(opaque.pixels())
-                .map(|(l, p)| l.0[0] > 127 && p.0[3] >= 128)
-                .collect();
-            let known =
-                tch::Tensor::f_from_slice(&flags)?.f_view([m.height() as i64, m.width() as i64])?;
+            let known = data::mask_known(&dm)?;
+            let (mh, mw) = (known.size()[0], known.size()[1]);
             let (ih, iw) = (img.size()[1], img.size()[2]);
-            if (m.height() as i64, m.width() as i64) != (ih, iw) {
-                bail!(
-                    "mask is {}x{} but the image is {iw}x{ih}",
-                    m.width(),
-                    m.height()
-                );
+            if (mh, mw) != (ih, iw) {
+                bail!("mask is {mw}x{mh} but the image is {iw}x{ih}");
             }
             one_image(&model, &sampling, "complete", &out, |s, p, c| {
                 s.complete(&img, &known, &[seed], p, c)

@@ -18,7 +18,6 @@ mod ffi {
         ) -> Result<UniquePtr<Group>>;
         unsafe fn allreduce_sum(group: Pin<&mut Group>, tensor: *mut u8) -> Result<()>;
         unsafe fn broadcast(group: Pin<&mut Group>, tensor: *mut u8, root: i32) -> Result<()>;
-        fn barrier(group: Pin<&mut Group>) -> Result<()>;
     }
 }
 
@@ -112,9 +111,5 @@ impl Dist {
             tch::no_grad(|| t.f_copy_(&c))?;
         }
         Ok(())
-    }
-
-    pub fn barrier(&mut self) -> Result<()> {
-        ffi::barrier(self.group.pin_mut()).map_err(|e| comm_err("barrier", self.rank, e))
     }
 }

@@ -44,6 +44,4 @@ void broadcast(Group &g, uint8_t *tensor, int32_t root) {
     g.impl->pg->broadcast(v, opts)->wait(g.impl->timeout);
 }
 
-void barrier(Group &g) { g.impl->pg->barrier()->wait(g.impl->timeout); }
-
 } // namespace spn_dist

@@ -20,6 +20,4 @@ std::unique_ptr<Group> new_group(rust::Str host, uint16_t port, int32_t rank, in
 // `tensor` points to an at::Tensor (tch's tensor handle).
 void allreduce_sum(Group &group, uint8_t *tensor);
 void broadcast(Group &group, uint8_t *tensor, int32_t root);
-void barrier(Group &group);
-
 } // namespace spn_dist

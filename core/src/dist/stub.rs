@@ -1,4 +1,4 @@
-//! Stand-in when spn was built without Gloo's headers: single-process training only.
+//! Stand-in when spn is built without its `dist` feature: single-process training only.
 use crate::error::{Error, Result};
 use tch::Tensor;
 
@@ -11,7 +11,7 @@ impl Dist {
     pub fn from_env() -> Result<Option<Dist>> {
         match std::env::var("WORLD_SIZE").ok().and_then(|w| w.parse::<usize>().ok()) {
             Some(w) if w > 1 => Err(Error::Other(
-                "this spn was built without distributed training: install libgloo-dev (make setup) and rebuild".into(),
+                "this spn was built without distributed training (its `dist` feature): rebuild with the default features (make build)".into(),
             )),
             _ => Ok(None),
         }
@@ -20,9 +20,6 @@ impl Dist {
         Ok(())
     }
     pub fn broadcast(&mut self, _: &[Tensor], _: usize) -> Result<()> {
-        Ok(())
-    }
-    pub fn barrier(&mut self) -> Result<()> {
         Ok(())
     }
 }

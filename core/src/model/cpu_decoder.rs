@@ -1,7 +1,7 @@
 //! Incremental decoding on the CPU with libtorch out of the inner loop.
 //!
 //! A decoding step at batch 32 is about a hundred tiny tensor ops, and on a CPU their dispatch costs far more
-//! than their arithmetic (SPN.md, section 6). So on the CPU a step runs as plain loops and small matrix products
+//! than their arithmetic (docs/design.md section 6). So on the CPU a step runs as plain loops and small matrix products
 //! over `f32` buffers (`matrixmultiply`, which picks AVX2/FMA kernels at run time), with two further savings:
 //! - every masked convolution's taps on the rows above are computed once per row for the whole row, in one
 //!   well-shaped matrix product; a step computes only its own row's taps;
@@ -320,10 +320,6 @@ impl CpuStepWeights {
     /// Width of the context projection per position: 2D per block.
     pub fn proj_width(&self) -> usize {
         2 * self.d * self.blocks.len()
-    }
-
-    pub fn channels(&self) -> usize {
-        self.d
     }
 }
 

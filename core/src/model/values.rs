@@ -1,6 +1,6 @@
 //! Discrete sub-pixel values as network input: hard integers, or soft one-hot vectors so that tests can
 //! take gradients with respect to every input sub-pixel (the causality invariant).
-use crate::error::{Error, Result};
+use crate::error::Result;
 use tch::{nn, Kind, Tensor};
 
 /// `Hard`: integer levels `(B, C, ..., H, W)`. `Soft`: one-hot floats `(B, C, L, ..., H, W)`.
@@ -8,51 +8,6 @@ use tch::{nn, Kind, Tensor};
 pub enum Values {
     Hard(Tensor),
     Soft(Tensor),
-}
-
-/// Generic subscale split over the last two dims: `(..., H, W)` -> `(..., S*S, H/S, W/S)`.
-pub fn to_slices_nd(x: &Tensor, s: i64) -> Result<Tensor> {
-    let size = x.size();
-    let n = size.len();
-    if n < 2 {
-        return Err(Error::input("expected a tensor with two spatial dims"));
-    }
-    let (h, w) = (size[n - 2], size[n - 1]);
-    if s < 1 || h % s != 0 || w % s != 0 {
-        return Err(Error::input(format!("scale {s} must divide {h}x{w}")));
-    }
-    let lead: Vec<i64> = size[..n - 2].to_vec();
-    let mut shape = lead.clone();
-    shape.extend([h / s, s, w / s, s]);
-    let m = lead.len() as i64;
-    let mut perm: Vec<i64> = (0..m).collect();
-    perm.extend([m + 1, m + 3, m, m + 2]);
-    let mut out = lead;
-    out.extend([s * s, h / s, w / s]);
-    Ok(x.f_reshape(shape)?.f_permute(perm)?.f_reshape(out)?)
-}
-
-/// Inverse of [`to_slices_nd`]: `(..., S*S, h, w)` -> `(..., h*S, w*S)`.
-pub fn from_slices_nd(x: &Tensor, s: i64) -> Result<Tensor> {
-    let size = x.size();
-    let n = size.len();
-    if n < 3 || size[n - 3] != s * s {
-        return Err(Error::input(format!(
-            "expected (..., {}, h, w) slices, got {size:?}",
-            s * s
-        )));
-    }
-    let (h, w) = (size[n - 2], size[n - 1]);
-    let lead: Vec<i64> = size[..n - 3].to_vec();
-    let m = lead.len() as i64;
-    let mut shape = lead.clone();
-    shape.extend([s, s, h, w]);
-    // (.., i, j, r, c) -> (.., r, i, c, j)
-    let mut perm: Vec<i64> = (0..m).collect();
-    perm.extend([m + 2, m, m + 3, m + 1]);
-    let mut out = lead;
-    out.extend([h * s, w * s]);
-    Ok(x.f_reshape(shape)?.f_permute(perm)?.f_reshape(out)?)
 }
 
 impl Values {
@@ -77,7 +32,7 @@ impl Values {
     }
 
     pub fn to_slices(&self, s: i64) -> Result<Values> {
-        self.map(|t| to_slices_nd(t, s))
+        self.map(|t| crate::subscale::to_slices(t, s))
     }
 
     /// Slice `k` of a slice stack (`(..., S*S, h, w)` -> `(..., h, w)`).

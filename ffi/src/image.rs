@@ -1,0 +1,185 @@
+//! Images across the boundary: the host's views in (checked, then composited and masked by the core's one
+//! rule each), libspn's images out (owned by the host until `spn_images_free`).
+use crate::boundary::{boundary, c_path, internal, invalid, quiet, spn_status, Fail, SPN_ERR_IO};
+use image::DynamicImage;
+use spn_core::sampler::Samples;
+use std::ffi::c_char;
+use tch::Tensor;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct spn_image_view {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u32,
+    pub stride: usize,
+    pub data: *const u8,
+}
+
+#[repr(C)]
+pub struct spn_image {
+    pub width: u32,
+    pub height: u32,
+    pub channels: u32,
+    pub stride: usize,
+    pub data: *mut u8,
+    pub seed: u64,
+    pub bits: f64,
+}
+
+/// Largest side accepted from a caller: far above any model, small enough that sizes never overflow.
+const MAX_SIDE: u32 = 1 << 15;
+
+/// Checks a host's view and copies its pixels into an image of its own channel count.
+///
+/// # Safety
+/// `v` is NULL or points to a view whose `data` holds `height` rows of `width * channels` bytes, `stride`
+/// bytes apart (spn.h). Everything else (sizes, a stride or span that would overflow) is checked here.
+pub unsafe fn read_image(v: *const spn_image_view, what: &str) -> Result<DynamicImage, Fail> {
+    if v.is_null() {
+        return Err(invalid(format!("{what} is NULL")));
+    }
+    // SAFETY: non-null, and a readable view by the caller's contract; copied out before use.
+    let v = unsafe { v.read_unaligned() };
+    if v.data.is_null() {
+        return Err(invalid(format!("{what}.data is NULL")));
+    }
+    let (w, h, ch) = (v.width, v.height, v.channels);
+    if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
+        return Err(invalid(format!(
+            "{what} is {w}x{h}: sides must be in 1..={MAX_SIDE}"
+        )));
+    }
+    if !matches!(ch, 1 | 3 | 4) {
+        return Err(invalid(format!("{what} has {ch} channels: use 1, 3 or 4")));
+    }
+    let row = w as usize * ch as usize;
+    if v.stride < row {
+        return Err(invalid(format!(
+            "{what}.stride {} is less than width * channels = {row}",
+            v.stride
+        )));
+    }
+    // The bytes the view spans, end included, must be addressable: no wrapping row address.
+    let span = v
+        .stride
+        .checked_mul(h as usize - 1)
+        .and_then(|n| n.checked_add(row))
+        .filter(|&n| n <= isize::MAX as usize && (v.data as usize).checked_add(n).is_some())
+        .ok_or_else(|| {
+            invalid(format!(
+                "{what}.stride {} over {h} rows runs past the end of the address space",
+                v.stride
+            ))
+        })?;
+    // SAFETY: the host promises `span` readable bytes at `data` (h rows of `row` bytes, `stride` apart), and
+    // the span was checked to be a valid slice length that does not wrap.
+    let bytes = unsafe { std::slice::from_raw_parts(v.data, span) };
+    let mut packed = Vec::with_capacity(row * h as usize);
+    for y in 0..h as usize {
+        packed.extend_from_slice(&bytes[y * v.stride..y * v.stride + row]);
+    }
+    let bad = || internal("image buffer size");
+    Ok(match ch {
+        1 => DynamicImage::ImageLuma8(image::GrayImage::from_raw(w, h, packed).ok_or_else(bad)?),
+        3 => DynamicImage::ImageRgb8(image::RgbImage::from_raw(w, h, packed).ok_or_else(bad)?),
+        _ => DynamicImage::ImageRgba8(image::RgbaImage::from_raw(w, h, packed).ok_or_else(bad)?),
+    })
+}
+
+/// A host's image as the `(3, H, W)` uint8 tensor the sampler takes (composited on white, gray replicated).
+///
+/// # Safety
+/// As [`read_image`].
+pub unsafe fn read_view(v: *const spn_image_view, what: &str) -> Result<Tensor, Fail> {
+    // SAFETY: the caller's contract is read_image's.
+    let img = unsafe { read_image(v, what) }?;
+    Ok(spn_core::data::to_tensor(
+        &spn_core::data::composite_on_white(&img),
+    )?)
+}
+
+/// A host's mask as known flags `(H, W)`, by the one mask rule (`spn_core::data::mask_known`).
+///
+/// # Safety
+/// As [`read_image`].
+pub unsafe fn read_mask(v: *const spn_image_view, what: &str) -> Result<Tensor, Fail> {
+    // SAFETY: the caller's contract is read_image's.
+    let img = unsafe { read_image(v, what) }?;
+    Ok(spn_core::data::mask_known(&img)?)
+}
+
+/// Copies samples into images the host owns. Each pixel buffer is a boxed slice of exactly
+/// `stride * height` bytes, which `spn_images_free` rebuilds.
+pub fn to_images(s: &Samples) -> Result<Box<[spn_image]>, Fail> {
+    let n = s.images.size()[0];
+    let mut out = Vec::with_capacity(n as usize);
+    for i in 0..n {
+        let t = s
+            .images
+            .f_get(i)
+            .and_then(|t| t.f_permute([1, 2, 0]))
+            .and_then(|t| t.f_contiguous())
+            .map_err(internal)?;
+        let (h, w) = (t.size()[0] as u32, t.size()[1] as u32);
+        let v = Vec::<u8>::try_from(t.f_flatten(0, -1).map_err(internal)?).map_err(internal)?;
+        out.push(spn_image {
+            width: w,
+            height: h,
+            channels: 3,
+            stride: 3 * w as usize,
+            data: Box::into_raw(v.into_boxed_slice()) as *mut u8,
+            seed: s.seeds[i as usize],
+            bits: s.bits[i as usize],
+        });
+    }
+    Ok(out.into_boxed_slice())
+}
+
+/// # Safety
+/// `images` is NULL or an array of `count` images returned by one sampling call, not yet freed.
+#[no_mangle]
+pub unsafe extern "C" fn spn_images_free(images: *mut spn_image, count: u32) {
+    quiet(|| {
+        if images.is_null() {
+            return;
+        }
+        // SAFETY: the array was made by `to_images` as a boxed slice of `count` images (the caller's
+        // contract), so it is rebuilt with the same length.
+        let all =
+            unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(images, count as usize)) };
+        for im in all.iter().filter(|im| !im.data.is_null()) {
+            let len = im.stride * im.height as usize;
+            // SAFETY: each buffer is a boxed slice of exactly stride * height bytes (`to_images`).
+            drop(unsafe { Box::from_raw(std::ptr::slice_from_raw_parts_mut(im.data, len)) });
+        }
+    })
+}
+
+/// # Safety
+/// `image` is NULL or an image returned by libspn and not yet freed; `path` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn spn_image_write_png(
+    image: *const spn_image,
+    path: *const c_char,
+) -> spn_status {
+    boundary("spn_image_write_png", || {
+        if image.is_null() {
+            return Err(invalid("image is NULL"));
+        }
+        // SAFETY: NULL or NUL-terminated (the caller's contract).
+        let path = unsafe { c_path(path, "path") }?.ok_or_else(|| invalid("path is NULL"))?;
+        // SAFETY: non-null, and an image libspn returned (the caller's contract).
+        let im = unsafe { &*image };
+        if im.data.is_null() || im.channels != 3 || im.stride != 3 * im.width as usize {
+            return Err(invalid("not an image returned by libspn"));
+        }
+        let len = im.stride * im.height as usize;
+        // SAFETY: libspn's images own exactly stride * height bytes at data (`to_images`).
+        let buf = unsafe { std::slice::from_raw_parts(im.data, len) }.to_vec();
+        let img = image::RgbImage::from_raw(im.width, im.height, buf)
+            .ok_or_else(|| invalid("bad image size"))?;
+        spn_core::data::save_png(&img, &path).map_err(|e| Fail(SPN_ERR_IO, e.to_string()))?;
+        Ok(())
+    })
+}

@@ -1,0 +1,181 @@
+//! `spn_model`: loading a bundle, its description, and freeing it.
+use crate::boundary::{
+    boundary, c_path, invalid, quiet, read_sized, spn_status, Fail, SPN_ERR_DEVICE, SPN_ERR_MODEL,
+};
+use crate::handles::Registry;
+use spn_core::Pipeline;
+use std::ffi::{c_char, c_int};
+
+/// A loaded model. Its weights are only read after loading, and libtorch allows concurrent reads of
+/// tensors (inference on shared weights from many threads; grad mode is per thread).
+pub struct SpnModel {
+    pub pipeline: Pipeline,
+}
+// SAFETY: the pipeline's tensors are never written after loading, and libtorch supports concurrent reads
+// of tensors from many threads (see the struct's comment).
+unsafe impl Sync for SpnModel {}
+// SAFETY: libtorch tensors may move between threads; nothing here is tied to the loading thread.
+unsafe impl Send for SpnModel {}
+
+pub static MODELS: Registry<SpnModel> = Registry::new("model");
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct spn_model_params {
+    pub struct_size: u32,
+    pub device: c_int,
+    pub cuda_index: i32,
+}
+
+impl spn_model_params {
+    /// Where each field ends: the struct sizes an older header may pass.
+    pub const FIELD_ENDS: &'static [usize] = &[8, 12];
+}
+
+impl Default for spn_model_params {
+    fn default() -> Self {
+        Self {
+            struct_size: std::mem::size_of::<Self>() as u32,
+            device: 0,
+            cuda_index: 0,
+        }
+    }
+}
+
+/// # Safety
+/// `params` is NULL or points to a writable `spn_model_params`.
+#[no_mangle]
+pub unsafe extern "C" fn spn_model_params_init(params: *mut spn_model_params) {
+    quiet(|| {
+        if !params.is_null() {
+            // SAFETY: non-null and writable by the caller's contract.
+            unsafe { params.write_unaligned(spn_model_params::default()) };
+        }
+    })
+}
+
+fn device_of(params: &spn_model_params) -> Result<tch::Device, Fail> {
+    match params.device {
+        0 => Ok(tch::Device::cuda_if_available()),
+        1 => Ok(tch::Device::Cpu),
+        2 => {
+            let n = tch::Cuda::device_count();
+            if params.cuda_index < 0 || params.cuda_index as i64 >= n {
+                return Err(Fail(
+                    SPN_ERR_DEVICE,
+                    format!(
+                        "CUDA device {} requested but {n} CUDA device(s) are available",
+                        params.cuda_index
+                    ),
+                ));
+            }
+            Ok(tch::Device::Cuda(params.cuda_index as usize))
+        }
+        d => Err(invalid(format!("unknown device {d}"))),
+    }
+}
+
+/// # Safety
+/// `path` is NULL or a NUL-terminated string; `params` is NULL or a struct of at least its `struct_size`
+/// bytes; `out_model` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn spn_model_load(
+    path: *const c_char,
+    params: *const spn_model_params,
+    out_model: *mut *mut SpnModel,
+) -> spn_status {
+    boundary("spn_model_load", || {
+        if out_model.is_null() {
+            return Err(invalid("out_model is NULL"));
+        }
+        let default = spn_model_params::default();
+        // SAFETY: `params` is NULL or holds struct_size bytes (the caller's contract).
+        let params = unsafe {
+            read_sized(
+                params,
+                default,
+                spn_model_params::FIELD_ENDS,
+                "spn_model_params",
+            )
+        }?;
+        // SAFETY: NULL or NUL-terminated (the caller's contract).
+        let path = match unsafe { c_path(path, "path") }? {
+            Some(p) => p,
+            None => spn_core::default_model_path().ok_or_else(|| {
+                Fail(
+                    SPN_ERR_MODEL,
+                    "no bundled default model found; pass a path or set SPN_MODEL".into(),
+                )
+            })?,
+        };
+        let device = device_of(&params)?;
+        if !path.exists() {
+            return Err(Fail(
+                SPN_ERR_MODEL,
+                format!("model file {} does not exist", path.display()),
+            ));
+        }
+        let pipeline = Pipeline::load(&path, device)?;
+        log::info!("loaded {} on {device:?}", path.display());
+        let handle = MODELS.insert(SpnModel { pipeline })?;
+        // SAFETY: non-null (checked) and writable (the caller's contract).
+        unsafe { *out_model = handle };
+        Ok(())
+    })
+}
+
+#[no_mangle]
+pub extern "C" fn spn_model_free(model: *mut SpnModel) {
+    quiet(|| MODELS.remove(model))
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct spn_model_info {
+    pub struct_size: u32,
+    pub width: u32,
+    pub height: u32,
+    pub scale: u32,
+    pub msb_bits: u32,
+    pub stages: u32,
+    pub parameters: u64,
+}
+
+/// # Safety
+/// `info` is NULL or points to a struct whose `struct_size` the caller set, of that many writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn spn_model_get_info(
+    model: *const SpnModel,
+    info: *mut spn_model_info,
+) -> spn_status {
+    boundary("spn_model_get_info", || {
+        let m = MODELS.get(model)?;
+        if info.is_null() {
+            return Err(invalid("info is NULL"));
+        }
+        // SAFETY: non-null; the struct starts with its u32 struct_size (the caller's contract).
+        let size = unsafe { std::ptr::read_unaligned(info as *const u32) } as usize;
+        if size < 8 {
+            return Err(invalid(
+                "spn_model_info.struct_size must be set to sizeof(spn_model_info)",
+            ));
+        }
+        let c = &m.pipeline.config;
+        let n = size.min(std::mem::size_of::<spn_model_info>());
+        let full = spn_model_info {
+            struct_size: n as u32,
+            width: c.width as u32,
+            height: c.height as u32,
+            scale: c.scale as u32,
+            msb_bits: c.msb_bits.unwrap_or(0),
+            stages: m.pipeline.stages.len() as u32,
+            parameters: m.pipeline.parameter_count(None) as u64,
+        };
+        // SAFETY: the caller's struct has `size` >= n writable bytes; only the fields it has are written
+        // (an output struct may end inside a field: that field is then cut, never over-written past n).
+        unsafe {
+            std::ptr::copy_nonoverlapping(&full as *const _ as *const u8, info as *mut u8, n)
+        };
+        Ok(())
+    })
+}
