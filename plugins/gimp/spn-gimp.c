@@ -82,6 +82,32 @@ static void query(void) {
     gimp_plugin_menu_register(SIZE_PROC, "<Image>/Filters/Generic/SPN");
 }
 
+/* One call of a procedure: its name and run mode, and where its return values go (ret[0] the status,
+ * ret[1] the new image or the error message). */
+typedef struct {
+    const gchar *name;
+    GimpRunMode mode;
+    GimpParam *ret;
+    gint *nret;
+} Call;
+
+/* The loaded model, the sampling parameters of the call, and the images the model returned. */
+typedef struct {
+    spn_model *model;
+    spn_model_info info;
+    spn_sample_params sp;
+    spn_image *out;
+    uint32_t n;
+} Session;
+
+/* The layer an editing procedure works on, read as RGBA u8 (w * h * 4). */
+typedef struct {
+    gint32 image;
+    gint32 drawable;
+    gint w, h;
+    guchar *px;
+} Layer;
+
 static int on_progress(void *user, uint64_t done, uint64_t total) {
     (void)user;
     gimp_progress_update(total ? (gdouble)done / (gdouble)total : 0.0);
@@ -89,62 +115,26 @@ static int on_progress(void *user, uint64_t done, uint64_t total) {
 }
 
 /* A message for the user, also returned to scripts. */
-static GimpPDBStatusType fail(GimpParam *ret, gint *nret, const gchar *fmt, ...) G_GNUC_PRINTF(3, 4);
-static GimpPDBStatusType fail(GimpParam *ret, gint *nret, const gchar *fmt, ...) {
+static GimpPDBStatusType fail(Call *c, const gchar *fmt, ...) G_GNUC_PRINTF(2, 3);
+static GimpPDBStatusType fail(Call *c, const gchar *fmt, ...) {
     static gchar msg[2048];
     va_list ap;
     va_start(ap, fmt);
     g_vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     g_message("SPN: %s", msg);
-    *nret = 2;
-    ret[1].type = GIMP_PDB_STRING;
-    ret[1].data.d_string = msg;
+    *c->nret = 2;
+    c->ret[1].type = GIMP_PDB_STRING;
+    c->ret[1].data.d_string = msg;
     return GIMP_PDB_EXECUTION_ERROR;
 }
 
-static spn_model *load_model(const gchar *path, GimpParam *ret, gint *nret, GimpPDBStatusType *status) {
-    spn_model *model = NULL;
-    if (spn_init(SPN_ABI_VERSION) != SPN_OK) {
-        *status = fail(ret, nret, "libspn is too old: %s", spn_last_error());
-        return NULL;
-    }
-    if (spn_model_load(path && path[0] ? path : NULL, NULL, &model) != SPN_OK) {
-        *status = fail(ret, nret, "cannot load the model: %s", spn_last_error());
-        return NULL;
-    }
-    return model;
-}
-
-/* Reads a drawable as RGBA u8 (w * h * 4). */
-static guchar *read_rgba(gint32 drawable, gint w, gint h) {
-    GeglBuffer *buf = gimp_drawable_get_buffer(drawable);
-    guchar *px = g_malloc((gsize)w * h * 4);
-    gegl_buffer_get(buf, GEGL_RECTANGLE(0, 0, w, h), 1.0, babl_format("R'G'B'A u8"), px, GEGL_AUTO_ROWSTRIDE,
-                    GEGL_ABYSS_NONE);
-    g_object_unref(buf);
-    return px;
-}
-
-static void write_rgba(gint32 drawable, gint w, gint h, const guchar *px) {
-    GeglBuffer *shadow = gimp_drawable_get_shadow_buffer(drawable);
-    gegl_buffer_set(shadow, GEGL_RECTANGLE(0, 0, w, h), 0, babl_format("R'G'B'A u8"), px, GEGL_AUTO_ROWSTRIDE);
-    gegl_buffer_flush(shadow);
-    g_object_unref(shadow);
-    gimp_drawable_merge_shadow(drawable, TRUE);
-    gimp_drawable_update(drawable, 0, 0, w, h);
-}
-
-/* A layer from an spn_image (RGB) added on top of `image`. */
-static gint32 add_layer(gint32 image, const spn_image *im, const gchar *name) {
-    gint32 layer = gimp_layer_new(image, name, (gint)im->width, (gint)im->height, GIMP_RGB_IMAGE, 100.0,
-                                  GIMP_LAYER_MODE_NORMAL);
-    gimp_image_insert_layer(image, layer, 0, 0);
-    GeglBuffer *buf = gimp_drawable_get_buffer(layer);
-    gegl_buffer_set(buf, GEGL_RECTANGLE(0, 0, im->width, im->height), 0, babl_format("R'G'B' u8"), im->data,
-                    (gint)im->stride);
-    g_object_unref(buf);
-    return layer;
+/* A new image for the caller: shown unless run from a script, and returned. */
+static void return_image(Call *c, gint32 image) {
+    if (c->mode != GIMP_RUN_NONINTERACTIVE) gimp_display_new(image);
+    *c->nret = 2;
+    c->ret[1].type = GIMP_PDB_IMAGE;
+    c->ret[1].data.d_image = image;
 }
 
 static gboolean dialog(gboolean with_count) {
@@ -177,175 +167,251 @@ static gboolean dialog(gboolean with_count) {
     return ok;
 }
 
+/* The model, seed and temperature (and, for generation, the count) into `vals`: from the arguments, the
+ * dialog, or the last values. Generation's model is argument 1; the editing procedures' is argument 3. */
+static GimpPDBStatusType read_values(Call *c, gint nparams, const GimpParam *param, gboolean with_count) {
+    gint m = with_count ? 1 : 3, k = with_count ? 1 : 0;
+    gimp_get_data(c->name, &vals);
+    if (c->mode == GIMP_RUN_NONINTERACTIVE) {
+        if (nparams != m + 3 + k) return fail(c, "wrong number of arguments");
+        const gchar *model = param[m].data.d_string;
+        g_strlcpy(vals.model, model ? model : "", sizeof vals.model);
+        if (with_count) vals.count = param[m + 1].data.d_int32;
+        vals.seed = param[m + 1 + k].data.d_int32;
+        vals.temperature = param[m + 2 + k].data.d_float;
+    } else if (c->mode == GIMP_RUN_INTERACTIVE && !dialog(with_count)) {
+        return GIMP_PDB_CANCEL;
+    }
+    if (vals.temperature <= 0) return fail(c, "temperature must be > 0");
+    return GIMP_PDB_SUCCESS;
+}
+
+/* The model named in `vals`, its info and the sampling parameters of `vals`, into `s`. */
+static GimpPDBStatusType open_model(Call *c, Session *s) {
+    if (spn_init(SPN_ABI_VERSION) != SPN_OK) return fail(c, "libspn is too old: %s", spn_last_error());
+    if (spn_model_load(vals.model[0] ? vals.model : NULL, NULL, &s->model) != SPN_OK) {
+        s->model = NULL;
+        return fail(c, "cannot load the model: %s", spn_last_error());
+    }
+    s->info.struct_size = sizeof s->info;
+    spn_model_get_info(s->model, &s->info);
+    spn_sample_params_init(&s->sp);
+    s->sp.seed = (uint64_t)vals.seed;
+    s->sp.temperature = (float)vals.temperature;
+    s->sp.progress = on_progress;
+    return GIMP_PDB_SUCCESS;
+}
+
+/* Frees what open_model and the sampling call left in `s` (nothing when no model was loaded). */
+static void close_model(Session *s) {
+    if (!s->model) return;
+    spn_images_free(s->out, s->n);
+    spn_model_free(s->model);
+}
+
+/* A layer named `prefix` and the sample's seed, from an spn_image (RGB), added on top of `image`. */
+static void add_layer(gint32 image, const spn_image *im, const gchar *prefix) {
+    gchar *name = g_strdup_printf("%s %" G_GUINT64_FORMAT, prefix, im->seed);
+    gint32 layer = gimp_layer_new(image, name, (gint)im->width, (gint)im->height, GIMP_RGB_IMAGE, 100.0,
+                                  GIMP_LAYER_MODE_NORMAL);
+    g_free(name);
+    gimp_image_insert_layer(image, layer, 0, 0);
+    GeglBuffer *buf = gimp_drawable_get_buffer(layer);
+    gegl_buffer_set(buf, GEGL_RECTANGLE(0, 0, im->width, im->height), 0, babl_format("R'G'B' u8"), im->data,
+                    (gint)im->stride);
+    g_object_unref(buf);
+}
+
+static GimpPDBStatusType run_generate(Call *c, gint nparams, const GimpParam *param) {
+    Session s = {0};
+    GimpPDBStatusType status = read_values(c, nparams, param, TRUE);
+    if (status == GIMP_PDB_SUCCESS) status = open_model(c, &s);
+    if (status == GIMP_PDB_SUCCESS && (vals.count < 1 || vals.count > 1024))
+        status = fail(c, "count must be in 1..1024");
+    if (status == GIMP_PDB_SUCCESS) {
+        s.sp.count = (uint32_t)vals.count;
+        gimp_progress_init("SPN: generating...");
+        if (spn_generate(s.model, &s.sp, &s.out, &s.n) != SPN_OK)
+            status = fail(c, "generation failed: %s", spn_last_error());
+    }
+    if (status == GIMP_PDB_SUCCESS) {
+        gint32 image = gimp_image_new((gint)s.info.width, (gint)s.info.height, GIMP_RGB);
+        gimp_image_undo_disable(image);
+        for (uint32_t i = 0; i < s.n; i++) add_layer(image, &s.out[i], "spn seed");
+        gimp_image_undo_enable(image);
+        return_image(c, image);
+    }
+    close_model(&s);
+    return status;
+}
+
+/* Reads a drawable as RGBA u8 (w * h * 4). */
+static guchar *read_rgba(gint32 drawable, gint w, gint h) {
+    GeglBuffer *buf = gimp_drawable_get_buffer(drawable);
+    guchar *px = g_malloc((gsize)w * h * 4);
+    gegl_buffer_get(buf, GEGL_RECTANGLE(0, 0, w, h), 1.0, babl_format("R'G'B'A u8"), px, GEGL_AUTO_ROWSTRIDE,
+                    GEGL_ABYSS_NONE);
+    g_object_unref(buf);
+    return px;
+}
+
+static void write_rgba(gint32 drawable, gint w, gint h, const guchar *px) {
+    GeglBuffer *shadow = gimp_drawable_get_shadow_buffer(drawable);
+    gegl_buffer_set(shadow, GEGL_RECTANGLE(0, 0, w, h), 0, babl_format("R'G'B'A u8"), px, GEGL_AUTO_ROWSTRIDE);
+    gegl_buffer_flush(shadow);
+    g_object_unref(shadow);
+    gimp_drawable_merge_shadow(drawable, TRUE);
+    gimp_drawable_update(drawable, 0, 0, w, h);
+}
+
+/* The argument layer into `l`: it must be RGB and as large as the model's images (`is_size`: as large as
+ * their slices). */
+static GimpPDBStatusType open_layer(Call *c, const Session *s, const GimpParam *param, gboolean is_size, Layer *l) {
+    l->image = param[1].data.d_image;
+    l->drawable = param[2].data.d_drawable;
+    if (!gimp_drawable_is_rgb(l->drawable))
+        return fail(c, "SPN works on RGB layers; this one is %s. Use Image > Mode > RGB first.",
+                    gimp_drawable_is_gray(l->drawable) ? "grayscale" : "indexed");
+    l->w = gimp_drawable_width(l->drawable);
+    l->h = gimp_drawable_height(l->drawable);
+    gint need_w = is_size ? (gint)(s->info.width / s->info.scale) : (gint)s->info.width;
+    gint need_h = is_size ? (gint)(s->info.height / s->info.scale) : (gint)s->info.height;
+    if (l->w != need_w || l->h != need_h)
+        return fail(c, "the layer is %dx%d; this model %s %dx%d layers (Image > Scale Image first)", l->w, l->h,
+                    is_size ? "upscales" : "works on", need_w, need_h);
+    l->px = read_rgba(l->drawable, l->w, l->h);
+    return GIMP_PDB_SUCCESS;
+}
+
+static spn_image_view layer_view(const Layer *l) {
+    spn_image_view view = {(uint32_t)l->w, (uint32_t)l->h, 4, (size_t)l->w * 4, l->px};
+    return view;
+}
+
+/* The result of completion or depth upscaling written back to the layer, as one undo step.
+ * Completion: known pixels keep their exact values (alpha included); drawn ones are opaque.
+ * Depth upscaling (`known` NULL): every pixel gets new low bits, and keeps its alpha (transparent stays so). */
+static GimpPDBStatusType finish_edit(Call *c, spn_status st, const Session *s, Layer *l, const guchar *known) {
+    if (st != SPN_OK) return fail(c, "%s", spn_last_error());
+    const spn_image *out = &s->out[0];
+    for (gint y = 0; y < l->h; y++)
+        for (gint x = 0; x < l->w; x++) {
+            gint i = y * l->w + x;
+            if (known && known[i]) continue;
+            for (gint ch = 0; ch < 3; ch++) l->px[4 * i + ch] = out->data[y * out->stride + 3 * x + ch];
+            if (known) l->px[4 * i + 3] = 255;
+        }
+    gimp_image_undo_group_start(l->image);
+    write_rgba(l->drawable, l->w, l->h, l->px);
+    gimp_image_undo_group_end(l->image);
+    if (c->mode != GIMP_RUN_NONINTERACTIVE) gimp_displays_flush();
+    return GIMP_PDB_SUCCESS;
+}
+
+/* Known pixels (255) and unknown ones (0): unknown are the selected pixels; without a selection, the
+ * transparent ones. */
+static guchar *known_mask(const Layer *l) {
+    gint n = l->w * l->h;
+    guchar *known = g_malloc((gsize)n);
+    if (!gimp_selection_is_empty(l->image)) {
+        gint ox, oy;
+        gimp_drawable_offsets(l->drawable, &ox, &oy);
+        GeglBuffer *sel = gimp_drawable_get_buffer(gimp_image_get_selection(l->image));
+        gegl_buffer_get(sel, GEGL_RECTANGLE(ox, oy, l->w, l->h), 1.0, babl_format("Y u8"), known,
+                        GEGL_AUTO_ROWSTRIDE, GEGL_ABYSS_NONE);
+        g_object_unref(sel);
+        for (gint i = 0; i < n; i++) known[i] = known[i] >= 128 ? 0 : 255;
+    } else {
+        for (gint i = 0; i < n; i++) known[i] = l->px[4 * i + 3] >= 128 ? 255 : 0;
+    }
+    return known;
+}
+
+static GimpPDBStatusType run_complete(Call *c, gint nparams, const GimpParam *param) {
+    Session s = {0};
+    Layer l = {0};
+    GimpPDBStatusType status = read_values(c, nparams, param, FALSE);
+    if (status == GIMP_PDB_SUCCESS) status = open_model(c, &s);
+    if (status == GIMP_PDB_SUCCESS) status = open_layer(c, &s, param, FALSE, &l);
+    if (status == GIMP_PDB_SUCCESS) {
+        guchar *known = known_mask(&l);
+        spn_image_view view = layer_view(&l);
+        spn_image_view mask = {(uint32_t)l.w, (uint32_t)l.h, 1, (size_t)l.w, known};
+        gimp_progress_init("SPN: completing the selection...");
+        spn_status st = spn_complete(s.model, &view, &mask, &s.sp, &s.out, &s.n);
+        status = finish_edit(c, st, &s, &l, known);
+        g_free(known);
+    }
+    g_free(l.px);
+    close_model(&s);
+    return status;
+}
+
+static GimpPDBStatusType run_upscale_depth(Call *c, gint nparams, const GimpParam *param) {
+    Session s = {0};
+    Layer l = {0};
+    GimpPDBStatusType status = read_values(c, nparams, param, FALSE);
+    if (status == GIMP_PDB_SUCCESS) status = open_model(c, &s);
+    if (status == GIMP_PDB_SUCCESS) status = open_layer(c, &s, param, FALSE, &l);
+    if (status == GIMP_PDB_SUCCESS) {
+        /* The layer's own colours, alpha left out (blending onto white would lighten translucent pixels
+         * when their alpha is put back). */
+        gint n = l.w * l.h;
+        guchar *rgb = g_malloc((gsize)n * 3);
+        for (gint i = 0; i < n; i++)
+            for (gint ch = 0; ch < 3; ch++) rgb[3 * i + ch] = l.px[4 * i + ch];
+        spn_image_view view = {(uint32_t)l.w, (uint32_t)l.h, 3, (size_t)l.w * 3, rgb};
+        gimp_progress_init("SPN: upscaling depth...");
+        spn_status st = spn_upscale_depth(s.model, &view, &s.sp, &s.out, &s.n);
+        g_free(rgb);
+        status = finish_edit(c, st, &s, &l, NULL);
+    }
+    g_free(l.px);
+    close_model(&s);
+    return status;
+}
+
+static GimpPDBStatusType run_upscale_size(Call *c, gint nparams, const GimpParam *param) {
+    Session s = {0};
+    Layer l = {0};
+    GimpPDBStatusType status = read_values(c, nparams, param, FALSE);
+    if (status == GIMP_PDB_SUCCESS) status = open_model(c, &s);
+    if (status == GIMP_PDB_SUCCESS) status = open_layer(c, &s, param, TRUE, &l);
+    if (status == GIMP_PDB_SUCCESS) {
+        spn_image_view view = layer_view(&l);
+        gimp_progress_init("SPN: upscaling size...");
+        if (spn_upscale_size(s.model, &view, &s.sp, &s.out, &s.n) != SPN_OK) {
+            status = fail(c, "upscaling failed: %s", spn_last_error());
+        } else {
+            gint32 big = gimp_image_new((gint)s.out[0].width, (gint)s.out[0].height, GIMP_RGB);
+            add_layer(big, &s.out[0], "spn upscaled seed");
+            return_image(c, big);
+        }
+    }
+    g_free(l.px);
+    close_model(&s);
+    return status;
+}
+
 static void run(const gchar *name, gint nparams, const GimpParam *param, gint *nreturn_vals, GimpParam **return_vals) {
+    static const struct {
+        const gchar *name;
+        GimpPDBStatusType (*run)(Call *c, gint nparams, const GimpParam *param);
+    } procs[] = {
+        {GEN_PROC, run_generate},
+        {COMPLETE_PROC, run_complete},
+        {DEPTH_PROC, run_upscale_depth},
+        {SIZE_PROC, run_upscale_size},
+    };
     static GimpParam ret[2];
-    GimpPDBStatusType status = GIMP_PDB_SUCCESS;
-    GimpRunMode mode = (GimpRunMode)param[0].data.d_int32;
-    gboolean is_gen = strcmp(name, GEN_PROC) == 0;
+    Call c = {name, (GimpRunMode)param[0].data.d_int32, ret, nreturn_vals};
+    GimpPDBStatusType status = GIMP_PDB_CALLING_ERROR;
     *nreturn_vals = 1;
     *return_vals = ret;
     ret[0].type = GIMP_PDB_STATUS;
     gegl_init(NULL, NULL);
-
-    gimp_get_data(name, &vals);
-    if (mode == GIMP_RUN_NONINTERACTIVE) {
-        if (nparams != (is_gen ? 5 : 6)) {
-            ret[0].data.d_status = fail(ret, nreturn_vals, "wrong number of arguments");
-            return;
-        }
-        const gchar *m = param[is_gen ? 1 : 3].data.d_string;
-        g_strlcpy(vals.model, m ? m : "", sizeof vals.model);
-        if (is_gen) {
-            vals.count = param[2].data.d_int32;
-            vals.seed = param[3].data.d_int32;
-            vals.temperature = param[4].data.d_float;
-        } else {
-            vals.seed = param[4].data.d_int32;
-            vals.temperature = param[5].data.d_float;
-        }
-    } else if (mode == GIMP_RUN_INTERACTIVE) {
-        if (!dialog(is_gen)) {
-            ret[0].data.d_status = GIMP_PDB_CANCEL;
-            return;
-        }
-    }
-    if (vals.temperature <= 0) {
-        ret[0].data.d_status = fail(ret, nreturn_vals, "temperature must be > 0");
-        return;
-    }
-
-    spn_model *model = load_model(vals.model, ret, nreturn_vals, &status);
-    if (!model) {
-        ret[0].data.d_status = status;
-        return;
-    }
-    spn_model_info info;
-    info.struct_size = sizeof info;
-    spn_model_get_info(model, &info);
-    spn_sample_params sp;
-    spn_sample_params_init(&sp);
-    sp.seed = (uint64_t)vals.seed;
-    sp.temperature = (float)vals.temperature;
-    sp.progress = on_progress;
-    spn_image *out = NULL;
-    uint32_t n = 0;
-
-    if (is_gen) {
-        if (vals.count < 1 || vals.count > 1024) {
-            status = fail(ret, nreturn_vals, "count must be in 1..1024");
-            goto done;
-        }
-        sp.count = (uint32_t)vals.count;
-        gimp_progress_init("SPN: generating...");
-        if (spn_generate(model, &sp, &out, &n) != SPN_OK) {
-            status = fail(ret, nreturn_vals, "generation failed: %s", spn_last_error());
-            goto done;
-        }
-        gint32 image = gimp_image_new((gint)info.width, (gint)info.height, GIMP_RGB);
-        gimp_image_undo_disable(image);
-        for (uint32_t i = 0; i < n; i++) {
-            gchar *lname = g_strdup_printf("spn seed %" G_GUINT64_FORMAT, out[i].seed);
-            add_layer(image, &out[i], lname);
-            g_free(lname);
-        }
-        gimp_image_undo_enable(image);
-        if (mode != GIMP_RUN_NONINTERACTIVE) gimp_display_new(image);
-        *nreturn_vals = 2;
-        ret[1].type = GIMP_PDB_IMAGE;
-        ret[1].data.d_image = image;
-        goto done;
-    }
-
-    gint32 image = param[1].data.d_image;
-    gint32 drawable = param[2].data.d_drawable;
-    if (!gimp_drawable_is_rgb(drawable)) {
-        status = fail(ret, nreturn_vals, "SPN works on RGB layers; this one is %s. Use Image > Mode > RGB first.",
-                      gimp_drawable_is_gray(drawable) ? "grayscale" : "indexed");
-        goto done;
-    }
-    gint w = gimp_drawable_width(drawable), h = gimp_drawable_height(drawable);
-    gboolean is_size = strcmp(name, SIZE_PROC) == 0;
-    gint need_w = is_size ? (gint)(info.width / info.scale) : (gint)info.width;
-    gint need_h = is_size ? (gint)(info.height / info.scale) : (gint)info.height;
-    if (w != need_w || h != need_h) {
-        status = fail(ret, nreturn_vals, "the layer is %dx%d; this model %s %dx%d layers (Image > Scale Image first)",
-                      w, h, is_size ? "upscales" : "works on", need_w, need_h);
-        goto done;
-    }
-    guchar *px = read_rgba(drawable, w, h);
-    spn_image_view view = {(uint32_t)w, (uint32_t)h, 4, (size_t)w * 4, px};
-
-    if (is_size) {
-        gimp_progress_init("SPN: upscaling size...");
-        if (spn_upscale_size(model, &view, &sp, &out, &n) != SPN_OK) {
-            status = fail(ret, nreturn_vals, "upscaling failed: %s", spn_last_error());
-        } else {
-            gint32 big = gimp_image_new((gint)out[0].width, (gint)out[0].height, GIMP_RGB);
-            gchar *lname = g_strdup_printf("spn upscaled seed %" G_GUINT64_FORMAT, out[0].seed);
-            add_layer(big, &out[0], lname);
-            g_free(lname);
-            if (mode != GIMP_RUN_NONINTERACTIVE) gimp_display_new(big);
-            *nreturn_vals = 2;
-            ret[1].type = GIMP_PDB_IMAGE;
-            ret[1].data.d_image = big;
-        }
-        g_free(px);
-        goto done;
-    }
-
-    spn_status st;
-    guchar *known = NULL;
-    if (strcmp(name, COMPLETE_PROC) == 0) {
-        /* Unknown: selected pixels; without a selection, transparent ones. */
-        known = g_malloc((gsize)w * h);
-        if (!gimp_selection_is_empty(image)) {
-            gint ox, oy;
-            gimp_drawable_offsets(drawable, &ox, &oy);
-            GeglBuffer *sel = gimp_drawable_get_buffer(gimp_image_get_selection(image));
-            gegl_buffer_get(sel, GEGL_RECTANGLE(ox, oy, w, h), 1.0, babl_format("Y u8"), known, GEGL_AUTO_ROWSTRIDE,
-                            GEGL_ABYSS_NONE);
-            g_object_unref(sel);
-            for (gint i = 0; i < w * h; i++) known[i] = known[i] >= 128 ? 0 : 255;
-        } else {
-            for (gint i = 0; i < w * h; i++) known[i] = px[4 * i + 3] >= 128 ? 255 : 0;
-        }
-        spn_image_view mask = {(uint32_t)w, (uint32_t)h, 1, (size_t)w, known};
-        gimp_progress_init("SPN: completing the selection...");
-        st = spn_complete(model, &view, &mask, &sp, &out, &n);
-    } else {
-        /* The layer's own colours, alpha left out (blending onto white would lighten translucent pixels
-         * when their alpha is put back). */
-        guchar *rgb = g_malloc((gsize)w * h * 3);
-        for (gint i = 0; i < w * h; i++)
-            for (gint c = 0; c < 3; c++) rgb[3 * i + c] = px[4 * i + c];
-        spn_image_view rgb_view = {(uint32_t)w, (uint32_t)h, 3, (size_t)w * 3, rgb};
-        gimp_progress_init("SPN: upscaling depth...");
-        st = spn_upscale_depth(model, &rgb_view, &sp, &out, &n);
-        g_free(rgb);
-    }
-    if (st != SPN_OK) {
-        status = fail(ret, nreturn_vals, "%s", spn_last_error());
-    } else {
-        /* Completion: known pixels keep their exact values (alpha included); drawn ones are opaque.
-         * Depth upscaling: every pixel gets new low bits, and keeps its alpha (transparent stays so). */
-        for (gint y = 0; y < h; y++)
-            for (gint x = 0; x < w; x++) {
-                gint i = y * w + x;
-                if (known && known[i]) continue;
-                for (gint c = 0; c < 3; c++) px[4 * i + c] = out[0].data[y * out[0].stride + 3 * x + c];
-                if (known) px[4 * i + 3] = 255;
-            }
-        gimp_image_undo_group_start(image);
-        write_rgba(drawable, w, h, px);
-        gimp_image_undo_group_end(image);
-        if (mode != GIMP_RUN_NONINTERACTIVE) gimp_displays_flush();
-    }
-    g_free(known);
-    g_free(px);
-
-done:
-    spn_images_free(out, n);
-    spn_model_free(model);
-    if (status == GIMP_PDB_SUCCESS && mode == GIMP_RUN_INTERACTIVE) gimp_set_data(name, &vals, sizeof vals);
+    for (gsize i = 0; i < G_N_ELEMENTS(procs); i++)
+        if (strcmp(name, procs[i].name) == 0) status = procs[i].run(&c, nparams, param);
+    if (status == GIMP_PDB_SUCCESS && c.mode == GIMP_RUN_INTERACTIVE) gimp_set_data(name, &vals, sizeof vals);
     ret[0].data.d_status = status;
 }
