@@ -5,6 +5,7 @@ pub mod bench;
 pub mod bundle;
 pub mod config;
 pub mod data;
+pub mod decode;
 #[cfg(feature = "dist")]
 pub mod dist;
 #[cfg(not(feature = "dist"))]

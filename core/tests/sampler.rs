@@ -1,7 +1,7 @@
 //! docs/design.md invariants 2-5 for the sampler: incremental = full, teacher-forced log-probabilities = parallel
 //! NLL, clamping, determinism and batch independence, cancellation, and sampling that follows the model.
-use spn::model::cpu_decoder::{CpuSliceDecoder, CpuStepWeights};
-use spn::model::incremental::{SliceDecoder, StepWeights};
+use spn::decode::cpu::{CpuSliceDecoder, CpuStepWeights};
+use spn::decode::tensor::{SliceDecoder, StepWeights};
 use spn::model::Values;
 use spn::sampler::{no_progress, CancelToken, Decoding, SampleOptions, Sampler};
 use spn::{Error, Pipeline, PipelineConfig};
@@ -225,6 +225,7 @@ fn naive_and_incremental_samplers_draw_the_same_images() {
                 decoding,
                 batch_size: 4,
                 temperature: 1.0,
+                positions_per_slice: None,
             },
         )
         .unwrap();

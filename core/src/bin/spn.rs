@@ -265,6 +265,7 @@ impl Sampling {
             } else {
                 Decoding::Incremental
             },
+            positions_per_slice: None,
         }
     }
 }

@@ -1,9 +1,7 @@
 //! The SPN network, one module per component.
-pub mod cpu_decoder;
 pub mod decoder;
 pub mod embedder;
 pub mod head;
-pub mod incremental;
 pub mod layers;
 pub mod spn;
 pub mod values;

@@ -1,9 +1,9 @@
 //! Incremental decoding: per-layer caches (the rows a masked convolution sees; keys and values of
 //! attention) so that each step computes only the new position. Its logits equal the full pass's.
-use super::layers::{conv2d_same, linear};
-use super::spn::SpnNet;
-use super::values::Values;
 use crate::error::Result;
+use crate::model::layers::{conv2d_same, linear};
+use crate::model::SpnNet;
+use crate::model::Values;
 use tch::{Kind, Tensor};
 
 /// Decoder weights rearranged once for single-position matrix products.
@@ -209,6 +209,10 @@ impl<'a> SliceDecoder<'a> {
         self.net.head.trunk(&x.f_view([self.b, d, 1, 1])?)
     }
 
+    pub fn device(&self) -> tch::Device {
+        self.ctx.device()
+    }
+
     /// Records the pixel at `pos` (values `(B, 3)`, integer levels) so later positions can see it.
     pub fn commit(&mut self, pos: i64, values: &Tensor) -> Result<()> {
         let (r, c) = (pos / self.wd, pos % self.wd);
@@ -234,5 +238,46 @@ impl<'a> SliceDecoder<'a> {
             }
         }
         Ok(())
+    }
+}
+
+/// The tensor engine behind the common interface: its caches on the model's device, the head's logits
+/// brought to the host for the sampler's draw.
+pub struct TensorSlice<'a> {
+    net: &'a SpnNet,
+    dec: SliceDecoder<'a>,
+    feats: Option<Tensor>,
+    logits: Vec<f32>,
+}
+
+impl<'a> TensorSlice<'a> {
+    pub fn new(net: &'a SpnNet, w: &'a StepWeights, ctx: &Tensor) -> Result<Self> {
+        Ok(Self {
+            net,
+            dec: SliceDecoder::new(net, w, ctx)?,
+            feats: None,
+            logits: Vec::new(),
+        })
+    }
+}
+
+impl super::SliceDecoding for TensorSlice<'_> {
+    fn features(&mut self, pos: usize) -> Result<()> {
+        self.feats = Some(self.dec.features(pos as i64)?);
+        Ok(())
+    }
+
+    fn channel_logits(&mut self, ch: usize, chosen: &[[i64; 3]]) -> Result<&[f32]> {
+        let feats = self
+            .feats
+            .as_ref()
+            .ok_or_else(|| crate::Error::Other("features before logits".into()))?;
+        self.logits = super::head_logits(self.net, feats, ch, chosen)?;
+        Ok(&self.logits)
+    }
+
+    fn commit(&mut self, pos: usize, values: &[[i64; 3]]) -> Result<()> {
+        let px = super::pixels(values, self.dec.device())?;
+        self.dec.commit(pos as i64, &px)
     }
 }

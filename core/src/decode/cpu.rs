@@ -8,15 +8,15 @@
 //! - a decoder holds a group of images; the sampler gives each thread its own group for a whole slice, so
 //!   threads never wait for each other within a slice.
 //!
-//! The arithmetic is the same as [`super::incremental::SliceDecoder`]'s and the full pass's; tests hold the
+//! The arithmetic is the same as [`super::tensor::SliceDecoder`]'s and the full pass's; tests hold the
 //! logits of all three to the same tolerance.
 // Index loops over several equal-length rows at once read more plainly here than zipped iterators.
 #![allow(clippy::needless_range_loop)]
-use super::spn::SpnNet;
 use crate::error::Result;
+use crate::model::SpnNet;
 use tch::{Device, Kind, Tensor};
 
-const LAYER_NORM_EPS: f32 = super::layers::LAYER_NORM_EPS as f32;
+const LAYER_NORM_EPS: f32 = crate::model::layers::LAYER_NORM_EPS as f32;
 
 /// A tensor as a flat `f32` vector on the host, in row-major order.
 pub(crate) fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
@@ -315,6 +315,10 @@ impl CpuStepWeights {
 
     pub fn width(&self) -> usize {
         self.w
+    }
+
+    pub fn channels(&self) -> usize {
+        self.d
     }
 
     /// Width of the context projection per position: 2D per block.
@@ -777,5 +781,21 @@ fn attend<const FMA: bool>(
     gemm(g, d, d, y, d, &a.out.0, out, d, 1.0);
     for (xv, o) in x[..g * d].iter_mut().zip(out.iter()) {
         *xv += o;
+    }
+}
+
+impl super::SliceDecoding for CpuSliceDecoder<'_> {
+    fn features(&mut self, pos: usize) -> Result<()> {
+        CpuSliceDecoder::features(self, pos);
+        Ok(())
+    }
+
+    fn channel_logits(&mut self, ch: usize, chosen: &[[i64; 3]]) -> Result<&[f32]> {
+        Ok(CpuSliceDecoder::channel_logits(self, ch, chosen))
+    }
+
+    fn commit(&mut self, pos: usize, values: &[[i64; 3]]) -> Result<()> {
+        CpuSliceDecoder::commit(self, pos, values);
+        Ok(())
     }
 }

@@ -1,0 +1,65 @@
+//! The naive engine: a full decoder pass over the whole slice for every position. Slow (h*w passes per
+//! slice) and obviously right: the reference the incremental engines are held to.
+use super::{head_logits, pixels, SliceDecoding};
+use crate::error::Result;
+use crate::model::{SpnNet, Values};
+use tch::Tensor;
+
+pub struct NaiveSlice<'a> {
+    net: &'a SpnNet,
+    ctx: Tensor,
+    /// The slice's values `(B, 3, h, w)`, with every committed pixel in place.
+    values: Tensor,
+    feats: Option<Tensor>,
+    logits: Vec<f32>,
+}
+
+impl<'a> NaiveSlice<'a> {
+    pub fn new(net: &'a SpnNet, ctx: Tensor, values: Tensor) -> Result<Self> {
+        let mut own = values.f_empty_like()?;
+        own.f_copy_(&values)?;
+        Ok(Self {
+            net,
+            ctx,
+            values: own,
+            feats: None,
+            logits: Vec::new(),
+        })
+    }
+}
+
+impl SliceDecoding for NaiveSlice<'_> {
+    fn features(&mut self, pos: usize) -> Result<()> {
+        let (b, _, _, w) = self.values.size4()?;
+        let x = Values::Hard(self.values.shallow_clone()).normalized(self.net.spec.levels())?;
+        let trunk = self
+            .net
+            .head
+            .trunk(&self.net.decoder.forward(&x, &self.ctx)?)?; // (B, h, w, D)
+        let pos = pos as i64;
+        self.feats = Some(
+            trunk
+                .f_select(1, pos / w)?
+                .f_select(1, pos % w)?
+                .f_view([b, 1, 1, -1])?,
+        );
+        Ok(())
+    }
+
+    fn channel_logits(&mut self, ch: usize, chosen: &[[i64; 3]]) -> Result<&[f32]> {
+        let feats = self
+            .feats
+            .as_ref()
+            .ok_or_else(|| crate::Error::Other("features before logits".into()))?;
+        self.logits = head_logits(self.net, feats, ch, chosen)?;
+        Ok(&self.logits)
+    }
+
+    fn commit(&mut self, pos: usize, values: &[[i64; 3]]) -> Result<()> {
+        let (_, _, _, w) = self.values.size4()?;
+        let px = pixels(values, self.values.device())?; // (B, 3)
+        let (r, c) = (pos as i64 / w, pos as i64 % w);
+        self.values.f_select(3, c)?.f_select(2, r)?.f_copy_(&px)?;
+        Ok(())
+    }
+}
