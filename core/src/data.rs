@@ -133,7 +133,7 @@ fn collect_images(dir: &Path, into: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Split {
     All,
     Train,

@@ -50,56 +50,48 @@ pub struct TrainOptions {
     /// A new run may replace the bundle and checkpoint of an earlier one at `out`.
     #[serde(skip)]
     pub overwrite: bool,
-    /// Settings given again when resuming (the others stay as saved in the checkpoint).
+    /// Names of the fields given again when resuming (`batch_size`, `lr`, ...): they replace the saved
+    /// values, the others stay as saved in the checkpoint.
     #[serde(skip)]
-    pub on_resume: ResumeChanges,
+    pub given: Vec<String>,
 }
 
-/// Settings a resumed run takes from its command line rather than from its checkpoint. Those that would
-/// change what the run is (its held-out split, whether and how it averages weights) must match the saved
-/// ones.
-#[derive(Clone, Debug, Default)]
-pub struct ResumeChanges {
-    pub batch_size: Option<i64>,
-    pub lr: Option<f64>,
-    pub warmup: Option<u64>,
-    pub clip: Option<f64>,
-    pub seed: Option<u64>,
-    pub eval_images: Option<usize>,
-    pub ema: Option<f64>,
-    pub heldout_percent: Option<u32>,
-}
+/// Settings a resumed run may take from its command line rather than its checkpoint.
+pub const RESUMABLE: &[&str] = &["batch_size", "lr", "warmup", "clip", "seed", "eval_images"];
+/// Settings that would change what the run is (its held-out split, whether and how it averages weights):
+/// given on resume, they must match the saved ones.
+pub const FIXED: &[&str] = &["heldout_percent", "ema"];
 
-impl ResumeChanges {
-    fn apply(&self, saved: &mut TrainOptions) -> Result<()> {
-        if let Some(p) = self.heldout_percent.filter(|&p| p != saved.heldout_percent) {
+/// Applies the settings `given` on the command line (`new`) to the options `saved` with a run, through
+/// their serialised form, so that the list of settings is the struct's own.
+fn apply_given(saved: TrainOptions, new: &TrainOptions) -> Result<TrainOptions> {
+    let bad = |e: serde_json::Error| Error::Other(format!("train options: {e}"));
+    let (mut s, n) = (
+        serde_json::to_value(&saved).map_err(bad)?,
+        serde_json::to_value(new).map_err(bad)?,
+    );
+    for name in &new.given {
+        let (old, given) = (&s[name.as_str()], &n[name.as_str()]);
+        if old == given {
+            continue;
+        }
+        let flag = name.replace('_', "-");
+        if FIXED.contains(&name.as_str()) {
+            let was = match (name.as_str(), old) {
+                ("heldout_percent", v) => format!("holds out {v}% of its images"),
+                (_, serde_json::Value::Null) => format!("was started without --{flag}"),
+                (_, v) => format!("was started with --{flag} {v}"),
+            };
             return Err(Error::input(format!(
-                "--heldout-percent {p}: this run holds out {}% of its images, and changing that would train on held-out images; drop the option to resume",
-                saved.heldout_percent
+                "--{flag} {given}: this run {was}, and changing that would make it another run (or train on held-out images); drop the option to resume"
             )));
         }
-        if let Some(e) = self.ema.filter(|&e| Some(e) != saved.ema) {
-            return Err(Error::input(format!(
-                "--ema {e}: this run was started with {}; drop the option to resume",
-                saved
-                    .ema
-                    .map_or("no EMA".to_string(), |d| format!("--ema {d}"))
-            )));
+        if RESUMABLE.contains(&name.as_str()) {
+            log::info!("resuming with --{flag} {given} (was {old})");
+            s[name.as_str()] = given.clone();
         }
-        fn set<T: PartialEq + std::fmt::Display + Copy>(name: &str, given: Option<T>, v: &mut T) {
-            if let Some(g) = given.filter(|g| g != v) {
-                log::info!("resuming with --{name} {g} (was {v})");
-                *v = g;
-            }
-        }
-        set("batch-size", self.batch_size, &mut saved.batch_size);
-        set("lr", self.lr, &mut saved.lr);
-        set("warmup", self.warmup, &mut saved.warmup);
-        set("clip", self.clip, &mut saved.clip);
-        set("seed", self.seed, &mut saved.seed);
-        set("eval-images", self.eval_images, &mut saved.eval_images);
-        Ok(())
     }
+    serde_json::from_value(s).map_err(bad)
 }
 
 impl TrainOptions {
@@ -122,7 +114,7 @@ impl TrainOptions {
             flip: false,
             init: None,
             overwrite: false,
-            on_resume: ResumeChanges::default(),
+            given: Vec::new(),
         }
     }
 }
@@ -276,9 +268,7 @@ impl Trainer {
                     opts.flip,
                 );
                 let (out, data) = (opts.out.clone(), opts.data.clone());
-                let changes = std::mem::take(&mut opts.on_resume);
-                opts = state.options;
-                changes.apply(&mut opts)?;
+                opts = apply_given(state.options, &opts)?;
                 opts.steps = steps;
                 opts.checkpoint_every = every;
                 opts.flip = flip;

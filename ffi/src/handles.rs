@@ -7,8 +7,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+/// Live objects by handle value (created on first use, so a registry can be a `static`).
+type Live<T> = Option<HashMap<usize, Arc<T>>>;
+
 pub struct Registry<T> {
-    live: Mutex<Option<HashMap<usize, Arc<T>>>>,
+    live: Mutex<Live<T>>,
     next: AtomicUsize,
     what: &'static str,
 }
@@ -26,7 +29,7 @@ impl<T> Registry<T> {
         }
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Option<HashMap<usize, Arc<T>>>>, Fail> {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Live<T>>, Fail> {
         self.live
             .lock()
             .map_err(|_| invalid("handle registry poisoned"))

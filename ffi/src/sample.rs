@@ -220,6 +220,40 @@ pub unsafe extern "C" fn spn_complete(
     unsafe { sample("spn_complete", model, params, out_images, out_count, job) }
 }
 
+type Upscale = fn(
+    &Sampler,
+    &tch::Tensor,
+    &[u64],
+    &mut dyn FnMut(&SampleProgress) -> bool,
+    &CancelToken,
+) -> spn_core::Result<Samples>;
+
+/// The two upscaling calls: one input image, then the sampler job `f`.
+///
+/// # Safety
+/// As spn_generate, and `image` is NULL or a valid view (spn.h).
+unsafe fn upscale(
+    name: &str,
+    f: Upscale,
+    model: *const SpnModel,
+    image: *const spn_image_view,
+    params: *const spn_sample_params,
+    out: (*mut *mut spn_image, *mut u32),
+) -> spn_status {
+    let job = Box::new(
+        move |s: &Sampler,
+              seeds: &[u64],
+              pr: &mut dyn FnMut(&SampleProgress) -> bool,
+              t: &CancelToken| {
+            // SAFETY: a valid view by the caller's contract; read inside the boundary.
+            let img = unsafe { read_view(image, "image") }.map_err(Error::from)?;
+            f(s, &img, seeds, pr, t)
+        },
+    );
+    // SAFETY: the caller's contract is sample's.
+    unsafe { sample(name, model, params, out.0, out.1, job) }
+}
+
 /// # Safety
 /// As spn_generate, and `image` is NULL or a valid view (spn.h).
 #[no_mangle]
@@ -230,25 +264,16 @@ pub unsafe extern "C" fn spn_upscale_size(
     out_images: *mut *mut spn_image,
     out_count: *mut u32,
 ) -> spn_status {
-    let job = Box::new(
-        |s: &Sampler,
-         seeds: &[u64],
-         pr: &mut dyn FnMut(&SampleProgress) -> bool,
-         t: &CancelToken| {
-            // SAFETY: a valid view by the caller's contract; read inside the boundary.
-            let img = unsafe { read_view(image, "image") }.map_err(Error::from)?;
-            s.upscale_size(&img, seeds, pr, t)
-        },
-    );
-    // SAFETY: the caller's contract is sample's.
+    let f: Upscale = |s, img, seeds, pr, t| s.upscale_size(img, seeds, pr, t);
+    // SAFETY: the caller's contract is upscale's.
     unsafe {
-        sample(
+        upscale(
             "spn_upscale_size",
+            f,
             model,
+            image,
             params,
-            out_images,
-            out_count,
-            job,
+            (out_images, out_count),
         )
     }
 }
@@ -263,25 +288,16 @@ pub unsafe extern "C" fn spn_upscale_depth(
     out_images: *mut *mut spn_image,
     out_count: *mut u32,
 ) -> spn_status {
-    let job = Box::new(
-        |s: &Sampler,
-         seeds: &[u64],
-         pr: &mut dyn FnMut(&SampleProgress) -> bool,
-         t: &CancelToken| {
-            // SAFETY: a valid view by the caller's contract; read inside the boundary.
-            let img = unsafe { read_view(image, "image") }.map_err(Error::from)?;
-            s.upscale_depth(&img, seeds, pr, t)
-        },
-    );
-    // SAFETY: the caller's contract is sample's.
+    let f: Upscale = |s, img, seeds, pr, t| s.upscale_depth(img, seeds, pr, t);
+    // SAFETY: the caller's contract is upscale's.
     unsafe {
-        sample(
+        upscale(
             "spn_upscale_depth",
+            f,
             model,
+            image,
             params,
-            out_images,
-            out_count,
-            job,
+            (out_images, out_count),
         )
     }
 }

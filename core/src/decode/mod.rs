@@ -178,9 +178,16 @@ fn channel_last(t: &Tensor) -> Result<Vec<f32>> {
     cpu::to_vec(&t.f_flatten(2, 3)?.f_transpose(1, 2)?)
 }
 
-/// Logits of channel `ch` from trunk features `(B, 1, 1, D)` through the model's own head, as a host
+/// Logits of channel `ch` from trunk features `(B, 1, 1, D)` through the model's own head, into a host
 /// vector: the tensor engines' shared step.
-fn head_logits(net: &SpnNet, feats: &Tensor, ch: usize, chosen: &[[i64; 3]]) -> Result<Vec<f32>> {
+fn head_logits<'l>(
+    net: &SpnNet,
+    feats: Option<&Tensor>,
+    ch: usize,
+    chosen: &[[i64; 3]],
+    out: &'l mut Vec<f32>,
+) -> Result<&'l [f32]> {
+    let feats = feats.ok_or_else(|| crate::Error::Other("logits asked before features".into()))?;
     let b = chosen.len() as i64;
     let dev = feats.device();
     let earlier = (0..ch)
@@ -197,7 +204,8 @@ fn head_logits(net: &SpnNet, feats: &Tensor, ch: usize, chosen: &[[i64; 3]]) -> 
         .head
         .channel_logits(feats, ch, &earlier)?
         .f_view([b, net.spec.levels()])?;
-    cpu::to_vec(&logits)
+    *out = cpu::to_vec(&logits)?;
+    Ok(out)
 }
 
 /// Pixel values of a group as a `(B, 3)` int64 tensor on `dev`.

@@ -268,12 +268,7 @@ impl super::SliceDecoding for TensorSlice<'_> {
     }
 
     fn channel_logits(&mut self, ch: usize, chosen: &[[i64; 3]]) -> Result<&[f32]> {
-        let feats = self
-            .feats
-            .as_ref()
-            .ok_or_else(|| crate::Error::Other("features before logits".into()))?;
-        self.logits = super::head_logits(self.net, feats, ch, chosen)?;
-        Ok(&self.logits)
+        super::head_logits(self.net, self.feats.as_ref(), ch, chosen, &mut self.logits)
     }
 
     fn commit(&mut self, pos: usize, values: &[[i64; 3]]) -> Result<()> {

@@ -35,6 +35,15 @@ impl CancelToken {
     }
 }
 
+/// One image `(3, H, W)` as the start of `n` images: an expanded view (see [`fresh`]).
+fn repeat(image: &Tensor, n: usize) -> Result<Tensor> {
+    let (c, h, w) = image.size3()?;
+    Ok(image
+        .f_to_kind(Kind::Int64)?
+        .f_unsqueeze(0)?
+        .f_expand([n as i64, c, h, w], false)?)
+}
+
 /// A batch's own copy of its part of a job: job tensors are often expanded views of one image, or the
 /// caller's tensor, and a batch writes into what it gets.
 fn fresh(t: &Tensor) -> Result<Tensor> {
@@ -171,8 +180,10 @@ impl<'a> Sampler<'a> {
         Self::check_seeds(seeds)?;
         let (h, w) = self.hw();
         let job = Job {
-            init: Tensor::f_zeros([1, 3, h, w], (Kind::Int64, tch::Device::Cpu))?
-                .f_expand([seeds.len() as i64, 3, h, w], false)?,
+            init: repeat(
+                &Tensor::f_zeros([3, h, w], (Kind::Int64, tch::Device::Cpu))?,
+                seeds.len(),
+            )?,
             known_msb: self.bool_full(seeds.len(), false)?,
             known_lsb: self.bool_full(seeds.len(), false)?,
             run_known: false,
@@ -205,10 +216,7 @@ impl<'a> Sampler<'a> {
         let n = seeds.len() as i64;
         let k = known.f_view([1, 1, h, w])?.f_expand([n, 3, h, w], false)?;
         let job = Job {
-            init: image
-                .f_to_kind(Kind::Int64)?
-                .f_unsqueeze(0)?
-                .f_expand([n, 3, h, w], false)?,
+            init: repeat(image, seeds.len())?,
             known_msb: k.shallow_clone(),
             known_lsb: k,
             run_known: false,
@@ -270,12 +278,8 @@ impl<'a> Sampler<'a> {
         }
         let (h, w) = self.hw();
         self.check_image(image, h, w, "image")?;
-        let n = seeds.len() as i64;
         let job = Job {
-            init: image
-                .f_to_kind(Kind::Int64)?
-                .f_unsqueeze(0)?
-                .f_expand([n, 3, h, w], false)?,
+            init: repeat(image, seeds.len())?,
             known_msb: self.bool_full(seeds.len(), true)?,
             known_lsb: self.bool_full(seeds.len(), false)?,
             run_known: false,
