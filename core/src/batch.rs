@@ -66,26 +66,7 @@ pub fn run(
     let sampler = Sampler::new(model, options.clone())?;
     std::fs::create_dir_all(dir)?;
     let lines = read_manifest(dir)?;
-    // Resuming must not mix images made under other settings into one folder unnoticed.
-    // Recorded as an absolute path, so a resume from another folder finds the same file.
-    let model_abs = std::fs::canonicalize(model_path).unwrap_or_else(|_| model_path.to_path_buf());
-    let model_name = model_abs.display().to_string();
-    let same_model =
-        |m: &str| m == model_name || std::fs::canonicalize(m).is_ok_and(|p| p == model_abs);
-    if let Some(l) = lines
-        .iter()
-        .find(|l| l.temperature != options.temperature || !same_model(&l.model))
-    {
-        return Err(Error::input(format!(
-            "{} already holds images made with model {} at temperature {}; this run asks for model {} at \
-             temperature {}: give another folder, or the same settings to resume",
-            dir.display(),
-            l.model,
-            l.temperature,
-            model_name,
-            options.temperature
-        )));
-    }
+    let model_name = check_same_settings(&lines, model_path, options.temperature, dir)?;
     let done: HashSet<u64> = lines.iter().map(|m| m.seed).collect();
     let (rank, world) = shard;
     if world == 0 || rank >= world {
@@ -107,59 +88,34 @@ pub fn run(
         return Ok(0);
     }
     log::info!(
-        "{} of {count} images already done in {}",
-        saved,
+        "{saved} of {count} images already done in {}",
         dir.display()
     );
-    let manifest_path = dir.join(MANIFEST);
-    let mut manifest = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .read(true)
-        .open(&manifest_path)?;
-    // A line cut short by an interruption must not swallow the next one.
-    let len = manifest.metadata()?.len();
-    if len > 0 {
-        let text = std::fs::read(&manifest_path)?;
-        if text.last() != Some(&b'\n') {
-            manifest.write_all(b"\n")?;
-        }
-    }
+    let mut manifest = open_manifest(dir)?;
     let mut generated = 0;
     loop {
         let chunk: Vec<u64> = todo.by_ref().take(options.batch_size.max(1)).collect();
         if chunk.is_empty() {
             break;
         }
-        let total = count;
-        let out = sampler.generate(
-            &chunk,
-            &mut |p| {
-                progress(&BatchProgress {
-                    images_done: saved,
-                    images_total: total,
-                    sampler: Some(p),
-                })
-            },
-            cancel,
-        )?;
+        let mut report = |p: &SampleProgress| {
+            progress(&BatchProgress {
+                images_done: saved,
+                images_total: count,
+                sampler: Some(p),
+            })
+        };
+        let out = sampler.generate(&chunk, &mut report, cancel)?;
         for (i, &s) in chunk.iter().enumerate() {
-            let file = file_name(s);
-            data::save_png(
-                &data::from_tensor(&out.images.f_get(i as i64)?)?,
-                &dir.join(&file),
-            )?;
             let line = ManifestLine {
-                file,
+                file: file_name(s),
                 seed: s,
                 temperature: options.temperature,
                 model: model_name.clone(),
                 bits: out.bits[i],
             };
-            let mut text = serde_json::to_string(&line).map_err(|e| Error::Other(e.to_string()))?;
-            text.push('\n');
-            manifest.write_all(text.as_bytes())?;
-            manifest.sync_data()?;
+            let img = data::from_tensor(&out.images.f_get(i as i64)?)?;
+            save_one(dir, &mut manifest, &img, &line)?;
             saved += 1;
             generated += 1;
         }
@@ -172,4 +128,65 @@ pub fn run(
         }
     }
     Ok(generated)
+}
+
+/// Resuming must not mix images made under other settings into one folder unnoticed. Returns the model's
+/// name as recorded: an absolute path, so a resume from another folder finds the same file.
+fn check_same_settings(
+    lines: &[ManifestLine],
+    model_path: &Path,
+    temperature: f64,
+    dir: &Path,
+) -> Result<String> {
+    let model_abs = std::fs::canonicalize(model_path).unwrap_or_else(|_| model_path.to_path_buf());
+    let model_name = model_abs.display().to_string();
+    let same_model =
+        |m: &str| m == model_name || std::fs::canonicalize(m).is_ok_and(|p| p == model_abs);
+    match lines
+        .iter()
+        .find(|l| l.temperature != temperature || !same_model(&l.model))
+    {
+        Some(l) => Err(Error::input(format!(
+            "{} already holds images made with model {} at temperature {}; this run asks for model {} at \
+             temperature {}: give another folder, or the same settings to resume",
+            dir.display(),
+            l.model,
+            l.temperature,
+            model_name,
+            temperature
+        ))),
+        None => Ok(model_name),
+    }
+}
+
+/// The manifest, open for appending; a line cut short by an interruption must not swallow the next one.
+fn open_manifest(dir: &Path) -> Result<std::fs::File> {
+    let manifest_path = dir.join(MANIFEST);
+    let mut manifest = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .read(true)
+        .open(&manifest_path)?;
+    if manifest.metadata()?.len() > 0 {
+        let text = std::fs::read(&manifest_path)?;
+        if text.last() != Some(&b'\n') {
+            manifest.write_all(b"\n")?;
+        }
+    }
+    Ok(manifest)
+}
+
+/// Writes one image (atomically), then its manifest line, synced: a line never names a missing file.
+fn save_one(
+    dir: &Path,
+    manifest: &mut std::fs::File,
+    img: &image::RgbImage,
+    line: &ManifestLine,
+) -> Result<()> {
+    data::save_png(img, &dir.join(&line.file))?;
+    let mut text = serde_json::to_string(line).map_err(|e| Error::Other(e.to_string()))?;
+    text.push('\n');
+    manifest.write_all(text.as_bytes())?;
+    manifest.sync_data()?;
+    Ok(())
 }

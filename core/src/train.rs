@@ -200,6 +200,259 @@ fn zeros_like(ts: &[Tensor]) -> Result<Vec<Tensor>> {
         .collect()
 }
 
+/// The checkpoint to resume, if any; refuses a new run over an earlier one's files unless told to.
+fn open_run(
+    opts: &TrainOptions,
+    ckpt: &Path,
+    resume: bool,
+    rank0: bool,
+) -> Result<Option<bundle::Contents>> {
+    if resume && ckpt.exists() {
+        return Ok(Some(bundle::read(ckpt)?));
+    }
+    // A new run never replaces an earlier one's bundle unless told to.
+    if opts.out.exists() && !opts.overwrite {
+        return Err(Error::input(if resume {
+            format!(
+                "--resume: there is no checkpoint {} to continue, and {} exists: pass --force to start a new run over it, or another --out",
+                ckpt.display(),
+                opts.out.display()
+            )
+        } else {
+            format!(
+                "{} exists: pass --resume to continue its run, --force to replace it, or another --out",
+                opts.out.display()
+            )
+        }));
+    }
+    if resume {
+        log::warn!("no checkpoint at {}: starting a new run", ckpt.display());
+    } else if ckpt.exists() && !opts.overwrite && rank0 {
+        // (With --force it is removed once every other check has passed, in `Trainer::new`.)
+        return Err(Error::input(format!(
+            "{} exists: pass --resume to continue that run, or --force to start over",
+            ckpt.display()
+        )));
+    }
+    Ok(None)
+}
+
+/// The pipeline, step and training time of a resumed run; `opts` become the saved ones with what may
+/// change on resume (more steps, the checkpoint interval, which stages to train next, flips, and the
+/// settings given again) taken from the command line.
+fn resume_pipeline(
+    config: Option<PipelineConfig>,
+    opts: &mut TrainOptions,
+    c: &bundle::Contents,
+    ckpt: &Path,
+    device: Device,
+) -> Result<(Pipeline, u64, f64)> {
+    let (cfg, info) = bundle::parse_meta(ckpt, &c.meta)?;
+    if config.is_some_and(|given| given != cfg) {
+        return Err(Error::input(
+            "the checkpoint was trained with another config; drop --preset/--config to resume it",
+        ));
+    }
+    let state: TrainState = serde_json::from_str(
+        c.meta.get("train_state").map(String::as_str).unwrap_or(""),
+    )
+    .map_err(|e| Error::Bundle {
+        path: ckpt.to_path_buf(),
+        msg: format!("bad train state: {e}"),
+    })?;
+    // The paths are where things are now: a checkpoint is found beside the given --out, and must go on
+    // being written there even if it was moved.
+    let mut saved = apply_given(state.options, opts)?;
+    saved.steps = opts.steps;
+    saved.checkpoint_every = opts.checkpoint_every;
+    saved.flip = opts.flip;
+    saved.out = opts.out.clone();
+    saved.data = opts.data.clone();
+    if !opts.stages.is_empty() {
+        saved.stages = opts.stages.clone();
+    }
+    *opts = saved;
+    let mut p = Pipeline::new(cfg, device)?;
+    p.info = info;
+    p.load_weights(ckpt, &c.tensors, "model.")?;
+    Ok((p, state.step, state.seconds))
+}
+
+/// A new run's pipeline: fresh weights from the config, or those of `--init`.
+fn new_pipeline(
+    config: Option<PipelineConfig>,
+    opts: &TrainOptions,
+    device: Device,
+) -> Result<(Pipeline, u64, f64)> {
+    match &opts.init {
+        Some(from) => {
+            let p = Pipeline::load(from, device)?;
+            if config.as_ref().is_some_and(|c| c != &p.config) {
+                return Err(Error::input(format!(
+                    "--init {}: that model has another config; drop --preset/--config",
+                    from.display()
+                )));
+            }
+            let seconds = p.info.seconds;
+            Ok((p, 0, seconds))
+        }
+        None => {
+            let cfg =
+                config.ok_or_else(|| Error::input("give a preset, a config file or --init"))?;
+            tch::manual_seed(opts.seed as i64);
+            Ok((Pipeline::new(cfg, device)?, 0, 0.0))
+        }
+    }
+}
+
+fn check_settings(opts: &TrainOptions) -> Result<()> {
+    if opts.steps == 0 || opts.batch_size < 1 {
+        return Err(Error::input("steps and batch size must be at least 1"));
+    }
+    if !(opts.lr.is_finite() && opts.lr > 0.0 && opts.clip.is_finite() && opts.clip >= 0.0) {
+        return Err(Error::input(format!(
+            "--lr must be above 0 and --clip at least 0, got {} and {}",
+            opts.lr, opts.clip
+        )));
+    }
+    match opts.ema {
+        Some(d) if !(0.0..1.0).contains(&d) => Err(Error::input("EMA decay must be in [0, 1)")),
+        _ => Ok(()),
+    }
+}
+
+/// The weights this run trains (those of the stages asked for), their names, and which stages train.
+fn trained_weights(
+    pipeline: &Pipeline,
+    opts: &TrainOptions,
+) -> Result<(Vec<String>, Vec<Tensor>, Vec<bool>)> {
+    let names_all: Vec<&str> = pipeline.specs().iter().map(|s| s.kind.name()).collect();
+    if let Some(s) = opts
+        .stages
+        .iter()
+        .find(|s| !names_all.contains(&s.as_str()))
+    {
+        return Err(Error::input(format!(
+            "unknown stage '{s}' (this model has: {})",
+            names_all.join(", ")
+        )));
+    }
+    let stage_mask: Vec<bool> = names_all
+        .iter()
+        .map(|n| opts.stages.is_empty() || opts.stages.iter().any(|s| s == n))
+        .collect();
+    let (names, params) = pipeline
+        .named_weights()
+        .into_iter()
+        .filter(|(n, _)| {
+            let stage = n.split('.').next().unwrap_or("");
+            names_all
+                .iter()
+                .zip(&stage_mask)
+                .any(|(s, &m)| m && *s == stage)
+        })
+        .unzip();
+    Ok((names, params, stage_mask))
+}
+
+type OptimiserState = (Adam, Option<Vec<Tensor>>, Vec<(String, Tensor)>);
+
+/// Adam moments, EMA weights and the entries carried over for stages this run does not train: fresh for
+/// a new run, as saved for a resumed one.
+fn optimiser_state(
+    params: &[Tensor],
+    names: &[String],
+    ema_decay: Option<f64>,
+    resumed: Option<&bundle::Contents>,
+    ckpt: &Path,
+    device: Device,
+) -> Result<OptimiserState> {
+    let mut adam = Adam {
+        m: zeros_like(params)?,
+        v: zeros_like(params)?,
+    };
+    let mut ema = match ema_decay {
+        Some(_) => Some(
+            params
+                .iter()
+                .map(|p| p.f_detach()?.f_contiguous()?.f_mul_scalar(1.0))
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        None => None,
+    };
+    let mut carried = Vec::new();
+    let Some(c) = resumed else {
+        return Ok((adam, ema, carried));
+    };
+    let get = |prefix: &str, n: &str| {
+        c.tensors
+            .get(&format!("{prefix}{n}"))
+            .map(|t| t.f_to_device(device))
+            .transpose()?
+            .ok_or_else(|| Error::Bundle {
+                path: ckpt.to_path_buf(),
+                msg: format!("checkpoint lacks {prefix}{n}"),
+            })
+    };
+    // Stages not trained in this run keep their optimiser and EMA state as saved, for the bundle (their EMA
+    // weights, not the raw ones) and for a later run that trains them again.
+    let trained: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
+    for (key, t) in &c.tensors {
+        let Some((prefix, n)) = key.split_once('.') else {
+            continue;
+        };
+        if matches!(prefix, "adam_m" | "adam_v" | "ema") && !trained.contains(n) {
+            carried.push((key.clone(), t.f_to_device(device)?));
+        }
+    }
+    for (i, n) in names.iter().enumerate() {
+        // A stage trained for the first time in this run starts with fresh optimiser state.
+        if !c.tensors.contains_key(&format!("adam_m.{n}")) {
+            continue;
+        }
+        adam.m[i] = get("adam_m.", n)?;
+        adam.v[i] = get("adam_v.", n)?;
+        if let Some(e) = ema.as_mut() {
+            e[i] = get("ema.", n)?;
+        }
+    }
+    Ok((adam, ema, carried))
+}
+
+/// The training images as one tensor on the device, their count, and the held-out files. The held-out
+/// images scored at the end are read now too: a bad one must not cost a whole run.
+fn read_data(
+    opts: &TrainOptions,
+    cfg: &PipelineConfig,
+    device: Device,
+) -> Result<(Tensor, usize, Vec<PathBuf>)> {
+    let train_files = data::split_files(&opts.data, Split::Train, opts.heldout_percent)?;
+    let heldout_files = data::split_files(&opts.data, Split::Heldout, opts.heldout_percent)?;
+    if train_files.is_empty() {
+        return Err(Error::input(if heldout_files.is_empty() {
+            format!("no training images in {}", opts.data.display())
+        } else {
+            format!(
+                "all {} images in {} fall in the held-out split (--heldout-percent {}): lower it, e.g. --heldout-percent 0",
+                heldout_files.len(),
+                opts.data.display(),
+                opts.heldout_percent
+            )
+        }));
+    }
+    let train = data::load_batch(&train_files, cfg.height, cfg.width)?.f_to_device(device)?;
+    let eval_n = opts.eval_images.min(heldout_files.len());
+    if eval_n > 0 {
+        let _ = data::load_batch(&heldout_files[..eval_n], cfg.height, cfg.width)?;
+    }
+    log::info!(
+        "{} training images, {} held out",
+        train_files.len(),
+        heldout_files.len()
+    );
+    Ok((train, train_files.len(), heldout_files))
+}
+
 impl Trainer {
     /// A new run (`config`) or, with `resume`, the run saved in the checkpoint beside `opts.out`.
     /// With `dist`, every rank runs this with the same options; gradients are averaged across ranks and
@@ -213,205 +466,20 @@ impl Trainer {
     ) -> Result<Self> {
         let ckpt = checkpoint_path(&opts.out);
         let rank0 = dist.as_ref().is_none_or(|d| d.rank == 0);
-        let resumed = if resume && ckpt.exists() {
-            Some(bundle::read(&ckpt)?)
-        } else {
-            // A new run never replaces an earlier one's bundle unless told to.
-            if opts.out.exists() && !opts.overwrite {
-                return Err(Error::input(if resume {
-                    format!(
-                        "--resume: there is no checkpoint {} to continue, and {} exists: pass --force to start a new run over it, or another --out",
-                        ckpt.display(),
-                        opts.out.display()
-                    )
-                } else {
-                    format!(
-                        "{} exists: pass --resume to continue its run, --force to replace it, or another --out",
-                        opts.out.display()
-                    )
-                }));
-            }
-            if resume {
-                log::warn!("no checkpoint at {}: starting a new run", ckpt.display());
-            } else if ckpt.exists() && !opts.overwrite && rank0 {
-                // (With --force it is removed once every other check has passed, below.)
-                return Err(Error::input(format!(
-                    "{} exists: pass --resume to continue that run, or --force to start over",
-                    ckpt.display()
-                )));
-            }
-            None
-        };
+        let resumed = open_run(&opts, &ckpt, resume, rank0)?;
         let (pipeline, step, seconds) = match &resumed {
-            Some(c) => {
-                let (cfg, info) = bundle::parse_meta(&ckpt, &c.meta)?;
-                if let Some(given) = &config {
-                    if given != &cfg {
-                        return Err(Error::input("the checkpoint was trained with another config; drop --preset/--config to resume it"));
-                    }
-                }
-                let state: TrainState = serde_json::from_str(
-                    c.meta.get("train_state").map(String::as_str).unwrap_or(""),
-                )
-                .map_err(|e| Error::Bundle {
-                    path: ckpt.clone(),
-                    msg: format!("bad train state: {e}"),
-                })?;
-                // Keep what may change on resume (more steps, the checkpoint interval, which stages to
-                // train next), the rest as saved.
-                // The paths are where things are now: a checkpoint is found beside the given --out, and
-                // must go on being written there even if it was moved.
-                let (steps, every, stages, flip) = (
-                    opts.steps,
-                    opts.checkpoint_every,
-                    opts.stages.clone(),
-                    opts.flip,
-                );
-                let (out, data) = (opts.out.clone(), opts.data.clone());
-                opts = apply_given(state.options, &opts)?;
-                opts.steps = steps;
-                opts.checkpoint_every = every;
-                opts.flip = flip;
-                opts.out = out;
-                opts.data = data;
-                if !stages.is_empty() {
-                    opts.stages = stages;
-                }
-                let mut p = Pipeline::new(cfg, device)?;
-                p.info = info;
-                p.load_weights(&ckpt, &c.tensors, "model.")?;
-                (p, state.step, state.seconds)
-            }
-            None => match &opts.init {
-                Some(from) => {
-                    let p = Pipeline::load(from, device)?;
-                    if config.as_ref().is_some_and(|c| c != &p.config) {
-                        return Err(Error::input(format!(
-                            "--init {}: that model has another config; drop --preset/--config",
-                            from.display()
-                        )));
-                    }
-                    let seconds = p.info.seconds;
-                    (p, 0, seconds)
-                }
-                None => {
-                    let cfg = config
-                        .ok_or_else(|| Error::input("give a preset, a config file or --init"))?;
-                    tch::manual_seed(opts.seed as i64);
-                    (Pipeline::new(cfg, device)?, 0, 0.0)
-                }
-            },
+            Some(c) => resume_pipeline(config, &mut opts, c, &ckpt, device)?,
+            None => new_pipeline(config, &opts, device)?,
         };
-        if opts.steps == 0 || opts.batch_size < 1 {
-            return Err(Error::input("steps and batch size must be at least 1"));
-        }
-        if !(opts.lr.is_finite() && opts.lr > 0.0 && opts.clip.is_finite() && opts.clip >= 0.0) {
-            return Err(Error::input(format!(
-                "--lr must be above 0 and --clip at least 0, got {} and {}",
-                opts.lr, opts.clip
-            )));
-        }
-        let names_all: Vec<&str> = pipeline.specs().iter().map(|s| s.kind.name()).collect();
-        for s in &opts.stages {
-            if !names_all.contains(&s.as_str()) {
-                return Err(Error::input(format!(
-                    "unknown stage '{s}' (this model has: {})",
-                    names_all.join(", ")
-                )));
-            }
-        }
-        let stage_mask: Vec<bool> = names_all
-            .iter()
-            .map(|n| opts.stages.is_empty() || opts.stages.iter().any(|s| s == n))
-            .collect();
-        let (names, params): (Vec<String>, Vec<Tensor>) = pipeline
-            .named_weights()
-            .into_iter()
-            .filter(|(n, _)| {
-                let stage = n.split('.').next().unwrap_or("");
-                names_all
-                    .iter()
-                    .zip(&stage_mask)
-                    .any(|(s, &m)| m && *s == stage)
-            })
-            .unzip();
+        check_settings(&opts)?;
+        let (names, params, stage_mask) = trained_weights(&pipeline, &opts)?;
         if let (Some(d), None) = (dist.as_mut(), &resumed) {
             // Identical initial weights on every rank.
             d.broadcast(&params, 0)?;
         }
-        let mut adam = Adam {
-            m: zeros_like(&params)?,
-            v: zeros_like(&params)?,
-        };
-        let mut ema = match opts.ema {
-            Some(d) if !(0.0..1.0).contains(&d) => {
-                return Err(Error::input("EMA decay must be in [0, 1)"))
-            }
-            Some(_) => Some(
-                params
-                    .iter()
-                    .map(|p| p.f_detach()?.f_contiguous()?.f_mul_scalar(1.0))
-                    .collect::<Result<Vec<_>, _>>()?,
-            ),
-            None => None,
-        };
-        let mut carried = Vec::new();
-        if let Some(c) = &resumed {
-            let get = |prefix: &str, n: &str| {
-                c.tensors
-                    .get(&format!("{prefix}{n}"))
-                    .map(|t| t.f_to_device(device))
-                    .transpose()?
-                    .ok_or_else(|| Error::Bundle {
-                        path: ckpt.clone(),
-                        msg: format!("checkpoint lacks {prefix}{n}"),
-                    })
-            };
-            // Stages not trained in this run keep their optimiser and EMA state as saved, for the bundle
-            // (their EMA weights, not the raw ones) and for a later run that trains them again.
-            let trained: std::collections::HashSet<&str> =
-                names.iter().map(String::as_str).collect();
-            for (key, t) in &c.tensors {
-                let Some((prefix, n)) = key.split_once('.') else {
-                    continue;
-                };
-                if matches!(prefix, "adam_m" | "adam_v" | "ema") && !trained.contains(n) {
-                    carried.push((key.clone(), t.f_to_device(device)?));
-                }
-            }
-            for (i, n) in names.iter().enumerate() {
-                // A stage trained for the first time in this run starts with fresh optimiser state.
-                if !c.tensors.contains_key(&format!("adam_m.{n}")) {
-                    continue;
-                }
-                adam.m[i] = get("adam_m.", n)?;
-                adam.v[i] = get("adam_v.", n)?;
-                if let Some(e) = ema.as_mut() {
-                    e[i] = get("ema.", n)?;
-                }
-            }
-        }
-        let cfg = &pipeline.config;
-        let train_files = data::split_files(&opts.data, Split::Train, opts.heldout_percent)?;
-        let heldout_files = data::split_files(&opts.data, Split::Heldout, opts.heldout_percent)?;
-        if train_files.is_empty() {
-            return Err(Error::input(if heldout_files.is_empty() {
-                format!("no training images in {}", opts.data.display())
-            } else {
-                format!(
-                    "all {} images in {} fall in the held-out split (--heldout-percent {}): lower it, e.g. --heldout-percent 0",
-                    heldout_files.len(),
-                    opts.data.display(),
-                    opts.heldout_percent
-                )
-            }));
-        }
-        let train = data::load_batch(&train_files, cfg.height, cfg.width)?.f_to_device(device)?;
-        // The held-out images scored at the end are read now: a bad one must not cost a whole run.
-        let eval_n = opts.eval_images.min(heldout_files.len());
-        if eval_n > 0 {
-            let _ = data::load_batch(&heldout_files[..eval_n], cfg.height, cfg.width)?;
-        }
+        let (adam, ema, carried) =
+            optimiser_state(&params, &names, opts.ema, resumed.as_ref(), &ckpt, device)?;
+        let (train, train_count, heldout_files) = read_data(&opts, &pipeline.config, device)?;
         if !resume && opts.overwrite && rank0 {
             // The old run's checkpoint must not be resumed into this one by a later --resume.
             std::fs::remove_file(&ckpt).or_else(|e| match e.kind() {
@@ -419,11 +487,6 @@ impl Trainer {
                 _ => Err(e),
             })?;
         }
-        log::info!(
-            "{} training images, {} held out",
-            train_files.len(),
-            heldout_files.len()
-        );
         Ok(Self {
             pipeline,
             opts,
@@ -435,7 +498,7 @@ impl Trainer {
             step,
             seconds,
             train,
-            train_count: train_files.len(),
+            train_count,
             heldout_files,
             stage_mask,
             dist,
@@ -501,7 +564,29 @@ impl Trainer {
             let flips: Vec<bool> = (0..b * world).map(|_| rng.gen_bool(0.5)).collect();
             x = flip_some(&x, &flips[part.clone()])?;
         }
-        let parts = self.pipeline.decompose(&x)?;
+        let per_dim = self.batch_loss(&x, &mut rng, &mine)?;
+        self.backward(&per_dim)?;
+        let bpd = per_dim.f_double_value(&[])? / std::f64::consts::LN_2;
+        if !bpd.is_finite() {
+            return Err(Error::Other(format!(
+                "training diverged at step {step} (loss {bpd})"
+            )));
+        }
+        self.apply_update(step)?;
+        self.step += 1;
+        Ok(bpd)
+    }
+
+    /// The loss of a batch per dimension (nats): one random slice per example and trained stage.
+    fn batch_loss(
+        &self,
+        x: &Tensor,
+        rng: &mut rand_chacha::ChaCha8Rng,
+        mine: &dyn Fn(Vec<i64>) -> Vec<i64>,
+    ) -> Result<Tensor> {
+        let device = self.pipeline.device();
+        let n = self.opts.batch_size * self.world() as i64;
+        let parts = self.pipeline.decompose(x)?;
         let inputs = self.pipeline.stage_inputs(&parts)?;
         let mut loss = Tensor::f_zeros([], (Kind::Float, device))?;
         for (i, (own, cond)) in inputs.iter().enumerate() {
@@ -510,7 +595,7 @@ impl Trainer {
             }
             let spec = &self.pipeline.stages[i].spec;
             let ks: Vec<i64> = mine(
-                (0..b * world)
+                (0..n)
                     .map(|_| rng.gen_range(spec.first_slice..spec.slices()))
                     .collect(),
             );
@@ -518,7 +603,11 @@ impl Trainer {
             let nats = self.pipeline.stage_loss(i, own, cond.as_ref(), &k)?;
             loss = loss.f_add(&nats.f_mean(Kind::Float)?)?;
         }
-        let per_dim = loss.f_div_scalar(self.pipeline.config.dims() as f64)?;
+        Ok(loss.f_div_scalar(self.pipeline.config.dims() as f64)?)
+    }
+
+    /// Gradients of the loss, averaged over ranks.
+    fn backward(&mut self, per_dim: &Tensor) -> Result<()> {
         for p in &self.params {
             let mut g = p.grad();
             if g.defined() {
@@ -535,15 +624,7 @@ impl Trainer {
                 .collect();
             d.allreduce_mean(&grads)?;
         }
-        let bpd = per_dim.f_double_value(&[])? / std::f64::consts::LN_2;
-        if !bpd.is_finite() {
-            return Err(Error::Other(format!(
-                "training diverged at step {step} (loss {bpd})"
-            )));
-        }
-        self.apply_update(step)?;
-        self.step += 1;
-        Ok(bpd)
+        Ok(())
     }
 
     fn apply_update(&mut self, step: u64) -> Result<()> {
@@ -674,6 +755,40 @@ impl Trainer {
         bundle::write(&self.opts.out, meta, &weights)
     }
 
+    /// The last checkpoint and bundle; other ranks' weights when asked; the held-out score of a finished
+    /// run, written into its bundle.
+    fn finish(&mut self, interrupted: bool) -> Result<Option<f64>> {
+        self.save()?;
+        if self.rank() != 0 && self.opts.save_every_rank {
+            let mut p = self.opts.out.as_os_str().to_owned();
+            p.push(format!(".rank{}", self.rank()));
+            self.pipeline.save(std::path::Path::new(&p))?;
+        }
+        if self.rank() != 0
+            || interrupted
+            || self.opts.eval_images == 0
+            || self.heldout_files.is_empty()
+        {
+            return Ok(None);
+        }
+        let files: Vec<PathBuf> = self
+            .heldout_files
+            .iter()
+            .take(self.opts.eval_images)
+            .cloned()
+            .collect();
+        let model = Pipeline::load(&self.opts.out, self.pipeline.device())?;
+        let r = crate::eval::evaluate(&model, &files, self.opts.batch_size)?;
+        log::info!(
+            "held-out bits/dim {:.4} on {} images",
+            r.bits_per_dim,
+            r.images
+        );
+        self.pipeline.info.heldout_bits_per_dim = Some(r.bits_per_dim);
+        self.write_bundle()?;
+        Ok(Some(r.bits_per_dim))
+    }
+
     /// Trains until `opts.steps` or until `stop` is set; checkpoints periodically and at the end.
     pub fn run(
         &mut self,
@@ -718,35 +833,7 @@ impl Trainer {
         let images_per_sec = (self.step - start_step) as f64
             * (self.opts.batch_size * self.world() as i64) as f64
             / elapsed.max(1e-9);
-        self.save()?;
-        if self.rank() != 0 && self.opts.save_every_rank {
-            let mut p = self.opts.out.as_os_str().to_owned();
-            p.push(format!(".rank{}", self.rank()));
-            self.pipeline.save(std::path::Path::new(&p))?;
-        }
-        let mut heldout = None;
-        if self.rank() == 0
-            && !interrupted
-            && self.opts.eval_images > 0
-            && !self.heldout_files.is_empty()
-        {
-            let files: Vec<PathBuf> = self
-                .heldout_files
-                .iter()
-                .take(self.opts.eval_images)
-                .cloned()
-                .collect();
-            let model = Pipeline::load(&self.opts.out, self.pipeline.device())?;
-            let r = crate::eval::evaluate(&model, &files, self.opts.batch_size)?;
-            log::info!(
-                "held-out bits/dim {:.4} on {} images",
-                r.bits_per_dim,
-                r.images
-            );
-            heldout = Some(r.bits_per_dim);
-            self.pipeline.info.heldout_bits_per_dim = heldout;
-            self.write_bundle()?;
-        }
+        let heldout = self.finish(interrupted)?;
         Ok(Report {
             resumed_from: start_step,
             steps: self.step,

@@ -249,3 +249,102 @@ fn install_gives_pkg_config_and_cmake_files_that_work() {
     run(&mut c);
     assert!(run(&mut Command::new(&exe)).contains("abi 1"));
 }
+
+/// The one mask rule: the same RGBA mask through the CLI and the C ABI gives the same pixels, and the pixels
+/// it marks as known (opaque and light) come back unchanged, while an opaque red, a dark or a transparent
+/// mask pixel lets the model draw.
+#[test]
+fn the_cli_and_the_abi_read_an_rgba_mask_by_the_same_rule() {
+    libspn();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let model = tiny(d);
+    let img = image::open(fixtures().join("emoji8/1f600.png"))
+        .unwrap()
+        .to_rgba8();
+    let (w, h) = img.dimensions();
+    // Kinds of mask pixel, by column: opaque white, opaque red (dark by luma), opaque light gray,
+    // translucent white (alpha 100), mostly opaque white (alpha 200), black, opaque yellow (light), clear.
+    let kinds: [[u8; 4]; 8] = [
+        [255, 255, 255, 255],
+        [255, 0, 0, 255],
+        [200, 200, 200, 255],
+        [255, 255, 255, 100],
+        [255, 255, 255, 200],
+        [0, 0, 0, 255],
+        [255, 255, 0, 255],
+        [0, 0, 0, 0],
+    ];
+    let known_kind = [true, false, true, false, true, false, true, false];
+    let mask = image::RgbaImage::from_fn(w, h, |x, y| {
+        image::Rgba(if y < h / 2 {
+            kinds[x as usize % 8]
+        } else {
+            [0, 0, 0, 255]
+        })
+    });
+    img.save(d.join("in.png")).unwrap();
+    mask.save(d.join("mask.png")).unwrap();
+    std::fs::write(d.join("in.rgba"), img.as_raw()).unwrap();
+    std::fs::write(d.join("mask.rgba"), mask.as_raw()).unwrap();
+    let cli_out = d.join("cli.png");
+    spn_ok(&[
+        "complete",
+        "--model",
+        s(&model),
+        "--image",
+        s(&d.join("in.png")),
+        "--mask",
+        s(&d.join("mask.png")),
+        "--seed",
+        "5",
+        "--out",
+        s(&cli_out),
+        "--device",
+        "cpu",
+    ]);
+    let exe = d.join("complete_raw");
+    compile(
+        "gcc",
+        "-std=c11",
+        &root().join("tests/c/complete_raw.c"),
+        &exe,
+        &["-lspn"],
+    );
+    let abi_out = d.join("abi.png");
+    run(Command::new(&exe).args([
+        s(&model),
+        &w.to_string(),
+        &h.to_string(),
+        s(&d.join("in.rgba")),
+        s(&d.join("mask.rgba")),
+        "5",
+        s(&abi_out),
+    ]));
+    let (cli, abi) = (
+        image::open(&cli_out).unwrap().to_rgb8(),
+        image::open(&abi_out).unwrap().to_rgb8(),
+    );
+    assert_eq!(
+        cli.as_raw(),
+        abi.as_raw(),
+        "the CLI and the ABI completed differently"
+    );
+    // The image is opaque, so "unchanged" is its own RGB.
+    let input = image::DynamicImage::ImageRgba8(img).to_rgb8();
+    let mut drawn_differs = false;
+    for y in 0..h / 2 {
+        for x in 0..w {
+            let (a, b) = (input.get_pixel(x, y), cli.get_pixel(x, y));
+            if known_kind[x as usize % 8] {
+                assert_eq!(a, b, "known pixel ({x}, {y}) changed");
+            } else {
+                drawn_differs |= a != b;
+            }
+        }
+    }
+    assert!(
+        drawn_differs,
+        "no pixel the rule leaves unknown was redrawn"
+    );
+}

@@ -170,6 +170,18 @@ impl<'a> Sampler<'a> {
         )
     }
 
+    /// A job whose MSBs and LSBs are each all known or all drawn; with everything known, every slice is still
+    /// run position by position (teacher forcing).
+    fn uniform_job(&self, init: Tensor, msb_known: bool, lsb_known: bool) -> Result<Job> {
+        let n = init.size()[0] as usize;
+        Ok(Job {
+            init,
+            known_msb: self.bool_full(n, msb_known)?,
+            known_lsb: self.bool_full(n, lsb_known)?,
+            run_known: msb_known && lsb_known,
+        })
+    }
+
     /// New images, one per seed.
     pub fn generate(
         &self,
@@ -179,15 +191,8 @@ impl<'a> Sampler<'a> {
     ) -> Result<Samples> {
         Self::check_seeds(seeds)?;
         let (h, w) = self.hw();
-        let job = Job {
-            init: repeat(
-                &Tensor::f_zeros([3, h, w], (Kind::Int64, tch::Device::Cpu))?,
-                seeds.len(),
-            )?,
-            known_msb: self.bool_full(seeds.len(), false)?,
-            known_lsb: self.bool_full(seeds.len(), false)?,
-            run_known: false,
-        };
+        let blank = Tensor::f_zeros([3, h, w], (Kind::Int64, tch::Device::Cpu))?;
+        let job = self.uniform_job(repeat(&blank, seeds.len())?, false, false)?;
         self.run(job, seeds, progress, cancel)
     }
 
@@ -278,12 +283,7 @@ impl<'a> Sampler<'a> {
         }
         let (h, w) = self.hw();
         self.check_image(image, h, w, "image")?;
-        let job = Job {
-            init: repeat(image, seeds.len())?,
-            known_msb: self.bool_full(seeds.len(), true)?,
-            known_lsb: self.bool_full(seeds.len(), false)?,
-            run_known: false,
-        };
+        let job = self.uniform_job(repeat(image, seeds.len())?, true, false)?;
         self.run(job, seeds, progress, cancel)
     }
 
@@ -296,12 +296,8 @@ impl<'a> Sampler<'a> {
         cancel: &CancelToken,
     ) -> Result<Vec<f64>> {
         let n = images.size()[0] as usize;
-        let job = Job {
-            init: images.f_to_kind(Kind::Int64)?,
-            known_msb: self.bool_full(n, true)?,
-            known_lsb: self.bool_full(n, true)?,
-            run_known: true,
-        };
+        // Every sub-pixel known, and every slice still run step by step (teacher forcing).
+        let job = self.uniform_job(images.f_to_kind(Kind::Int64)?, true, true)?;
         Ok(self.run(job, &vec![0; n], progress, cancel)?.bits)
     }
 
