@@ -27,6 +27,13 @@ pub struct spn_image {
     pub bits: f64,
 }
 
+/// The size `(width, height)` of a model's images, and of its small images (slice 0) for size upscaling.
+pub fn model_size(p: &spn_core::Pipeline, small: bool) -> (u32, u32) {
+    let c = &p.config;
+    let s = if small { c.scale } else { 1 };
+    ((c.width / s) as u32, (c.height / s) as u32)
+}
+
 /// Largest side accepted from a caller: far above any model, small enough that sizes never overflow.
 const MAX_SIDE: u32 = 1 << 15;
 
@@ -35,7 +42,11 @@ const MAX_SIDE: u32 = 1 << 15;
 /// # Safety
 /// `v` is NULL or points to a view whose `data` holds `height` rows of `width * channels` bytes, `stride`
 /// bytes apart (spn.h). Everything else (sizes, a stride or span that would overflow) is checked here.
-pub unsafe fn read_image(v: *const spn_image_view, what: &str) -> Result<DynamicImage, Fail> {
+pub unsafe fn read_image(
+    v: *const spn_image_view,
+    what: &str,
+    expect: (u32, u32),
+) -> Result<DynamicImage, Fail> {
     if v.is_null() {
         return Err(invalid(format!("{what} is NULL")));
     }
@@ -48,6 +59,13 @@ pub unsafe fn read_image(v: *const spn_image_view, what: &str) -> Result<Dynamic
     if w == 0 || h == 0 || w > MAX_SIDE || h > MAX_SIDE {
         return Err(invalid(format!(
             "{what} is {w}x{h}: sides must be in 1..={MAX_SIDE}"
+        )));
+    }
+    // Compared before a single row is read: a view larger than the call needs is refused, not read.
+    if (w, h) != expect {
+        return Err(invalid(format!(
+            "{what} is {w}x{h}; this model needs {}x{}",
+            expect.0, expect.1
         )));
     }
     if !matches!(ch, 1 | 3 | 4) {
@@ -91,9 +109,13 @@ pub unsafe fn read_image(v: *const spn_image_view, what: &str) -> Result<Dynamic
 ///
 /// # Safety
 /// As [`read_image`].
-pub unsafe fn read_view(v: *const spn_image_view, what: &str) -> Result<Tensor, Fail> {
+pub unsafe fn read_view(
+    v: *const spn_image_view,
+    what: &str,
+    expect: (u32, u32),
+) -> Result<Tensor, Fail> {
     // SAFETY: the caller's contract is read_image's.
-    let img = unsafe { read_image(v, what) }?;
+    let img = unsafe { read_image(v, what, expect) }?;
     Ok(spn_core::data::to_tensor(
         &spn_core::data::composite_on_white(&img),
     )?)
@@ -103,9 +125,13 @@ pub unsafe fn read_view(v: *const spn_image_view, what: &str) -> Result<Tensor, 
 ///
 /// # Safety
 /// As [`read_image`].
-pub unsafe fn read_mask(v: *const spn_image_view, what: &str) -> Result<Tensor, Fail> {
+pub unsafe fn read_mask(
+    v: *const spn_image_view,
+    what: &str,
+    expect: (u32, u32),
+) -> Result<Tensor, Fail> {
     // SAFETY: the caller's contract is read_image's.
-    let img = unsafe { read_image(v, what) }?;
+    let img = unsafe { read_image(v, what, expect) }?;
     Ok(spn_core::data::mask_known(&img)?)
 }
 

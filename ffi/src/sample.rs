@@ -2,7 +2,7 @@
 //! the parameters, bound the memory, run the core sampler with the host's progress callback and job, and
 //! hand the images over.
 use crate::boundary::{boundary, invalid, quiet, read_sized, spn_status, Fail};
-use crate::image::{read_mask, read_view, spn_image, spn_image_view, to_images};
+use crate::image::{model_size, read_mask, read_view, spn_image, spn_image_view, to_images};
 use crate::job::{job_ref, SpnJob};
 use crate::model::{SpnModel, MODELS};
 use spn_core::sampler::{CancelToken, SampleOptions, SampleProgress, Sampler, Samples};
@@ -199,9 +199,10 @@ pub unsafe extern "C" fn spn_complete(
          pr: &mut dyn FnMut(&SampleProgress) -> bool,
          t: &CancelToken| {
             // SAFETY: valid views by the caller's contract; read inside the boundary.
-            let img = unsafe { read_view(image, "image") }.map_err(Error::from)?;
+            let size = model_size(s.pipeline(), false);
+            let img = unsafe { read_view(image, "image", size) }.map_err(Error::from)?;
             // SAFETY: as above.
-            let known = unsafe { read_mask(mask, "mask") }.map_err(Error::from)?;
+            let known = unsafe { read_mask(mask, "mask", size) }.map_err(Error::from)?;
             let (ih, iw, mh, mw) = (
                 img.size()[1],
                 img.size()[2],
@@ -220,13 +221,17 @@ pub unsafe extern "C" fn spn_complete(
     unsafe { sample("spn_complete", model, params, out_images, out_count, job) }
 }
 
-type Upscale = fn(
-    &Sampler,
-    &tch::Tensor,
-    &[u64],
-    &mut dyn FnMut(&SampleProgress) -> bool,
-    &CancelToken,
-) -> spn_core::Result<Samples>;
+/// An upscaling job: whether its input is the small image (slice 0), and the sampler call.
+type Upscale = (
+    bool,
+    fn(
+        &Sampler,
+        &tch::Tensor,
+        &[u64],
+        &mut dyn FnMut(&SampleProgress) -> bool,
+        &CancelToken,
+    ) -> spn_core::Result<Samples>,
+);
 
 /// The two upscaling calls: one input image, then the sampler job `f`.
 ///
@@ -246,8 +251,9 @@ unsafe fn upscale(
               pr: &mut dyn FnMut(&SampleProgress) -> bool,
               t: &CancelToken| {
             // SAFETY: a valid view by the caller's contract; read inside the boundary.
-            let img = unsafe { read_view(image, "image") }.map_err(Error::from)?;
-            f(s, &img, seeds, pr, t)
+            let size = model_size(s.pipeline(), f.0);
+            let img = unsafe { read_view(image, "image", size) }.map_err(Error::from)?;
+            (f.1)(s, &img, seeds, pr, t)
         },
     );
     // SAFETY: the caller's contract is sample's.
@@ -264,7 +270,9 @@ pub unsafe extern "C" fn spn_upscale_size(
     out_images: *mut *mut spn_image,
     out_count: *mut u32,
 ) -> spn_status {
-    let f: Upscale = |s, img, seeds, pr, t| s.upscale_size(img, seeds, pr, t);
+    let f: Upscale = (true, |s, img, seeds, pr, t| {
+        s.upscale_size(img, seeds, pr, t)
+    });
     // SAFETY: the caller's contract is upscale's.
     unsafe {
         upscale(
@@ -288,7 +296,9 @@ pub unsafe extern "C" fn spn_upscale_depth(
     out_images: *mut *mut spn_image,
     out_count: *mut u32,
 ) -> spn_status {
-    let f: Upscale = |s, img, seeds, pr, t| s.upscale_depth(img, seeds, pr, t);
+    let f: Upscale = (false, |s, img, seeds, pr, t| {
+        s.upscale_depth(img, seeds, pr, t)
+    });
     // SAFETY: the caller's contract is upscale's.
     unsafe {
         upscale(

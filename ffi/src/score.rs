@@ -1,6 +1,6 @@
 //! `spn_score`: exact bits of an image and, optionally, of each of its sub-pixels.
 use crate::boundary::{boundary, invalid, spn_status, Fail, SPN_ERR_BUFFER_TOO_SMALL};
-use crate::image::{read_view, spn_image_view};
+use crate::image::{model_size, read_view, spn_image_view};
 use crate::model::{SpnModel, MODELS};
 
 /// # Safety
@@ -20,7 +20,7 @@ pub unsafe extern "C" fn spn_score(
             return Err(invalid("out_total_bits is NULL"));
         }
         // SAFETY: a valid view by the caller's contract.
-        let img = unsafe { read_view(image, "image") }?;
+        let img = unsafe { read_view(image, "image", model_size(&m.pipeline, false)) }?;
         let (h, w) = (img.size()[1], img.size()[2]);
         let needed = (h * w * 3) as usize;
         if !per_subpixel.is_null() && capacity < needed {

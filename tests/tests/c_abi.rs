@@ -348,3 +348,26 @@ fn the_cli_and_the_abi_read_an_rgba_mask_by_the_same_rule() {
         "no pixel the rule leaves unknown was redrawn"
     );
 }
+
+/// Hostile input through the C ABI (strides that wrap, struct sizes inside a field, freed handles, seeds
+/// that would wrap, a huge batch size), compiled with AddressSanitizer for the host's side.
+#[test]
+fn hostile_input_through_the_abi_under_address_sanitizer() {
+    libspn();
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path());
+    let exe = dir.path().join("hostile_test");
+    compile(
+        "gcc",
+        "-std=c11",
+        &root().join("tests/c/hostile_test.c"),
+        &exe,
+        &["-fsanitize=address", "-fno-omit-frame-pointer", "-lspn"],
+    );
+    // libtorch's own allocations are not instrumented; leaks inside the library are its own business.
+    let out = run(Command::new(&exe)
+        .arg(&model)
+        .env("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1"));
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+    assert!(!out.contains("panicked"), "libspn printed a panic: {out}");
+}

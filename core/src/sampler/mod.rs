@@ -145,6 +145,10 @@ impl<'a> Sampler<'a> {
         self.engine.name()
     }
 
+    pub fn pipeline(&self) -> &Pipeline {
+        self.pipeline
+    }
+
     pub fn options(&self) -> &SampleOptions {
         &self.options
     }
