@@ -143,7 +143,8 @@ typedef int (*spn_progress_fn)(void *user_data, uint64_t done, uint64_t total);
 
 /* ---- Images ------------------------------------------------------------------------------------- */
 
-/* A caller-owned input image. */
+/* A caller-owned input image. Its size is compared with the size the call needs before any of its rows is
+ * read (SPN_ERR_INVALID_ARGUMENT names both), and a stride that would wrap an address is refused. */
 typedef struct spn_image_view {
     uint32_t width;
     uint32_t height;
