@@ -8,7 +8,7 @@ CARGO ?= cargo
 SPN := target/release/spn
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup build test demo data data-256 install install-files gimp-deps gloo-headers
+.PHONY: setup build test demo data data-256 jxl-tools install install-files gimp-deps gloo-headers
 
 setup: $(TORCH_STAMP) libtorch gloo-headers
 
@@ -30,6 +30,10 @@ libtorch: $(TORCH_STAMP)
 build: setup
 	$(CARGO) build --release --workspace --features spn/dist
 
+# libjxl's cjxl, the JPEG XL baseline `spn eval` reports beside PNG and WebP (Debian package).
+jxl-tools:
+	@command -v cjxl >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends libjxl-tools; }
+
 # GIMP 2.10 and its plug-in SDK, for the plug-in's headless tests (Debian packages; needs root or sudo).
 gimp-deps:
 	@if ! command -v gimp-console-2.10 >/dev/null || ! pkg-config --exists gimpui-2.0; then \
@@ -37,7 +41,7 @@ gimp-deps:
 	fi
 
 # The held-out emoji (`make data`) are scored against libwebp by one of the tests.
-test: build gimp-deps data
+test: build gimp-deps jxl-tools data
 	$(CARGO) test --release --workspace --features spn/dist --no-fail-fast
 
 demo: build

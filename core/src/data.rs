@@ -178,8 +178,56 @@ pub fn webp_lossless(img: &RgbImage) -> Result<Vec<u8>> {
     Ok(mem.to_vec())
 }
 
-/// Bytes of the image as lossless PNG (the `image` crate, best compression) and lossless WebP (libwebp).
-pub fn codec_sizes(img: &RgbImage) -> Result<(usize, usize)> {
+/// Bytes of the image as lossless JPEG XL from libjxl at its strongest effort (`cjxl -q 100 -e 9`), the
+/// strongest lossless codec a user could pick instead of the model; None where `cjxl` is not installed
+/// (Debian's `libjxl-tools`; `make test` installs it).
+pub fn jxl_lossless(img: &RgbImage) -> Result<Option<usize>> {
+    let dir = tempfile::tempdir()?;
+    let (src, dst) = (dir.path().join("in.png"), dir.path().join("out.jxl"));
+    img.save(&src)
+        .map_err(|e| Error::Other(format!("png for cjxl: {e}")))?;
+    let run = std::process::Command::new("cjxl")
+        .args(["-q", "100", "-e", "9"])
+        .arg(&src)
+        .arg(&dst)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output();
+    match run {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Other(format!("cjxl: {e}"))),
+        Ok(out) if !out.status.success() => Err(Error::Other(format!(
+            "cjxl failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))),
+        Ok(_) => Ok(Some(std::fs::metadata(&dst)?.len() as usize)),
+    }
+}
+
+/// Sizes of one image under the lossless codecs the model is compared with.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CodecSizes {
+    /// PNG from the `image` crate, best compression, adaptive filters.
+    pub png: usize,
+    /// WebP from libwebp at its strongest lossless setting.
+    pub webp: usize,
+    /// JPEG XL from libjxl at its strongest effort, where `cjxl` is installed.
+    pub jxl: Option<usize>,
+}
+
+impl std::ops::Add for CodecSizes {
+    type Output = Self;
+    fn add(self, o: Self) -> Self {
+        Self {
+            png: self.png + o.png,
+            webp: self.webp + o.webp,
+            jxl: self.jxl.zip(o.jxl).map(|(a, b)| a + b),
+        }
+    }
+}
+
+/// Bytes of the image as lossless PNG, WebP and (where installed) JPEG XL.
+pub fn codec_sizes(img: &RgbImage) -> Result<CodecSizes> {
     let mut png = Vec::new();
     image::codecs::png::PngEncoder::new_with_quality(
         &mut png,
@@ -193,8 +241,11 @@ pub fn codec_sizes(img: &RgbImage) -> Result<(usize, usize)> {
         image::ExtendedColorType::Rgb8,
     )
     .map_err(|e| Error::Other(format!("png encode: {e}")))?;
-    let webp = webp_lossless(img)?.len();
-    Ok((png.len(), webp))
+    Ok(CodecSizes {
+        png: png.len(),
+        webp: webp_lossless(img)?.len(),
+        jxl: jxl_lossless(img)?,
+    })
 }
 
 pub fn save_png(img: &RgbImage, path: &Path) -> Result<()> {

@@ -20,6 +20,8 @@ pub struct EvalReport {
     pub stages: Vec<StageBits>,
     pub png_bits_per_dim: f64,
     pub webp_bits_per_dim: f64,
+    /// JPEG XL lossless at libjxl's strongest effort; None where `cjxl` is not installed.
+    pub jxl_bits_per_dim: Option<f64>,
 }
 
 /// Exact bits/dim of the model on image files (fitted to the model size), next to lossless PNG and WebP
@@ -40,7 +42,10 @@ pub fn evaluate_with_progress(
     let cfg = &model.config;
     let n_stages = model.stages.len();
     let mut stage_nats = vec![0f64; n_stages];
-    let (mut png, mut webp) = (0usize, 0usize);
+    let mut codecs = data::CodecSizes {
+        jxl: Some(0),
+        ..Default::default()
+    };
     for chunk in files.chunks(batch_size.max(1) as usize) {
         let mut ts = Vec::with_capacity(chunk.len());
         let mut imgs = Vec::with_capacity(chunk.len());
@@ -49,19 +54,22 @@ pub fn evaluate_with_progress(
             ts.push(data::to_tensor(&img)?);
             imgs.push(img);
         }
-        // libwebp at its strongest setting costs about as much as the model's own pass: spread it over
-        // the cores.
+        // libwebp and libjxl at their strongest settings cost about as much as the model's own pass: spread
+        // them over the cores.
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         let per = imgs.len().div_ceil(threads).max(1);
-        let sizes: Vec<Result<(usize, usize)>> = std::thread::scope(|sc| {
+        let sizes: Vec<Result<data::CodecSizes>> = std::thread::scope(|sc| {
             let handles: Vec<_> = imgs
                 .chunks(per)
                 .map(|part| {
                     sc.spawn(move || {
-                        part.iter().try_fold((0, 0), |(p, w), img| {
-                            let (a, b) = data::codec_sizes(img)?;
-                            Ok((p + a, w + b))
-                        })
+                        part.iter().try_fold(
+                            data::CodecSizes {
+                                jxl: Some(0),
+                                ..Default::default()
+                            },
+                            |acc, img| Ok(acc + data::codec_sizes(img)?),
+                        )
                     })
                 })
                 .collect();
@@ -74,9 +82,7 @@ pub fn evaluate_with_progress(
                 .collect()
         });
         for r in sizes {
-            let (p, w) = r?;
-            png += p;
-            webp += w;
+            codecs = codecs + r?;
         }
         let x = tch::Tensor::f_stack(&ts, 0)?;
         let l = model.likelihood(&x)?;
@@ -100,8 +106,9 @@ pub fn evaluate_with_progress(
         images: files.len(),
         bits_per_dim: stages.iter().map(|s| s.bits_per_dim).sum(),
         stages,
-        png_bits_per_dim: png as f64 * 8.0 / dims,
-        webp_bits_per_dim: webp as f64 * 8.0 / dims,
+        png_bits_per_dim: codecs.png as f64 * 8.0 / dims,
+        webp_bits_per_dim: codecs.webp as f64 * 8.0 / dims,
+        jxl_bits_per_dim: codecs.jxl.map(|b| b as f64 * 8.0 / dims),
     })
 }
 

@@ -71,9 +71,13 @@ fn bundled_model_beats_lossless_webp_on_the_held_out_emoji() {
         r["webp_bits_per_dim"].as_f64().unwrap(),
         r["png_bits_per_dim"].as_f64().unwrap(),
     );
+    // JPEG XL (libjxl at its strongest effort) is reported too: `make test` installs cjxl. Below it is the
+    // aim, not yet the bar (models/README.md says where the bundle stands).
+    let jxl = r["jxl_bits_per_dim"].as_f64();
+    assert!(jxl.is_some_and(|j| j < png), "JPEG XL not measured: {r}");
     assert!(
         model < webp && webp < png,
-        "held-out bits/dim: model {model:.4}, libwebp {webp:.4}, PNG {png:.4}"
+        "held-out bits/dim: model {model:.4}, libwebp {webp:.4}, JPEG XL {jxl:?}, PNG {png:.4}"
     );
 }
 

@@ -5,7 +5,8 @@ use anyhow::{bail, Result};
 use spn::data::{self, Split};
 use std::path::PathBuf;
 
-/// Exact bits/dim of a model on a folder of images (sub-folders included), next to lossless PNG and WebP.
+/// Exact bits/dim of a model on a folder of images (sub-folders included), next to lossless PNG, WebP and
+/// JPEG XL.
 #[derive(clap::Args)]
 pub struct EvalArgs {
     #[arg(long)]
