@@ -179,8 +179,9 @@ typedef struct spn_sample_params {
     uint64_t seed;            /* image i gets seed + i; default 0; seeds never wrap (seed + count - 1 must
                                  fit in 64 bits, else SPN_ERR_INVALID_ARGUMENT) */
     float temperature;        /* in [1e-4, 1e4], default 1; lower is more conservative */
-    uint32_t batch_size;      /* images sampled together, >= 1, default 16; lowered to `count`, and so that
-                                 one batch's working values stay within 1 GiB (8 bytes a sub-pixel) */
+    uint32_t batch_size;      /* images sampled together, >= 1, default 16; lowered to `count`, to 1024, and
+                                 so that one batch's values stay within 1 GiB (8 bytes a sub-pixel): a call
+                                 holds its output images plus the working memory of one such batch */
     spn_progress_fn progress; /* optional */
     void *user_data;          /* passed to progress */
     spn_job *job;             /* optional, for spn_job_cancel */

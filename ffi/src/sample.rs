@@ -58,8 +58,11 @@ pub unsafe extern "C" fn spn_sample_params_init(params: *mut spn_sample_params) 
 const MAX_COUNT: u32 = 1 << 20;
 /// Upper bound on the bytes of images one call returns (they are all held in memory at once).
 const MAX_OUTPUT_BYTES: u64 = 4 << 30;
-/// Upper bound on the pixel bytes of one batch as the sampler works on it (int64 values: 8 bytes a
-/// sub-pixel); larger batch sizes are lowered to fit (spn.h).
+/// Upper bounds on one batch, so that a call's working memory is bounded whatever batch_size a host passes
+/// (spn.h): at most this many images, and at most this many bytes of int64 values (8 bytes a sub-pixel).
+/// The networks' activations grow with the batch too; 1024 images keep them within a few hundred MiB for
+/// the bundled models, and a GPU is saturated well before that.
+const MAX_BATCH_IMAGES: u64 = 1024;
 const MAX_BATCH_BYTES: u64 = 1 << 30;
 
 /// Checks the parameters against the model and the memory bounds; returns the seeds and batch size.
@@ -94,7 +97,10 @@ fn plan(p: &spn_sample_params, m: &SpnModel) -> Result<(Vec<u64>, usize), Fail> 
         return Err(invalid("batch_size must be at least 1"));
     }
     let fit = (MAX_BATCH_BYTES / (8 * image_bytes)).max(1);
-    let batch = (p.batch_size as u64).min(p.count as u64).min(fit) as usize;
+    let batch = (p.batch_size as u64)
+        .min(p.count as u64)
+        .min(fit)
+        .min(MAX_BATCH_IMAGES) as usize;
     Ok(((p.seed..=p.seed + (p.count as u64 - 1)).collect(), batch))
 }
 
