@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use tch::{Kind, Tensor};
 
@@ -77,10 +77,87 @@ pub fn write(
     crate::data::persist(tmp, path)
 }
 
-/// Reads a file written by [`write`]; any damage is an error, never a panic.
+/// The largest bundle or checkpoint [`read`] accepts: 2 GiB. The largest preset's bundle is about 39 MB and
+/// its checkpoint about four times that; a config may not ask for more weights than a checkpoint of this
+/// size holds (`config::limits::MAX_PARAMETERS`). The bound is what lets a wrong or hostile path (a device
+/// such as /dev/zero, a huge file) cost at most this much memory: the file's bytes and its tensors, once each.
+pub const MAX_FILE_BYTES: u64 = 2 << 30;
+
+/// Reads a file written by [`write`]; any damage is an error, never a panic, a hang or unbounded memory.
 pub fn read(path: &Path) -> Result<Contents> {
-    let data = std::fs::read(path).map_err(|e| bundle_err(path, format!("cannot read: {e}")))?;
-    let (_, md) = SafeTensors::read_metadata(&data)
+    let data = read_file(path)?;
+    parse(path, &data)
+}
+
+/// The bytes of a regular file of at most [`MAX_FILE_BYTES`].
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let cannot = |e: std::io::Error| bundle_err(path, format!("cannot read: {e}"));
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    // Opening a FIFO blocks until something writes to it, which may be never: non-blocking, the open
+    // returns at once and the file-type check below refuses it. On a regular file the flag does nothing.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(cannot)?;
+    // The type and size of what was opened, not of what the path names now (it may have been replaced).
+    let md = file.metadata().map_err(cannot)?;
+    if !md.is_file() {
+        return Err(bundle_err(
+            path,
+            format!(
+                "this is {}, not a regular file: a model is a bundle file",
+                file_kind(&md.file_type())
+            ),
+        ));
+    }
+    if md.len() > MAX_FILE_BYTES {
+        return Err(too_large(path, md.len()));
+    }
+    let mut data = Vec::with_capacity(md.len() as usize);
+    // At most one byte past the limit, so a file that grows while it is read cannot exhaust memory either.
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(cannot)?;
+    if data.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(path, data.len() as u64));
+    }
+    Ok(data)
+}
+
+fn too_large(path: &Path, len: u64) -> Error {
+    bundle_err(
+        path,
+        format!(
+            "{len} bytes is larger than any bundle this build reads ({MAX_FILE_BYTES} bytes, 2 GiB)"
+        ),
+    )
+}
+
+/// What a path that is not a regular file is, for the error message.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a folder"
+    } else {
+        "something else"
+    }
+}
+
+/// The contents of a bundle or checkpoint file's bytes.
+fn parse(path: &Path, data: &[u8]) -> Result<Contents> {
+    let (_, md) = SafeTensors::read_metadata(data)
         .map_err(|e| bundle_err(path, format!("not a safetensors file or damaged: {e:?}")))?;
     let meta = md.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
@@ -101,7 +178,7 @@ pub fn read(path: &Path) -> Result<Contents> {
         });
     }
     let st =
-        SafeTensors::deserialize(&data).map_err(|e| bundle_err(path, format!("damaged: {e:?}")))?;
+        SafeTensors::deserialize(data).map_err(|e| bundle_err(path, format!("damaged: {e:?}")))?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
         if view.dtype() != Dtype::F32 {
@@ -151,4 +228,70 @@ pub fn parse_meta(
         None => TrainingInfo::default(),
     };
     Ok((config, info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Reads `path` on another thread: a read that blocks fails the test instead of hanging it.
+    fn read_within(path: &Path, secs: u64) -> Result<Contents> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(read(&p));
+        });
+        rx.recv_timeout(Duration::from_secs(secs))
+            .unwrap_or_else(|_| panic!("reading {} did not return", path.display()))
+    }
+
+    fn refused(r: Result<Contents>, what: &str) -> String {
+        match r {
+            Err(e @ Error::Bundle { .. }) => e.to_string(),
+            Err(e) => panic!("{what}: wrong error {e}"),
+            Ok(_) => panic!("{what}: read"),
+        }
+    }
+
+    #[test]
+    fn fifos_devices_and_folders_are_refused_without_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.spn");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // No writer ever comes: opening it for reading must not wait for one.
+        let err = refused(read_within(&fifo, 20), "fifo");
+        assert!(
+            err.contains("FIFO") && err.contains("not a regular file"),
+            "{err}"
+        );
+        for dev in ["/dev/zero", "/dev/urandom", "/dev/null"] {
+            let err = refused(read_within(Path::new(dev), 20), dev);
+            assert!(err.contains("device"), "{err}");
+        }
+        let err = refused(read_within(dir.path(), 20), "folder");
+        assert!(err.contains("folder"), "{err}");
+        let err = refused(read_within(&dir.path().join("missing.spn"), 20), "missing");
+        assert!(err.contains("cannot read"), "{err}");
+    }
+
+    #[test]
+    fn files_over_the_limit_are_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.spn");
+        // Sparse: no disk space used, and the loader must not read it anyway.
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES + 1)
+            .unwrap();
+        let start = std::time::Instant::now();
+        let err = refused(read_within(&big, 60), "big file");
+        assert!(err.contains("2 GiB"), "{err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the file was read"
+        );
+    }
 }

@@ -120,6 +120,60 @@ fn truncated_garbage_and_missing_bundles() {
     assert!(err.contains("cannot read"), "{err}");
 }
 
+/// Runs `spn`, expects it to fail within `secs` seconds (it is killed otherwise), returns stderr.
+fn spn_err_within(args: &[&str], secs: u64) -> String {
+    use std::io::Read;
+    let mut child = std::process::Command::new(spn_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run spn");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("spn {args:?} still ran after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "spn {args:?} should have failed");
+    assert!(!err.contains("panicked"), "spn {args:?} panicked: {err}");
+    err
+}
+
+/// A model path that is not a bundle file is refused at once: a FIFO with no writer (opening it would wait
+/// for one), a device (read until memory runs out), a folder.
+#[test]
+fn model_paths_that_are_not_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.spn");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for p in [s(&fifo), "/dev/zero", "/dev/urandom", s(dir.path())] {
+        let err = spn_err_within(&["info", "--model", p], 30);
+        assert!(
+            err.contains("bad model bundle") && err.contains("not a regular file"),
+            "{p}: {err}"
+        );
+    }
+}
+
 /// Rewrites one metadata entry of a safetensors file.
 fn with_meta(bytes: &[u8], key: &str, value: &str) -> Vec<u8> {
     let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
