@@ -40,7 +40,7 @@ impl Pipeline {
             .stages()
             .iter()
             .map(|s| SpnNet::new(vs.root() / s.kind.name(), s))
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Self {
             config,
             vs,
