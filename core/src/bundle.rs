@@ -302,7 +302,7 @@ pub fn parse_meta(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
@@ -349,7 +349,7 @@ mod tests {
     }
 
     /// A freshly made (untrained) `tiny` bundle's bytes.
-    fn tiny_bundle() -> Vec<u8> {
+    pub(crate) fn tiny_bundle() -> Vec<u8> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("tiny.spn");
         crate::Pipeline::new(
@@ -363,7 +363,7 @@ mod tests {
     }
 
     /// The JSON header and the data of a safetensors file.
-    fn split(bytes: &[u8]) -> (serde_json::Value, Vec<u8>) {
+    pub(crate) fn split(bytes: &[u8]) -> (serde_json::Value, Vec<u8>) {
         let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
         (
             serde_json::from_slice(&bytes[8..8 + n]).unwrap(),
@@ -371,7 +371,7 @@ mod tests {
         )
     }
 
-    fn join(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
+    pub(crate) fn join(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
         let h = serde_json::to_vec(header).unwrap();
         let mut out = (h.len() as u64).to_le_bytes().to_vec();
         out.extend(h);

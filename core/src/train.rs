@@ -287,9 +287,7 @@ impl Trainer {
                 if !stages.is_empty() {
                     opts.stages = stages;
                 }
-                let mut p = Pipeline::new(cfg, device)?;
-                p.info = info;
-                p.load_weights(&ckpt, &c.tensors, "model.")?;
+                let p = Pipeline::from_tensors(&ckpt, cfg, info, &c.tensors, "model.", device)?;
                 (p, state.step, state.seconds)
             }
             None => match &opts.init {
