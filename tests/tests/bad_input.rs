@@ -38,6 +38,70 @@ fn unreadable_image() {
     assert!(err.contains("bad.png"), "{err}");
 }
 
+/// A PNG file that says it is a `w` x `h` 8-bit grey image, with no pixel data: all a reader needs to
+/// refuse it.
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    let crc32 = |bytes: &[u8]| {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    };
+    let mut out = vec![137, 80, 78, 71, 13, 10, 26, 10];
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        out.extend((data.len() as u32).to_be_bytes());
+        let body = [kind, data].concat();
+        out.extend(&body);
+        out.extend(crc32(&body).to_be_bytes());
+    };
+    let ihdr = [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, 0, 0, 0, 0]].concat();
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(b"IEND", &[]);
+    out
+}
+
+/// An image too large to read is refused from its header's size, before its pixels are decoded, as an
+/// image or as a mask.
+#[test]
+fn images_too_large_are_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.png");
+    std::fs::write(&big, png_header(20_000, 20_000)).unwrap();
+    let img = fixtures().join("emoji8/1f600.png");
+    let out = dir.path().join("out.png");
+    for args in [
+        vec!["score", "--model", s(bundle()), "--image", s(&big)],
+        vec![
+            "complete",
+            "--model",
+            s(bundle()),
+            "--image",
+            s(&img),
+            "--mask",
+            s(&big),
+            "--out",
+            s(&out),
+        ],
+    ] {
+        let start = std::time::Instant::now();
+        let err = spn_err(&args);
+        assert!(
+            err.contains("20000x20000 pixels") && err.contains("1024 MiB"),
+            "{err}"
+        );
+        assert!(start.elapsed().as_secs() < 20, "{args:?}: slow");
+    }
+}
+
 #[test]
 fn wrong_size_config() {
     let dir = tempfile::tempdir().unwrap();

@@ -685,8 +685,7 @@ fn run(cli: Cli) -> Result<()> {
             check_out_file(&out)?;
             let model = load(model, device)?;
             let img = image_tensor(&image)?;
-            let dm = image::open(&mask)
-                .map_err(|e| anyhow::anyhow!("cannot read mask {}: {e}", mask.display()))?;
+            let dm = data::open_image(&mask).context("the mask")?;
             let known = data::mask_known(&dm)?;
             let (mh, mw) = (known.size()[0], known.size()[1]);
             let (ih, iw) = (img.size()[1], img.size()[2]);
