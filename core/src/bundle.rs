@@ -226,7 +226,9 @@ fn parse(path: &Path, data: &[u8]) -> Result<Contents> {
 }
 
 /// Every tensor the header declares, checked before any is made: its count, dtype, shape, and a byte range
-/// exactly as long as the shape needs (checked arithmetic: no shape wraps around to fit).
+/// exactly as long as the shape needs (checked arithmetic: no shape wraps around to fit). The product is
+/// taken in dimension order, so every partial product of an accepted shape fits too, even of a tensor with
+/// no elements: libtorch's and tch's own products over the shape (`numel`) cannot overflow.
 fn check_tensors(path: &Path, md: &safetensors::tensor::Metadata) -> Result<()> {
     let infos = md.tensors();
     if infos.len() > MAX_TENSORS {
