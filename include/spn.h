@@ -113,7 +113,9 @@ typedef struct spn_model_params {
 void spn_model_params_init(spn_model_params *params);
 
 /* Loads a model bundle. `path` NULL loads the bundled default model ($SPN_MODEL overrides it).
- * `params` NULL uses the defaults. */
+ * `params` NULL uses the defaults. A path that is not a regular file (a FIFO, a device, a folder: refused
+ * without waiting or reading), a file over 2 GiB, and a damaged bundle (weights that do not match its config,
+ * sizes beyond the config limits, non-finite weights) are SPN_ERR_MODEL. */
 spn_status spn_model_load(const char *path, const spn_model_params *params, spn_model **out_model);
 
 /* Frees a model; NULL is ignored. Jobs still running on it must have finished. */

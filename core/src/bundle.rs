@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 use tch::{Kind, Tensor};
 
@@ -77,10 +77,111 @@ pub fn write(
     crate::data::persist(tmp, path)
 }
 
-/// Reads a file written by [`write`]; any damage is an error, never a panic.
+/// The largest bundle or checkpoint [`read`] accepts: 2 GiB. The largest preset's bundle is about 39 MB and
+/// its checkpoint about four times that; a config may not ask for more weights than a checkpoint of this
+/// size holds (`config::limits::MAX_PARAMETERS`). The bound is what lets a wrong or hostile path (a device
+/// such as /dev/zero, a huge file) cost at most this much memory: the file's bytes and its tensors, once each.
+pub const MAX_FILE_BYTES: u64 = 2 << 30;
+
+/// The largest safetensors header read (16 MiB): a checkpoint of the largest config the limits allow needs
+/// about 100 bytes a tensor for at most [`MAX_TENSORS`]; safetensors' own limit (100 MB) would let a hostile
+/// header cost far more to parse.
+pub const MAX_HEADER_BYTES: u64 = 16 << 20;
+/// The most tensors a file may hold (65,536): a checkpoint (weights, two Adam moments, EMA weights) of the
+/// deepest network the config limits allow holds fewer, and each tensor costs libtorch memory of its own
+/// however small it is.
+pub const MAX_TENSORS: usize = 1 << 16;
+/// Every dimension of a tensor is below 2^31 and a tensor has at most [`MAX_RANK`] of them: shapes are
+/// handed to libtorch as i64 (a dimension of 2^63 or more would wrap, and libtorch refuses it as an
+/// internal error, not as a damaged file), and the networks' largest dimension is far smaller.
+pub const MAX_DIM: usize = 1 << 31;
+pub const MAX_RANK: usize = 8;
+
+/// Reads a file written by [`write`]; any damage is an error, never a panic, a hang or unbounded memory.
 pub fn read(path: &Path) -> Result<Contents> {
-    let data = std::fs::read(path).map_err(|e| bundle_err(path, format!("cannot read: {e}")))?;
-    let (_, md) = SafeTensors::read_metadata(&data)
+    let data = read_file(path)?;
+    parse(path, &data)
+}
+
+/// The bytes of a regular file of at most [`MAX_FILE_BYTES`].
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let cannot = |e: std::io::Error| bundle_err(path, format!("cannot read: {e}"));
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    // Opening a FIFO blocks until something writes to it, which may be never: non-blocking, the open
+    // returns at once and the file-type check below refuses it. On a regular file the flag does nothing.
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NONBLOCK);
+    let file = options.open(path).map_err(cannot)?;
+    // The type and size of what was opened, not of what the path names now (it may have been replaced).
+    let md = file.metadata().map_err(cannot)?;
+    if !md.is_file() {
+        return Err(bundle_err(
+            path,
+            format!(
+                "this is {}, not a regular file: a model is a bundle file",
+                file_kind(&md.file_type())
+            ),
+        ));
+    }
+    if md.len() > MAX_FILE_BYTES {
+        return Err(too_large(path, md.len()));
+    }
+    let mut data = Vec::with_capacity(md.len() as usize);
+    // At most one byte past the limit, so a file that grows while it is read cannot exhaust memory either.
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut data)
+        .map_err(cannot)?;
+    if data.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large(path, data.len() as u64));
+    }
+    Ok(data)
+}
+
+fn too_large(path: &Path, len: u64) -> Error {
+    bundle_err(
+        path,
+        format!(
+            "{len} bytes is larger than any bundle this build reads ({MAX_FILE_BYTES} bytes, 2 GiB)"
+        ),
+    )
+}
+
+/// What a path that is not a regular file is, for the error message.
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() {
+        "a folder"
+    } else {
+        "something else"
+    }
+}
+
+/// The contents of a bundle or checkpoint file's bytes.
+fn parse(path: &Path, data: &[u8]) -> Result<Contents> {
+    let header_len = data
+        .get(..8)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_le_bytes);
+    if let Some(n) = header_len.filter(|&n| n > MAX_HEADER_BYTES) {
+        return Err(bundle_err(
+            path,
+            format!("its header is {n} bytes, over the {MAX_HEADER_BYTES}-byte limit of bundles"),
+        ));
+    }
+    let (_, md) = SafeTensors::read_metadata(data)
         .map_err(|e| bundle_err(path, format!("not a safetensors file or damaged: {e:?}")))?;
     let meta = md.metadata().clone().unwrap_or_default();
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
@@ -100,21 +201,70 @@ pub fn read(path: &Path) -> Result<Contents> {
             supported: FORMAT_VERSION,
         });
     }
+    check_tensors(path, &md)?;
     let st =
-        SafeTensors::deserialize(&data).map_err(|e| bundle_err(path, format!("damaged: {e:?}")))?;
+        SafeTensors::deserialize(data).map_err(|e| bundle_err(path, format!("damaged: {e:?}")))?;
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
-        if view.dtype() != Dtype::F32 {
+        // NaN or infinite weights would load and then give NaN likelihoods and garbage samples.
+        if let Some(i) = view
+            .data()
+            .chunks_exact(4)
+            .position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+        {
             return Err(bundle_err(
                 path,
-                format!("tensor {name} has dtype {:?}, expected F32", view.dtype()),
+                format!("tensor {name} holds a value that is not finite (NaN or infinity) at element {i}: the weights are damaged"),
             ));
         }
+        // The shape was checked above: every dimension fits in an i64.
         let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
         let t = Tensor::f_from_data_size(view.data(), &shape, Kind::Float)?;
         tensors.insert(name, t);
     }
     Ok(Contents { meta, tensors })
+}
+
+/// Every tensor the header declares, checked before any is made: its count, dtype, shape, and a byte range
+/// exactly as long as the shape needs (checked arithmetic: no shape wraps around to fit). The product is
+/// taken in dimension order, so every partial product of an accepted shape fits too, even of a tensor with
+/// no elements: libtorch's and tch's own products over the shape (`numel`) cannot overflow.
+fn check_tensors(path: &Path, md: &safetensors::tensor::Metadata) -> Result<()> {
+    let infos = md.tensors();
+    if infos.len() > MAX_TENSORS {
+        return Err(bundle_err(
+            path,
+            format!(
+                "{} tensors, more than any bundle holds ({MAX_TENSORS})",
+                infos.len()
+            ),
+        ));
+    }
+    // In name order, so that a file with several faults always reports the same one.
+    let mut infos: Vec<_> = infos.into_iter().collect();
+    infos.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, info) in infos {
+        let bad = |why: String| bundle_err(path, format!("tensor {name}: {why}"));
+        if info.dtype != Dtype::F32 {
+            return Err(bad(format!("dtype {:?}, expected F32", info.dtype)));
+        }
+        let shape = &info.shape;
+        if shape.len() > MAX_RANK || shape.iter().any(|&d| d >= MAX_DIM) {
+            return Err(bad(format!(
+                "shape {shape:?}: at most {MAX_RANK} dimensions, each below 2^31"
+            )));
+        }
+        let (start, end) = info.data_offsets;
+        let needed = shape
+            .iter()
+            .try_fold(Dtype::F32.size(), |n, &d| n.checked_mul(d));
+        if needed.is_none() || needed != end.checked_sub(start) {
+            return Err(bad(format!(
+                "shape {shape:?} does not fit its data range {start}..{end}"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Metadata every bundle carries.
@@ -151,4 +301,191 @@ pub fn parse_meta(
         None => TrainingInfo::default(),
     };
     Ok((config, info))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    /// Reads `path` on another thread: a read that blocks fails the test instead of hanging it.
+    fn read_within(path: &Path, secs: u64) -> Result<Contents> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let p = path.to_path_buf();
+        std::thread::spawn(move || {
+            let _ = tx.send(read(&p));
+        });
+        rx.recv_timeout(Duration::from_secs(secs))
+            .unwrap_or_else(|_| panic!("reading {} did not return", path.display()))
+    }
+
+    fn refused(r: Result<Contents>, what: &str) -> String {
+        match r {
+            Err(e @ Error::Bundle { .. }) => e.to_string(),
+            Err(e) => panic!("{what}: wrong error {e}"),
+            Ok(_) => panic!("{what}: read"),
+        }
+    }
+
+    #[test]
+    fn fifos_devices_and_folders_are_refused_without_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo.spn");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        // No writer ever comes: opening it for reading must not wait for one.
+        let err = refused(read_within(&fifo, 20), "fifo");
+        assert!(
+            err.contains("FIFO") && err.contains("not a regular file"),
+            "{err}"
+        );
+        for dev in ["/dev/zero", "/dev/urandom", "/dev/null"] {
+            let err = refused(read_within(Path::new(dev), 20), dev);
+            assert!(err.contains("device"), "{err}");
+        }
+        let err = refused(read_within(dir.path(), 20), "folder");
+        assert!(err.contains("folder"), "{err}");
+        let err = refused(read_within(&dir.path().join("missing.spn"), 20), "missing");
+        assert!(err.contains("cannot read"), "{err}");
+    }
+
+    /// A freshly made (untrained) `tiny` bundle's bytes.
+    pub(crate) fn tiny_bundle() -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("tiny.spn");
+        crate::Pipeline::new(
+            crate::PipelineConfig::preset("tiny").unwrap(),
+            tch::Device::Cpu,
+        )
+        .unwrap()
+        .save(&p)
+        .unwrap();
+        std::fs::read(p).unwrap()
+    }
+
+    /// The JSON header and the data of a safetensors file.
+    pub(crate) fn split(bytes: &[u8]) -> (serde_json::Value, Vec<u8>) {
+        let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        (
+            serde_json::from_slice(&bytes[8..8 + n]).unwrap(),
+            bytes[8 + n..].to_vec(),
+        )
+    }
+
+    pub(crate) fn join(header: &serde_json::Value, data: &[u8]) -> Vec<u8> {
+        let h = serde_json::to_vec(header).unwrap();
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend(h);
+        out.extend(data);
+        out
+    }
+
+    fn read_bytes(bytes: &[u8]) -> Result<Contents> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("b.spn");
+        std::fs::write(&p, bytes).unwrap();
+        read(&p)
+    }
+
+    /// The first tensor's name and its data range.
+    fn first_tensor(header: &serde_json::Value) -> (String, usize, usize) {
+        let (name, t) = header
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| *k != "__metadata__")
+            .min_by_key(|(_, t)| t["data_offsets"][0].as_u64())
+            .unwrap();
+        let o = &t["data_offsets"];
+        (
+            name.clone(),
+            o[0].as_u64().unwrap() as usize,
+            o[1].as_u64().unwrap() as usize,
+        )
+    }
+
+    #[test]
+    fn shapes_that_do_not_fit_an_i64_or_their_bytes_are_refused() {
+        let bytes = tiny_bundle();
+        assert!(read_bytes(&bytes).is_ok());
+        let (header, data) = split(&bytes);
+        let end = data.len();
+        // Zero elements, so the byte range (empty) matches: only the dimensions' size is wrong.
+        for shape in [
+            serde_json::json!([1u64 << 63, 0]),
+            serde_json::json!([u64::MAX, 0]),
+            serde_json::json!([1u64 << 31, 0]),
+            serde_json::json!([1, 1, 1, 1, 1, 1, 1, 1, 0]),
+        ] {
+            let mut h = header.clone();
+            h["extra"] =
+                serde_json::json!({"dtype": "F32", "shape": shape, "data_offsets": [end, end]});
+            let err = refused(read_bytes(&join(&h, &data)), &shape.to_string());
+            assert!(
+                err.contains("tensor extra") && err.contains("shape"),
+                "{err}"
+            );
+        }
+        // Other dtypes, even of the right byte length.
+        let (name, start, stop) = first_tensor(&header);
+        let mut h = header.clone();
+        h[&name] = serde_json::json!({"dtype": "I32", "shape": [(stop - start) / 4], "data_offsets": [start, stop]});
+        let err = refused(read_bytes(&join(&h, &data)), "dtype");
+        assert!(err.contains(&name) && err.contains("I32"), "{err}");
+    }
+
+    #[test]
+    fn too_many_tensors_or_too_large_a_header_are_refused() {
+        let (mut header, data) = split(&tiny_bundle());
+        let end = data.len();
+        for i in 0..MAX_TENSORS {
+            header[format!("__empty{i}")] =
+                serde_json::json!({"dtype": "F32", "shape": [0], "data_offsets": [end, end]});
+        }
+        let err = refused(read_bytes(&join(&header, &data)), "tensors");
+        assert!(err.contains("tensors, more than"), "{err}");
+        let mut big = ((MAX_HEADER_BYTES + 8) as u64).to_le_bytes().to_vec();
+        big.extend(b"{");
+        big.resize(MAX_HEADER_BYTES as usize + 8, b' ');
+        big.extend(b"}");
+        let err = refused(read_bytes(&big), "header");
+        assert!(err.contains("header") && err.contains("limit"), "{err}");
+    }
+
+    #[test]
+    fn weights_that_are_not_finite_are_refused_naming_the_tensor() {
+        let bytes = tiny_bundle();
+        let (header, data) = split(&bytes);
+        let (name, start, stop) = first_tensor(&header);
+        for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+            let mut d = data.clone();
+            d[stop - 4..stop].copy_from_slice(&bad.to_le_bytes());
+            let err = refused(read_bytes(&join(&header, &d)), &bad.to_string());
+            assert!(
+                err.contains(&name)
+                    && err.contains("not finite")
+                    && err.contains(&format!("element {}", (stop - start) / 4 - 1)),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn files_over_the_limit_are_refused_before_reading() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.spn");
+        // Sparse: no disk space used, and the loader must not read it anyway.
+        std::fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE_BYTES + 1)
+            .unwrap();
+        let start = std::time::Instant::now();
+        let err = refused(read_within(&big, 60), "big file");
+        assert!(err.contains("2 GiB"), "{err}");
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "the file was read"
+        );
+    }
 }

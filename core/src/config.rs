@@ -3,6 +3,33 @@
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 
+/// Upper limits of every size in a config, in one place ([`PipelineConfig::validate`] applies them). A
+/// config is data: a bundle carries one, and a host may load any file. Each size multiplies into memory
+/// before a weight is compared with the file, so every size is bounded, and so is the network they build
+/// together ([`MAX_PARAMETERS`]). They are far above what spn trains (the largest preset: 64x64 images,
+/// scale 4, 128 channels, 6 decoder blocks, kernel 5, 8 heads).
+pub mod limits {
+    /// Image height and width.
+    pub const MAX_IMAGE_SIDE: i64 = 4096;
+    /// Subscale factors (`scale`, `small_scale`): S*S slices, each a pass of the decoder.
+    pub const MAX_SCALE: i64 = 64;
+    /// `msb_bits`: stage C predicts the other 8 - b bits, so at most 7.
+    pub const MAX_MSB_BITS: u32 = 7;
+    /// `channels`, the width of every layer.
+    pub const MAX_CHANNELS: i64 = 4096;
+    /// `heads` of each attention layer (which must also divide the channels).
+    pub const MAX_HEADS: i64 = 256;
+    /// `embed_blocks`, `decoder_blocks`, and `attention_every`.
+    pub const MAX_BLOCKS: i64 = 256;
+    /// `first_kernel`, odd.
+    pub const MAX_KERNEL: i64 = 31;
+    /// Weights of the whole pipeline ([`super::PipelineConfig::parameter_count`]), about 133 million: a
+    /// training checkpoint holds 16 bytes a weight (the weights, two Adam moments, the EMA weights) and
+    /// must stay readable ([`crate::bundle::MAX_FILE_BYTES`] with the largest header).
+    pub const MAX_PARAMETERS: u64 =
+        (crate::bundle::MAX_FILE_BYTES - crate::bundle::MAX_HEADER_BYTES - 8) / 16;
+}
+
 /// Sizes of one stage's network (slice embedder, masked decoder, channel head).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -118,6 +145,45 @@ impl StageSpec {
             own
         }
     }
+
+    /// Weights of this stage's network, counted from the sizes alone: layer by layer what
+    /// `model::SpnNet::new` builds (a test holds the two equal for every preset and for random configs).
+    /// Saturates at `u64::MAX` for sizes far beyond [`limits`], so it never overflows on a config that
+    /// has not been validated.
+    pub fn parameter_count(&self) -> u64 {
+        // Sizes beyond 2^20 are beyond every limit; clamped there, no product of them overflows a u128.
+        let n = |x: i64| x.clamp(0, 1 << 20) as u128;
+        let net = &self.net;
+        let (d, levels) = (n(net.channels), 1u128 << self.bits.min(20));
+        let conv = |cin: u128, cout: u128, k: u128| cout * cin * k * k + cout; // weight and bias
+        let linear = |cin: u128, cout: u128| cout * cin + cout;
+        // `slices`, `slice_hw` and `cond_channels` in arithmetic that cannot overflow or divide by zero.
+        let scale = n(self.scale).max(1);
+        let slices = scale * scale;
+        let cond_channels = if self.cond_bits.is_some() { 6 } else { 3 } * slices;
+        let (h, w) = (n(self.height) / scale, n(self.width) / scale);
+        let blocks = n(net.decoder_blocks);
+        let attention_layers = if net.attention_every > 0 {
+            blocks / n(net.attention_every)
+        } else {
+            0
+        };
+        let embedder =
+            conv(cond_channels, d, 3) + n(net.embed_blocks) * 2 * conv(d, d, 3) + slices * d; // meta-position embedding
+        let attention = 2 * d // layer norm
+            + linear(d, d) // q
+            + linear(d, 2 * d) // kv
+            + linear(3, d) // pixel
+            + linear(d, d) // out
+            + h * w * d // positions
+            + 2 * d; // sink
+        let decoder = conv(3, d, n(net.first_kernel))
+            + conv(d, 2 * d * blocks.max(1), 1) // context projection
+            + blocks * (conv(d, 2 * d, 3) + conv(d, d, 1))
+            + attention_layers * attention;
+        let head = linear(d, d) + 3 * levels * d + 3 * linear(d, levels);
+        u64::try_from(embedder + decoder + head).unwrap_or(u64::MAX)
+    }
 }
 
 impl PipelineConfig {
@@ -199,23 +265,29 @@ impl PipelineConfig {
         Ok(c)
     }
 
+    /// Checks every size against the others and against [`limits`], without allocating anything.
     pub fn validate(&self) -> Result<()> {
+        use limits::*;
         let bad = |m: String| Err(Error::config(format!("{}: {m}", self.name)));
-        if self.height < 1 || self.width < 1 || self.height > 4096 || self.width > 4096 {
+        let side = 1..=MAX_IMAGE_SIDE;
+        if !side.contains(&self.height) || !side.contains(&self.width) {
             return bad(format!(
-                "image size {}x{} must be in 1..=4096",
+                "image size {}x{} must be in 1..={MAX_IMAGE_SIDE}",
                 self.height, self.width
             ));
         }
-        if self.scale < 1 || self.height % self.scale != 0 || self.width % self.scale != 0 {
+        if !(1..=MAX_SCALE).contains(&self.scale) {
+            return bad(format!("scale {} must be in 1..={MAX_SCALE}", self.scale));
+        }
+        if self.height % self.scale != 0 || self.width % self.scale != 0 {
             return bad(format!(
                 "scale {} must divide the image size {}x{}",
                 self.scale, self.height, self.width
             ));
         }
         if let Some(b) = self.msb_bits {
-            if !(1..=7).contains(&b) {
-                return bad(format!("msb_bits {b} must be in 1..=7"));
+            if !(1..=MAX_MSB_BITS).contains(&b) {
+                return bad(format!("msb_bits {b} must be in 1..={MAX_MSB_BITS}"));
             }
             // Size upscaling needs slices beyond slice 0.
             if self.scale < 2 {
@@ -225,7 +297,10 @@ impl PipelineConfig {
                 ));
             }
             let (h, w) = (self.height / self.scale, self.width / self.scale);
-            if self.small_scale < 1 || h % self.small_scale != 0 || w % self.small_scale != 0 {
+            if !(1..=MAX_SCALE).contains(&self.small_scale)
+                || h % self.small_scale != 0
+                || w % self.small_scale != 0
+            {
                 return bad(format!(
                     "small_scale {} must divide the slice size {h}x{w}",
                     self.small_scale
@@ -241,26 +316,54 @@ impl PipelineConfig {
         .into_iter()
         .flatten()
         {
-            if net.channels < 1 || net.channels > 4096 {
-                return bad(format!("channels {} must be in 1..=4096", net.channels));
-            }
-            if net.heads < 1 || net.channels % net.heads != 0 {
+            if !(1..=MAX_CHANNELS).contains(&net.channels) {
                 return bad(format!(
-                    "heads {} must divide channels {}",
+                    "channels {} must be in 1..={MAX_CHANNELS}",
+                    net.channels
+                ));
+            }
+            if !(1..=MAX_HEADS).contains(&net.heads) || net.channels % net.heads != 0 {
+                return bad(format!(
+                    "heads {} must be in 1..={MAX_HEADS} and divide channels {}",
                     net.heads, net.channels
                 ));
             }
-            if net.first_kernel < 1 || net.first_kernel % 2 == 0 {
-                return bad(format!("first_kernel {} must be odd", net.first_kernel));
+            if !(1..=MAX_KERNEL).contains(&net.first_kernel) || net.first_kernel % 2 == 0 {
+                return bad(format!(
+                    "first_kernel {} must be odd and in 1..={MAX_KERNEL}",
+                    net.first_kernel
+                ));
             }
-            if net.embed_blocks < 0 || net.decoder_blocks < 0 || net.attention_every < 0 {
-                return bad("block counts must be >= 0".into());
+            for (what, n) in [
+                ("embed_blocks", net.embed_blocks),
+                ("decoder_blocks", net.decoder_blocks),
+                ("attention_every", net.attention_every),
+            ] {
+                if !(0..=MAX_BLOCKS).contains(&n) {
+                    return bad(format!("{what} {n} must be in 0..={MAX_BLOCKS}"));
+                }
             }
             if !(0.0..1.0).contains(&net.dropout) {
                 return bad(format!("dropout {} must be in [0, 1)", net.dropout));
             }
         }
+        // Every size is bounded now, so this count is exact (no saturation).
+        let n = self.parameter_count();
+        if n > MAX_PARAMETERS {
+            return bad(format!(
+                "the network would have {n} weights, more than {MAX_PARAMETERS} (a checkpoint must stay under {} bytes)",
+                crate::bundle::MAX_FILE_BYTES
+            ));
+        }
         Ok(())
+    }
+
+    /// Weights of the whole pipeline, from the sizes alone: nothing is allocated, so a bundle's config can
+    /// be held to the tensors it carries before the network is built ([`StageSpec::parameter_count`]).
+    pub fn parameter_count(&self) -> u64 {
+        self.stages()
+            .iter()
+            .fold(0u64, |n, s| n.saturating_add(s.parameter_count()))
     }
 
     /// The stages in generation order.
@@ -280,8 +383,9 @@ impl PipelineConfig {
             Some(b) => vec![
                 StageSpec {
                     kind: StageKind::Small,
-                    height: self.height / self.scale,
-                    width: self.width / self.scale,
+                    // (Checked: `stages` also serves `parameter_count` of configs not yet validated.)
+                    height: self.height.checked_div(self.scale).unwrap_or(0),
+                    width: self.width.checked_div(self.scale).unwrap_or(0),
                     scale: self.small_scale,
                     bits: b,
                     cond_bits: None,
@@ -303,7 +407,7 @@ impl PipelineConfig {
                     height: self.height,
                     width: self.width,
                     scale: self.scale,
-                    bits: 8 - b,
+                    bits: 8u32.saturating_sub(b),
                     cond_bits: Some(b),
                     first_slice: 0,
                     net: net(&self.net_c),
@@ -343,6 +447,128 @@ mod tests {
             let mut c = PipelineConfig::preset("tiny").unwrap();
             c.net.dropout = d;
             assert!(c.validate().is_err(), "dropout {d}");
+        }
+    }
+
+    fn random_net(rng: &mut impl rand::Rng) -> NetConfig {
+        let heads = rng.gen_range(1..=3);
+        NetConfig {
+            channels: heads * rng.gen_range(1..=4),
+            embed_blocks: rng.gen_range(0..=2),
+            decoder_blocks: rng.gen_range(0..=3),
+            attention_every: rng.gen_range(0..=3),
+            heads,
+            first_kernel: [1, 3, 5][rng.gen_range(0..3)],
+            dropout: 0.0,
+        }
+    }
+
+    /// A small valid config with every option varied: scale, depth split, stage A's own scale, per-stage
+    /// networks.
+    fn random_config(rng: &mut impl rand::Rng) -> PipelineConfig {
+        let scale = rng.gen_range(1..=3);
+        let msb_bits = (scale >= 2 && rng.gen_bool(0.7)).then(|| rng.gen_range(1..=7));
+        let small_scale = if msb_bits.is_some() {
+            rng.gen_range(1..=2)
+        } else {
+            1
+        };
+        let mut side = || scale * small_scale * rng.gen_range(1..=3);
+        let (height, width) = (side(), side());
+        let mut maybe_net = || rng.gen_bool(0.3).then(|| random_net(rng));
+        let (net_a, net_b, net_c) = (maybe_net(), maybe_net(), maybe_net());
+        PipelineConfig {
+            name: "random".into(),
+            height,
+            width,
+            scale,
+            msb_bits,
+            small_scale,
+            net: random_net(rng),
+            net_a,
+            net_b,
+            net_c,
+        }
+    }
+
+    /// The count a bundle is held to before anything is built is what building the network gives.
+    #[test]
+    fn parameter_count_is_what_the_built_network_has() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let presets = PipelineConfig::PRESETS
+            .iter()
+            .map(|p| PipelineConfig::preset(p).unwrap());
+        let random: Vec<_> = (0..200).map(|_| random_config(&mut rng)).collect();
+        for c in presets.chain(random) {
+            c.validate().unwrap_or_else(|e| panic!("{c:?}: {e}"));
+            let p = crate::Pipeline::new(c.clone(), tch::Device::Cpu).unwrap();
+            assert_eq!(c.parameter_count(), p.parameter_count(None) as u64, "{c:?}");
+            for s in c.stages() {
+                assert_eq!(
+                    s.parameter_count(),
+                    p.parameter_count(Some(s.kind.name())) as u64,
+                    "stage {} of {c:?}",
+                    s.kind.name()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn sizes_beyond_the_limits_are_refused_at_once() {
+        type Edit = fn(&mut PipelineConfig);
+        let cases: &[(&str, Edit)] = &[
+            ("decoder_blocks", |c| c.net.decoder_blocks = 1_000_000_000),
+            ("embed_blocks", |c| c.net.embed_blocks = 1_000_000_000),
+            ("attention_every", |c| c.net.attention_every = i64::MAX),
+            ("decoder_blocks", |c| {
+                c.net_b = Some(NetConfig {
+                    decoder_blocks: 1_000_000_000,
+                    ..c.net.clone()
+                })
+            }),
+            ("channels", |c| c.net.channels = 8192),
+            ("weights", |c| c.net.channels = 4096),
+            ("weights", |c| {
+                c.net.channels = 1024;
+                c.net.decoder_blocks = 64;
+            }),
+            ("first_kernel", |c| c.net.first_kernel = 99999),
+            ("heads", |c| {
+                c.net.channels = 512;
+                c.net.heads = 512;
+            }),
+            ("image size", |c| c.height = 8192),
+            ("scale", |c| {
+                (c.height, c.width, c.scale) = (256, 256, 128);
+            }),
+            ("small_scale", |c| {
+                (c.height, c.width, c.scale, c.small_scale) = (256, 256, 2, 128);
+            }),
+            ("msb_bits", |c| c.msb_bits = Some(8)),
+            ("msb_bits", |c| c.msb_bits = Some(u32::MAX)),
+            ("scale", |c| c.scale = 0),
+            ("channels", |c| c.net.channels = i64::MIN),
+        ];
+        for (what, edit) in cases {
+            let mut c = PipelineConfig::preset("tiny").unwrap();
+            edit(&mut c);
+            let start = std::time::Instant::now();
+            // Counting never panics or overflows, valid config or not.
+            let _ = c.parameter_count();
+            let err = c.validate().expect_err(what).to_string();
+            assert!(err.contains(what), "{what}: {err}");
+            assert!(start.elapsed().as_secs() < 1, "{what}: slow");
+            assert!(
+                crate::Pipeline::new(c, tch::Device::Cpu).is_err(),
+                "{what}: built"
+            );
+        }
+        // The limits leave the presets far inside them.
+        for p in PipelineConfig::PRESETS {
+            let c = PipelineConfig::preset(p).unwrap();
+            assert!(c.parameter_count() < limits::MAX_PARAMETERS / 10, "{p}");
         }
     }
 

@@ -1,19 +1,57 @@
 //! Image files in and out: RGBA composited on white, fitted to the model size, a deterministic held-out
 //! split by file-name hash, and the lossless codecs the model is compared with.
 use crate::error::{Error, Result};
-use image::{imageops::FilterType, DynamicImage, ImageEncoder, RgbImage};
+use image::{imageops::FilterType, DynamicImage, ImageDecoder, ImageEncoder, RgbImage};
 use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp"];
 
-/// Opens an image file as 8-bit RGB, compositing any alpha over white.
-pub fn load_rgb(path: &Path) -> Result<RgbImage> {
-    let img = image::open(path).map_err(|e| Error::Image {
+/// The widest and tallest image read: 65,535 pixels a side.
+pub const MAX_IMAGE_SIDE: u32 = 65_535;
+/// The most memory one image may take while it is read (1 GiB): its decoded pixels, and its RGBA copy
+/// (4 bytes a pixel) made by [`composite_on_white`]; checked on the file's header, before decoding.
+pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
+
+/// Opens an image file (user input: every image spn reads) within [`MAX_IMAGE_SIDE`] and
+/// [`MAX_IMAGE_BYTES`]. The size comes from the file's header, so an image too large is refused before its
+/// pixels are decoded; the decoder is given the same limits as well.
+pub fn open_image(path: &Path) -> Result<DynamicImage> {
+    let err = |msg: String| Error::Image {
         path: path.to_path_buf(),
-        msg: e.to_string(),
-    })?;
-    Ok(composite_on_white(&img))
+        msg,
+    };
+    let mut reader = image::ImageReader::open(path)
+        .map_err(|e| err(e.to_string()))?
+        .with_guessed_format()
+        .map_err(|e| err(e.to_string()))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_IMAGE_BYTES);
+    reader.limits(limits.clone());
+    let mut decoder = reader.into_decoder().map_err(|e| err(e.to_string()))?;
+    let (w, h) = decoder.dimensions();
+    if w > MAX_IMAGE_SIDE || h > MAX_IMAGE_SIDE {
+        return Err(err(format!(
+            "it is {w}x{h} pixels; images up to {MAX_IMAGE_SIDE} pixels a side are read"
+        )));
+    }
+    let bytes = decoder.total_bytes().max(w as u64 * h as u64 * 4);
+    if bytes > MAX_IMAGE_BYTES {
+        return Err(err(format!(
+            "it is {w}x{h} pixels, which would take {} MiB to read, over the limit of {} MiB",
+            bytes.div_ceil(1 << 20),
+            MAX_IMAGE_BYTES >> 20
+        )));
+    }
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    decoder.set_limits(limits).map_err(|e| err(e.to_string()))?;
+    DynamicImage::from_decoder(decoder).map_err(|e| err(e.to_string()))
+}
+
+/// Opens an image file as 8-bit RGB, compositing any alpha over white ([`open_image`]'s limits).
+pub fn load_rgb(path: &Path) -> Result<RgbImage> {
+    Ok(composite_on_white(&open_image(path)?))
 }
 
 /// The one compositing rule (data sets, the CLI, the C ABI): straight alpha over white, rounded.
@@ -355,4 +393,72 @@ pub fn grid(images: &Tensor) -> Result<RgbImage> {
         image::imageops::replace(&mut out, &img, x, y);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    /// A PNG file that says it is a `w` x `h` 8-bit grey image, with no pixel data: what a reader learns
+    /// before decoding.
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut out = vec![137, 80, 78, 71, 13, 10, 26, 10];
+        let mut chunk = |kind: &[u8], data: &[u8]| {
+            out.extend((data.len() as u32).to_be_bytes());
+            let body = [kind, data].concat();
+            out.extend(&body);
+            out.extend(crc32(&body).to_be_bytes());
+        };
+        let ihdr = [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, 0, 0, 0, 0]].concat();
+        chunk(b"IHDR", &ihdr);
+        chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+        chunk(b"IEND", &[]);
+        out
+    }
+
+    #[test]
+    fn images_too_large_are_refused_from_their_header() {
+        let dir = tempfile::tempdir().unwrap();
+        // 20000x20000 grey is 400 MB decoded (under the image crate's default limit) and 1.6 GB as RGBA.
+        for (w, h, says) in [
+            (20_000, 20_000, "over the limit of 1024 MiB"),
+            (70_000, 10, "up to 65535 pixels a side"),
+            (10, 70_000, "up to 65535 pixels a side"),
+        ] {
+            let p = dir.path().join(format!("{w}x{h}.png"));
+            std::fs::write(&p, png_header(w, h)).unwrap();
+            let start = std::time::Instant::now();
+            for r in [open_image(&p).map(|_| ()), load_rgb(&p).map(|_| ())] {
+                let err = r.expect_err("refused").to_string();
+                assert!(
+                    err.contains(&format!("{w}x{h} pixels")) && err.contains(says),
+                    "{err}"
+                );
+            }
+            assert!(start.elapsed().as_secs() < 1, "decoded");
+        }
+        // Within the limits, the same header is read on (and its missing pixels are the error).
+        let p = dir.path().join("small.png");
+        std::fs::write(&p, png_header(16, 16)).unwrap();
+        let err = open_image(&p).expect_err("no pixels").to_string();
+        assert!(!err.contains("pixels;") && !err.contains("limit"), "{err}");
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/emoji8/1f308.png");
+        assert_eq!(load_rgb(&fixture).unwrap().dimensions(), (8, 8));
+    }
 }

@@ -40,7 +40,7 @@ impl Pipeline {
             .stages()
             .iter()
             .map(|s| SpnNet::new(vs.root() / s.kind.name(), s))
-            .collect();
+            .collect::<Result<_>>()?;
         Ok(Self {
             config,
             vs,
@@ -88,9 +88,40 @@ impl Pipeline {
             });
         }
         let (config, info) = bundle::parse_meta(path, &contents.meta)?;
+        Self::from_tensors(path, config, info, &contents.tensors, "", device)
+    }
+
+    /// The pipeline of `config` with the weights `prefix + name` of `tensors` (read from `path`, a bundle or
+    /// a checkpoint), the two held to each other before anything is allocated: the network the config
+    /// describes must have exactly as many weights as the file holds, counted from the config's sizes alone
+    /// ([`PipelineConfig::parameter_count`]). So a config that would need more memory than its file never
+    /// allocates it; [`Self::load_weights`] then compares names and shapes one by one.
+    pub fn from_tensors(
+        path: &Path,
+        config: PipelineConfig,
+        info: TrainingInfo,
+        tensors: &std::collections::BTreeMap<String, Tensor>,
+        prefix: &str,
+        device: Device,
+    ) -> Result<Self> {
+        config.validate()?;
+        // The tensors `load_weights` reads: `__` names are not weights.
+        let found = tensors
+            .iter()
+            .filter(|(k, _)| k.strip_prefix(prefix).is_some_and(|k| !k.starts_with("__")))
+            .fold(0u64, |n, (_, t)| n.saturating_add(t.numel() as u64));
+        let needed = config.parameter_count();
+        if found != needed {
+            return Err(Error::Bundle {
+                path: path.to_path_buf(),
+                msg: format!(
+                    "its tensors hold {found} weights but the network its config describes has {needed}: the weights do not have the shapes the config needs"
+                ),
+            });
+        }
         let mut p = Self::new(config, device)?;
         p.info = info;
-        p.load_weights(path, &contents.tensors, "")?;
+        p.load_weights(path, tensors, prefix)?;
         Ok(p)
     }
 
@@ -289,5 +320,65 @@ impl Pipeline {
     /// Nats -> bits per dimension of a full image.
     pub fn bits_per_dim(&self, nats: f64) -> f64 {
         nats / (std::f64::consts::LN_2 * self.config.dims() as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bundle::tests::{join, split, tiny_bundle};
+    use crate::config::NetConfig;
+
+    /// Loads `bytes` as a bundle file.
+    fn load(bytes: &[u8]) -> Result<Pipeline> {
+        let dir = tempfile::tempdir().map_err(Error::Io)?;
+        let p = dir.path().join("b.spn");
+        std::fs::write(&p, bytes).map_err(Error::Io)?;
+        Pipeline::load(&p, Device::Cpu)
+    }
+
+    /// The tiny bundle with its config edited.
+    fn with_config(edit: impl FnOnce(&mut PipelineConfig)) -> Vec<u8> {
+        let (mut header, data) = split(&tiny_bundle());
+        let mut c = PipelineConfig::preset("tiny").unwrap();
+        edit(&mut c);
+        header["__metadata__"]["config"] = serde_json::to_string(&c).unwrap().into();
+        join(&header, &data)
+    }
+
+    /// A config asking for more weights than its file holds is refused before its network is built, even
+    /// when it is within every limit (the first would allocate about 200 MB).
+    #[test]
+    fn configs_are_held_to_their_tensors_before_anything_is_allocated() {
+        assert!(load(&tiny_bundle()).is_ok());
+        type Edit = fn(&mut PipelineConfig);
+        let cases: &[(&str, Edit)] = &[
+            ("weights but", |c| c.net.channels = 512),
+            ("weights but", |c| c.net.first_kernel = 31),
+            ("weights but", |c| c.net.decoder_blocks = 200),
+            ("weights but", |c| {
+                c.net_c = Some(NetConfig {
+                    embed_blocks: 0,
+                    ..c.net.clone()
+                })
+            }),
+            ("first_kernel", |c| c.net.first_kernel = 99999),
+            ("decoder_blocks", |c| c.net.decoder_blocks = 1_000_000_000),
+            ("embed_blocks", |c| c.net.embed_blocks = 1_000_000_000),
+            ("would have", |c| c.net.channels = 4096),
+        ];
+        for (what, edit) in cases {
+            let start = std::time::Instant::now();
+            let err = match load(&with_config(edit)) {
+                Err(e @ Error::Bundle { .. }) => e.to_string(),
+                Err(e) => panic!("{what}: wrong error {e}"),
+                Ok(_) => panic!("{what}: loaded"),
+            };
+            assert!(err.contains(what), "{what}: {err}");
+            assert!(
+                start.elapsed().as_secs() < 2,
+                "{what}: slow, so it allocated"
+            );
+        }
     }
 }

@@ -272,9 +272,7 @@ fn resume_pipeline(
         saved.stages = opts.stages.clone();
     }
     *opts = saved;
-    let mut p = Pipeline::new(cfg, device)?;
-    p.info = info;
-    p.load_weights(ckpt, &c.tensors, "model.")?;
+    let p = Pipeline::from_tensors(ckpt, cfg, info, &c.tensors, "model.", device)?;
     Ok((p, state.step, state.seconds))
 }
 

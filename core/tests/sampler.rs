@@ -119,7 +119,8 @@ fn cpu_decoder_logits_equal_full_pass_logits() {
                         )
                         .unwrap()
                     };
-                    let (ctx_v, proj_v) = (cl(&ctx), cl(&ctx.apply(&net.decoder.context)));
+                    let proj = spn::model::layers::conv2d_same(&ctx, &net.decoder.context).unwrap();
+                    let (ctx_v, proj_v) = (cl(&ctx), cl(&proj));
                     let (h, wd) = net.spec.slice_hw();
                     let n = (h * wd) as usize;
                     let target = own_t.select(2, k);

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 static int failures = 0, checks = 0;
@@ -83,6 +84,20 @@ static void test_load(void) {
     CHECK(spn_model_load(trunc, NULL, &m) == SPN_ERR_MODEL, "garbage");
     CHECK(strlen(spn_last_error()) > 0, "message");
     remove(trunc);
+    /* Paths that are not bundle files are refused at once: a FIFO with no writer (opening it would wait for
+       one), a device (read until memory runs out), a folder. The alarm ends a run that hangs as a failure. */
+    const char *fifo = "abi_test_fifo.spn";
+    remove(fifo);
+    CHECK(mkfifo(fifo, 0600) == 0, "mkfifo");
+    alarm(60);
+    const char *not_files[] = {fifo, "/dev/zero", "/dev/urandom", "."};
+    for (size_t i = 0; i < sizeof not_files / sizeof *not_files; i++) {
+        m = NULL;
+        CHECK(spn_model_load(not_files[i], NULL, &m) == SPN_ERR_MODEL && m == NULL, "%s", not_files[i]);
+        CHECK(strstr(spn_last_error(), "not a regular file") != NULL, "%s: %s", not_files[i], spn_last_error());
+    }
+    alarm(0);
+    remove(fifo);
 }
 
 static int progress_calls = 0;

@@ -38,6 +38,70 @@ fn unreadable_image() {
     assert!(err.contains("bad.png"), "{err}");
 }
 
+/// A PNG file that says it is a `w` x `h` 8-bit grey image, with no pixel data: all a reader needs to
+/// refuse it.
+fn png_header(w: u32, h: u32) -> Vec<u8> {
+    let crc32 = |bytes: &[u8]| {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= b as u32;
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    };
+    let mut out = vec![137, 80, 78, 71, 13, 10, 26, 10];
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        out.extend((data.len() as u32).to_be_bytes());
+        let body = [kind, data].concat();
+        out.extend(&body);
+        out.extend(crc32(&body).to_be_bytes());
+    };
+    let ihdr = [&w.to_be_bytes()[..], &h.to_be_bytes(), &[8, 0, 0, 0, 0]].concat();
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(b"IEND", &[]);
+    out
+}
+
+/// An image too large to read is refused from its header's size, before its pixels are decoded, as an
+/// image or as a mask.
+#[test]
+fn images_too_large_are_refused_before_decoding() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.png");
+    std::fs::write(&big, png_header(20_000, 20_000)).unwrap();
+    let img = fixtures().join("emoji8/1f600.png");
+    let out = dir.path().join("out.png");
+    for args in [
+        vec!["score", "--model", s(bundle()), "--image", s(&big)],
+        vec![
+            "complete",
+            "--model",
+            s(bundle()),
+            "--image",
+            s(&img),
+            "--mask",
+            s(&big),
+            "--out",
+            s(&out),
+        ],
+    ] {
+        let start = std::time::Instant::now();
+        let err = spn_err(&args);
+        assert!(
+            err.contains("20000x20000 pixels") && err.contains("1024 MiB"),
+            "{err}"
+        );
+        assert!(start.elapsed().as_secs() < 20, "{args:?}: slow");
+    }
+}
+
 #[test]
 fn wrong_size_config() {
     let dir = tempfile::tempdir().unwrap();
@@ -118,6 +182,60 @@ fn truncated_garbage_and_missing_bundles() {
     }
     let err = spn_err(&["info", "--model", s(&dir.path().join("nope.spn"))]);
     assert!(err.contains("cannot read"), "{err}");
+}
+
+/// Runs `spn`, expects it to fail within `secs` seconds (it is killed otherwise), returns stderr.
+fn spn_err_within(args: &[&str], secs: u64) -> String {
+    use std::io::Read;
+    let mut child = std::process::Command::new(spn_bin())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run spn");
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > std::time::Duration::from_secs(secs) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("spn {args:?} still ran after {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(!status.success(), "spn {args:?} should have failed");
+    assert!(!err.contains("panicked"), "spn {args:?} panicked: {err}");
+    err
+}
+
+/// A model path that is not a bundle file is refused at once: a FIFO with no writer (opening it would wait
+/// for one), a device (read until memory runs out), a folder.
+#[test]
+fn model_paths_that_are_not_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.spn");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for p in [s(&fifo), "/dev/zero", "/dev/urandom", s(dir.path())] {
+        let err = spn_err_within(&["info", "--model", p], 30);
+        assert!(
+            err.contains("bad model bundle") && err.contains("not a regular file"),
+            "{p}: {err}"
+        );
+    }
 }
 
 /// Rewrites one metadata entry of a safetensors file.

@@ -371,3 +371,86 @@ fn hostile_input_through_the_abi_under_address_sanitizer() {
     assert!(out.contains(" passed, 0 failed"), "{out}");
     assert!(!out.contains("panicked"), "libspn printed a panic: {out}");
 }
+
+/// Bundles that are damaged in the ways that used to crash, hang or reach libtorch (non-finite weights, a
+/// dimension of 2^63, configs that would allocate without bound or reach a panicking call) are model errors
+/// through the ABI, and nothing is printed to the host's stderr.
+#[test]
+fn hostile_bundles_are_model_errors_and_print_nothing() {
+    libspn();
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), "m.spn", 1);
+    let bytes = std::fs::read(&model).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let data = bytes[8 + n..].to_vec();
+    let write = |name: &str, h: &serde_json::Value, d: &[u8]| {
+        let h = serde_json::to_vec(h).unwrap();
+        let mut out = (h.len() as u64).to_le_bytes().to_vec();
+        out.extend(h);
+        out.extend(d);
+        let p = dir.path().join(name);
+        std::fs::write(&p, out).unwrap();
+        p
+    };
+    let mut files = vec![];
+    let mut d = data.clone();
+    d[..4].copy_from_slice(&f32::NAN.to_le_bytes());
+    files.push(write("nan.spn", &header, &d));
+    let mut h = header.clone();
+    h["x"] = serde_json::json!({"dtype": "F32", "shape": [1u64 << 63, 0], "data_offsets": [data.len(), data.len()]});
+    files.push(write("dim.spn", &h, &data));
+    for (field, value) in [
+        ("decoder_blocks", 1_000_000_000i64),
+        ("embed_blocks", 1_000_000_000),
+        ("channels", 4096),
+        ("channels", 512),
+        ("first_kernel", 99999),
+    ] {
+        let mut c: serde_json::Value =
+            serde_json::from_str(header["__metadata__"]["config"].as_str().unwrap()).unwrap();
+        c["net"][field] = value.into();
+        let mut h = header.clone();
+        h["__metadata__"]["config"] = c.to_string().into();
+        files.push(write(&format!("{field}-{value}.spn"), &h, &data));
+    }
+    let src = dir.path().join("hostile.c");
+    std::fs::write(
+        &src,
+        r#"#define _DEFAULT_SOURCE
+#include "spn.h"
+#include <stdio.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    alarm(60);
+    spn_model_params mp;
+    spn_model_params_init(&mp);
+    mp.device = SPN_DEVICE_CPU;
+    for (int i = 1; i < argc; i++) {
+        spn_model *m = NULL;
+        spn_status s = spn_model_load(argv[i], &mp, &m);
+        printf("%s %s %s\n", spn_status_string(s), m ? "model" : "none", spn_last_error());
+        spn_model_free(m);
+    }
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let exe = dir.path().join("hostile");
+    compile("gcc", "-std=c11", &src, &exe, &["-lspn"]);
+    let out = Command::new(&exe).args(&files).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout.lines().count(), files.len(), "{stdout}");
+    for line in stdout.lines() {
+        assert!(
+            line.starts_with("SPN_ERR_MODEL none bad model bundle"),
+            "{line}"
+        );
+    }
+    assert!(stderr.is_empty(), "printed to the host's stderr: {stderr}");
+}

@@ -1,6 +1,6 @@
 //! The masked decoder: causal convolutions and causal self-attention over one slice, with the slice
 //! embedder's context added into every block.
-use super::layers::{conv2d_same, dropout, CausalSelfAttention, MaskedConv2d};
+use super::layers::{conv2d_same, dropout, new_conv2d, CausalSelfAttention, Conv2d, MaskedConv2d};
 use crate::config::StageSpec;
 use crate::error::Result;
 use tch::{nn, Tensor};
@@ -8,7 +8,7 @@ use tch::{nn, Tensor};
 #[derive(Debug)]
 pub struct GatedBlock {
     pub conv: MaskedConv2d,
-    pub out: nn::Conv2D,
+    pub out: Conv2d,
     pub attention: Option<CausalSelfAttention>,
 }
 
@@ -16,14 +16,14 @@ pub struct GatedBlock {
 pub struct MaskedDecoder {
     pub input: MaskedConv2d,
     /// One 1x1 projection of the context for all blocks at once (2D channels per block).
-    pub context: nn::Conv2D,
+    pub context: Conv2d,
     pub blocks: Vec<GatedBlock>,
     pub channels: i64,
     dropout: f64,
 }
 
 impl MaskedDecoder {
-    pub fn new(vs: nn::Path, spec: &StageSpec) -> Self {
+    pub fn new(vs: nn::Path, spec: &StageSpec) -> Result<Self> {
         let net = &spec.net;
         let d = net.channels;
         let (h, w) = spec.slice_hw();
@@ -31,27 +31,22 @@ impl MaskedDecoder {
             .map(|i| {
                 let b = &vs / "blocks" / i;
                 let attention = (net.attention_every > 0 && (i + 1) % net.attention_every == 0)
-                    .then(|| CausalSelfAttention::new(&b / "attention", d, net.heads, h * w));
-                GatedBlock {
-                    conv: MaskedConv2d::new(&b / "conv", d, 2 * d, 3, true),
-                    out: nn::conv2d(&b / "out", d, d, 1, Default::default()),
+                    .then(|| CausalSelfAttention::new(&b / "attention", d, net.heads, h * w))
+                    .transpose()?;
+                Ok(GatedBlock {
+                    conv: MaskedConv2d::new(&b / "conv", d, 2 * d, 3, true)?,
+                    out: new_conv2d(&(&b / "out"), d, d, 1)?,
                     attention,
-                }
+                })
             })
-            .collect();
-        Self {
-            input: MaskedConv2d::new(&vs / "input", 3, d, net.first_kernel, false),
-            context: nn::conv2d(
-                &vs / "context",
-                d,
-                2 * d * net.decoder_blocks.max(1),
-                1,
-                Default::default(),
-            ),
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            input: MaskedConv2d::new(&vs / "input", 3, d, net.first_kernel, false)?,
+            context: new_conv2d(&(&vs / "context"), d, 2 * d * net.decoder_blocks.max(1), 1)?,
             blocks,
             channels: d,
             dropout: net.dropout,
-        }
+        })
     }
 
     /// `x`: the target slice scaled to [-1, 1], `(B, 3, h, w)`; `ctx`: `(B, D, h, w)`.

@@ -1,45 +1,35 @@
 //! The slice embedder (conditioning network): sees every known slice, unmasked, once per target slice.
-use super::layers::{conv2d_same, dropout};
+use super::layers::{conv2d_same, dropout, new_conv2d, new_embedding, Conv2d, Embedding};
 use crate::config::StageSpec;
 use crate::error::Result;
 use tch::{nn, Tensor};
 
 #[derive(Debug)]
 pub struct SliceEmbedder {
-    input: nn::Conv2D,
-    blocks: Vec<(nn::Conv2D, nn::Conv2D)>,
+    input: Conv2d,
+    blocks: Vec<(Conv2d, Conv2d)>,
     /// Learned embedding of the target's meta-position k: tells the network which slices are present.
-    meta: nn::Embedding,
+    meta: Embedding,
     dropout: f64,
 }
 
 impl SliceEmbedder {
-    pub fn new(vs: nn::Path, spec: &StageSpec) -> Self {
+    pub fn new(vs: nn::Path, spec: &StageSpec) -> Result<Self> {
         let d = spec.net.channels;
-        let conv = |p: nn::Path, cin| {
-            nn::conv2d(
-                p,
-                cin,
-                d,
-                3,
-                nn::ConvConfig {
-                    padding: 1,
-                    ..Default::default()
-                },
-            )
-        };
+        // 3x3, padded to keep the size (by `conv2d_same`).
+        let conv = |p: nn::Path, cin| new_conv2d(&p, cin, d, 3);
         let blocks = (0..spec.net.embed_blocks)
             .map(|i| {
                 let b = &vs / "blocks" / i;
-                (conv(&b / "conv1", d), conv(&b / "conv2", d))
+                Ok((conv(&b / "conv1", d)?, conv(&b / "conv2", d)?))
             })
-            .collect();
-        Self {
-            input: conv(&vs / "input", spec.cond_channels()),
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            input: conv(&vs / "input", spec.cond_channels())?,
             blocks,
-            meta: nn::embedding(&vs / "meta", spec.slices(), d, Default::default()),
+            meta: new_embedding(&(&vs / "meta"), spec.slices(), d)?,
             dropout: spec.net.dropout,
-        }
+        })
     }
 
     /// `cond`: `(B, cond_channels, h, w)`, `k`: `(B,)` target slice indices -> context `(B, D, h, w)`.

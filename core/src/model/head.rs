@@ -1,6 +1,6 @@
 //! Output head with channel order: R from the trunk, G given R, B given R and G. The trunk runs once per
 //! pixel; only this small head runs per channel.
-use super::layers::linear;
+use super::layers::{linear, new_embedding, new_linear, Embedding};
 use super::values::Values;
 use crate::error::Result;
 use tch::{nn, Tensor};
@@ -8,23 +8,23 @@ use tch::{nn, Tensor};
 #[derive(Debug)]
 pub struct ChannelHead {
     pub proj: nn::Linear,
-    pub r_to_g: nn::Embedding,
-    pub r_to_b: nn::Embedding,
-    pub g_to_b: nn::Embedding,
+    pub r_to_g: Embedding,
+    pub r_to_b: Embedding,
+    pub g_to_b: Embedding,
     pub out: [nn::Linear; 3],
 }
 
 impl ChannelHead {
-    pub fn new(vs: nn::Path, dim: i64, levels: i64) -> Self {
-        let emb = |n: &str| nn::embedding(&vs / n, levels, dim, Default::default());
-        let lin = |n: &str| nn::linear(&vs / n, dim, levels, Default::default());
-        Self {
-            proj: nn::linear(&vs / "proj", dim, dim, Default::default()),
-            r_to_g: emb("r_to_g"),
-            r_to_b: emb("r_to_b"),
-            g_to_b: emb("g_to_b"),
-            out: [lin("out_r"), lin("out_g"), lin("out_b")],
-        }
+    pub fn new(vs: nn::Path, dim: i64, levels: i64) -> Result<Self> {
+        let emb = |n: &str| new_embedding(&(&vs / n), levels, dim);
+        let lin = |n: &str| new_linear(&(&vs / n), dim, levels);
+        Ok(Self {
+            proj: new_linear(&(&vs / "proj"), dim, dim)?,
+            r_to_g: emb("r_to_g")?,
+            r_to_b: emb("r_to_b")?,
+            g_to_b: emb("g_to_b")?,
+            out: [lin("out_r")?, lin("out_g")?, lin("out_b")?],
+        })
     }
 
     /// Channel-last trunk features `(B, h, w, D)` after the shared projection.

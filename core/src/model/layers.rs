@@ -3,14 +3,95 @@ use crate::error::Result;
 use tch::{nn, Kind, Tensor};
 
 // Fallible forms of tch's layer calls: `forward`/`apply` panic on any libtorch error (CUDA out of memory,
-// a device mismatch), which must reach users as an error value instead.
+// a device mismatch), which must reach users as an error value instead. Building layers too: tch's
+// `nn::conv2d`, `nn::linear`, `nn::embedding` and `nn::layer_norm` panic when libtorch cannot allocate, so
+// the layers here are made by the functions below, with the same variables, names, order and
+// initialisation (the same random draws for a seed), through the VarStore's fallible `f_var`.
+
+/// A 2-D convolution's weights, `(out, in, k, k)` and `(out,)`.
+#[derive(Debug)]
+pub struct Conv2d {
+    pub ws: Tensor,
+    pub bs: Option<Tensor>,
+}
+
+/// An embedding table `(n, dim)`.
+#[derive(Debug)]
+pub struct Embedding {
+    pub ws: Tensor,
+}
+
+/// A layer norm's affine weights over the last dimensions (eps [`LAYER_NORM_EPS`]).
+#[derive(Debug)]
+pub struct LayerNorm {
+    pub ws: Option<Tensor>,
+    pub bs: Option<Tensor>,
+    pub normalized_shape: Vec<i64>,
+}
+
+/// `nn::conv2d` with its defaults: zero bias, Kaiming-uniform weight.
+pub fn new_conv2d(vs: &nn::Path, cin: i64, cout: i64, k: i64) -> Result<Conv2d> {
+    let bs = vs.f_zeros("bias", &[cout])?;
+    let ws = vs.f_var(
+        "weight",
+        &[cout, cin, k, k],
+        nn::init::DEFAULT_KAIMING_UNIFORM,
+    )?;
+    Ok(Conv2d { ws, bs: Some(bs) })
+}
+
+/// `nn::linear` with its defaults: bias uniform in +-1/sqrt(cin), then a Kaiming-uniform weight.
+pub fn new_linear(vs: &nn::Path, cin: i64, cout: i64) -> Result<nn::Linear> {
+    let bound = 1.0 / (cin as f64).sqrt();
+    let bs = vs.f_var(
+        "bias",
+        &[cout],
+        nn::Init::Uniform {
+            lo: -bound,
+            up: bound,
+        },
+    )?;
+    let ws = vs.f_var("weight", &[cout, cin], nn::init::DEFAULT_KAIMING_UNIFORM)?;
+    Ok(nn::Linear { ws, bs: Some(bs) })
+}
+
+/// `nn::embedding` with its default: standard normal weights.
+pub fn new_embedding(vs: &nn::Path, n: i64, dim: i64) -> Result<Embedding> {
+    let ws = vs.f_var(
+        "weight",
+        &[n, dim],
+        nn::Init::Randn {
+            mean: 0.0,
+            stdev: 1.0,
+        },
+    )?;
+    Ok(Embedding { ws })
+}
+
+/// `nn::layer_norm` with its defaults: unit weight, zero bias.
+pub fn new_layer_norm(vs: &nn::Path, dim: i64) -> Result<LayerNorm> {
+    let ws = vs.f_ones("weight", &[dim])?;
+    let bs = vs.f_zeros("bias", &[dim])?;
+    Ok(LayerNorm {
+        ws: Some(ws),
+        bs: Some(bs),
+        normalized_shape: vec![dim],
+    })
+}
+
+/// A trainable variable drawn from N(0, stdev^2): `f_var`'s normal initialisation scales the draw with a
+/// panicking operator; this is the same draw, scaled fallibly.
+pub fn new_randn(vs: &nn::Path, name: &str, dims: &[i64], stdev: f64) -> Result<Tensor> {
+    let t = Tensor::f_randn(dims, (vs.kind(), vs.device()))?.f_mul_scalar(stdev)?;
+    Ok(vs.add(name, t, true))
+}
 
 pub fn linear(x: &Tensor, l: &nn::Linear) -> Result<Tensor> {
     Ok(x.f_linear(&l.ws, l.bs.as_ref())?)
 }
 
 /// A stride-1 convolution padded to keep the size (odd kernels), the only kind the plain layers here use.
-pub fn conv2d_same(x: &Tensor, c: &nn::Conv2D) -> Result<Tensor> {
+pub fn conv2d_same(x: &Tensor, c: &Conv2d) -> Result<Tensor> {
     let (kh, kw) = match c.ws.size()[..] {
         [_, _, kh, kw] => (kh, kw),
         _ => return Err(crate::error::Error::Other("conv weight is not 4-D".into())),
@@ -31,7 +112,7 @@ pub fn dropout(x: &Tensor, p: f64, train: bool) -> Result<Tensor> {
 /// `nn::LayerNorm`'s default epsilon, which the attention layers are built with.
 pub const LAYER_NORM_EPS: f64 = 1e-5;
 
-pub fn layer_norm(x: &Tensor, n: &nn::LayerNorm) -> Result<Tensor> {
+pub fn layer_norm(x: &Tensor, n: &LayerNorm) -> Result<Tensor> {
     Ok(x.f_layer_norm(
         n.normalized_shape.as_slice(),
         n.ws.as_ref(),
@@ -52,13 +133,19 @@ pub struct MaskedConv2d {
 }
 
 impl MaskedConv2d {
-    pub fn new(vs: nn::Path, cin: i64, cout: i64, kernel: i64, include_center: bool) -> Self {
-        let weight = vs.var(
+    pub fn new(
+        vs: nn::Path,
+        cin: i64,
+        cout: i64,
+        kernel: i64,
+        include_center: bool,
+    ) -> Result<Self> {
+        let weight = vs.f_var(
             "weight",
             &[cout, cin, kernel, kernel],
             nn::init::DEFAULT_KAIMING_UNIFORM,
-        );
-        let bias = vs.zeros("bias", &[cout]);
+        )?;
+        let bias = vs.f_zeros("bias", &[cout])?;
         let c = kernel / 2;
         let mut m = vec![0f32; (kernel * kernel) as usize];
         for r in 0..kernel {
@@ -67,15 +154,15 @@ impl MaskedConv2d {
                 m[(r * kernel + q) as usize] = if visible { 1.0 } else { 0.0 };
             }
         }
-        let mask = Tensor::from_slice(&m)
-            .view([1, 1, kernel, kernel])
-            .to_device(vs.device());
-        Self {
+        let mask = Tensor::f_from_slice(&m)?
+            .f_view([1, 1, kernel, kernel])?
+            .f_to_device(vs.device())?;
+        Ok(Self {
             weight,
             bias,
             mask,
             kernel,
-        }
+        })
     }
 
     pub fn masked_weight(&self) -> Result<Tensor> {
@@ -100,7 +187,7 @@ impl MaskedConv2d {
 /// do not), plus a learned "sink" slot so that the first position has something to attend to.
 #[derive(Debug)]
 pub struct CausalSelfAttention {
-    pub norm: nn::LayerNorm,
+    pub norm: LayerNorm,
     pub q: nn::Linear,
     pub kv: nn::Linear,
     /// Pixel values (3 channels) into the key/value input.
@@ -112,31 +199,17 @@ pub struct CausalSelfAttention {
 }
 
 impl CausalSelfAttention {
-    pub fn new(vs: nn::Path, dim: i64, heads: i64, positions: i64) -> Self {
-        Self {
-            norm: nn::layer_norm(&vs / "norm", vec![dim], Default::default()),
-            q: nn::linear(&vs / "q", dim, dim, Default::default()),
-            kv: nn::linear(&vs / "kv", dim, 2 * dim, Default::default()),
-            pixel: nn::linear(&vs / "pixel", 3, dim, Default::default()),
-            out: nn::linear(&vs / "out", dim, dim, Default::default()),
-            pos: vs.var(
-                "pos",
-                &[positions, dim],
-                nn::Init::Randn {
-                    mean: 0.0,
-                    stdev: 0.02,
-                },
-            ),
-            sink: vs.var(
-                "sink",
-                &[2, dim],
-                nn::Init::Randn {
-                    mean: 0.0,
-                    stdev: 0.02,
-                },
-            ),
+    pub fn new(vs: nn::Path, dim: i64, heads: i64, positions: i64) -> Result<Self> {
+        Ok(Self {
+            norm: new_layer_norm(&(&vs / "norm"), dim)?,
+            q: new_linear(&(&vs / "q"), dim, dim)?,
+            kv: new_linear(&(&vs / "kv"), dim, 2 * dim)?,
+            pixel: new_linear(&(&vs / "pixel"), 3, dim)?,
+            out: new_linear(&(&vs / "out"), dim, dim)?,
+            pos: new_randn(&vs, "pos", &[positions, dim], 0.02)?,
+            sink: new_randn(&vs, "sink", &[2, dim], 0.02)?,
             heads,
-        }
+        })
     }
 
     /// Normalised features `(B, n, D)` with positions added: the input of queries, keys and values.

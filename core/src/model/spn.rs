@@ -17,13 +17,14 @@ pub struct SpnNet {
 }
 
 impl SpnNet {
-    pub fn new(vs: nn::Path, spec: &StageSpec) -> Self {
-        Self {
+    /// Allocates the stage's weights; any libtorch failure (out of memory) is an error, never a panic.
+    pub fn new(vs: nn::Path, spec: &StageSpec) -> Result<Self> {
+        Ok(Self {
             spec: spec.clone(),
-            embedder: SliceEmbedder::new(&vs / "embedder", spec),
-            decoder: MaskedDecoder::new(&vs / "decoder", spec),
-            head: ChannelHead::new(&vs / "head", spec.net.channels, spec.levels()),
-        }
+            embedder: SliceEmbedder::new(&vs / "embedder", spec)?,
+            decoder: MaskedDecoder::new(&vs / "decoder", spec)?,
+            head: ChannelHead::new(&vs / "head", spec.net.channels, spec.levels())?,
+        })
     }
 
     /// The embedder input for target slices `k`: the stage's own slices before k (later ones zeroed), plus

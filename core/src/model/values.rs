@@ -1,7 +1,7 @@
 //! Discrete sub-pixel values as network input: hard integers, or soft one-hot vectors so that tests can
 //! take gradients with respect to every input sub-pixel (the causality invariant).
 use crate::error::Result;
-use tch::{nn, Kind, Tensor};
+use tch::{Kind, Tensor};
 
 /// `Hard`: integer levels `(B, C, ..., H, W)`. `Soft`: one-hot floats `(B, C, L, ..., H, W)`.
 #[derive(Debug)]
@@ -85,7 +85,7 @@ impl Values {
 
     /// Embedding lookup of a single-channel value map `(B, h, w)` -> `(B, h, w, D)`.
     /// For soft values `(B, L, h, w)` it is the same lookup written as a product with the one-hot vector.
-    pub fn embed(&self, emb: &nn::Embedding) -> Result<Tensor> {
+    pub fn embed(&self, emb: &super::layers::Embedding) -> Result<Tensor> {
         match self {
             Values::Hard(t) => Ok(Tensor::f_embedding(&emb.ws, t, -1, false, false)?),
             Values::Soft(t) => Ok(t.f_permute([0, 2, 3, 1])?.f_matmul(&emb.ws)?),

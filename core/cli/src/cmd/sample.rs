@@ -169,8 +169,7 @@ pub fn run_complete(a: CompleteArgs, device: tch::Device) -> Result<()> {
     check_out_file(&a.out)?;
     let model = load(a.model, device)?;
     let img = image_tensor(&a.image)?;
-    let dm = image::open(&a.mask)
-        .map_err(|e| anyhow::anyhow!("cannot read mask {}: {e}", a.mask.display()))?;
+    let dm = data::open_image(&a.mask).map_err(|e| anyhow::anyhow!("the mask: {e}"))?;
     let known = data::mask_known(&dm)?;
     let (mh, mw) = (known.size()[0], known.size()[1]);
     let (ih, iw) = (img.size()[1], img.size()[2]);
