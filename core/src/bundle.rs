@@ -445,7 +445,7 @@ pub(crate) mod tests {
         }
         let err = refused(read_bytes(&join(&header, &data)), "tensors");
         assert!(err.contains("tensors, more than"), "{err}");
-        let mut big = ((MAX_HEADER_BYTES + 8) as u64).to_le_bytes().to_vec();
+        let mut big = (MAX_HEADER_BYTES + 8).to_le_bytes().to_vec();
         big.extend(b"{");
         big.resize(MAX_HEADER_BYTES as usize + 8, b' ');
         big.extend(b"}");

@@ -195,7 +195,7 @@ fn edit_config(rng: &mut ChaCha8Rng, meta: &mut Value, log: &mut Vec<String>) {
             log.push(format!("as {f}"));
             c[f] = net;
         }
-        3 | 4 | 5 => {
+        3..=5 => {
             let mut net = c["net"].clone();
             edit_net(rng, &mut net, log);
             c["net"] = net;
