@@ -485,6 +485,9 @@ impl<'a> CpuSliceDecoder<'a> {
     }
 
     /// The same step compiled for AVX2 with fused multiply-adds: its loops run twice as wide.
+    ///
+    /// # Safety
+    /// Only where the CPU has AVX2 and FMA (`CpuStepWeights::avx2_fma`).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn features_avx2_fma(&mut self, pos: usize) {

@@ -4,6 +4,8 @@
 use crate::error::{Error, Result};
 use tch::{Kind, Tensor};
 
+// SAFETY (the bridge): the C++ functions below take a tensor's data pointer; each Rust caller passes the
+// pointer of a contiguous tensor it owns for the duration of the call (see the call sites).
 #[cxx::bridge(namespace = "spn_dist")]
 mod ffi {
     unsafe extern "C++" {
@@ -86,6 +88,8 @@ impl Dist {
                 .map(|t| t.f_reshape([-1]))
                 .collect::<Result<_, _>>()?;
             let mut bucket = Tensor::f_cat(&flat, 0)?.f_to_kind(Kind::Float)?;
+            // SAFETY: `bucket` is a contiguous float tensor this function owns for the call; the shim reads and
+            // writes exactly its numel floats through the pointer and keeps no copy of it.
             unsafe { ffi::allreduce_sum(self.group.pin_mut(), bucket.as_mut_ptr() as *mut u8) }
                 .map_err(|e| comm_err("all-reduce", self.rank, e))?;
             let _ = bucket.f_div_scalar_(self.world as f64)?;
@@ -105,6 +109,8 @@ impl Dist {
     pub fn broadcast(&mut self, tensors: &[Tensor], root: usize) -> Result<()> {
         for t in tensors {
             let mut c = t.f_detach()?.f_contiguous()?;
+            // SAFETY: `c` is a contiguous tensor owned here for the call; the shim writes exactly its numel
+            // elements through the pointer and keeps no copy of it.
             unsafe { ffi::broadcast(self.group.pin_mut(), c.as_mut_ptr() as *mut u8, root as i32) }
                 .map_err(|e| comm_err("broadcast", self.rank, e))?;
             let mut t = t.shallow_clone();
