@@ -14,8 +14,13 @@ fn check(config: PipelineConfig) {
     check_t(config, false)
 }
 
+/// libtorch's generator is global: tests of this file that draw from it in parallel would change each
+/// other's dropout masks (and, rarely, drop every path to the sub-pixel before one), so they take turns.
+static GLOBAL_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// `train`: the logits with dropout on, as training computes them.
 fn check_t(config: PipelineConfig, train: bool) {
+    let _turn = GLOBAL_RNG.lock().unwrap_or_else(|e| e.into_inner());
     tch::manual_seed(7);
     let p = Pipeline::new(config.clone(), Device::Cpu).unwrap();
     let (h, w, s) = (config.height, config.width, config.scale);
