@@ -44,6 +44,12 @@ fn compile(compiler: &str, std: &str, src: &Path, out: &Path, extra: &[&str]) {
     run(&mut c);
 }
 
+/// The C hosts that feed libspn bad input run under AddressSanitizer: a read or write of the host's memory
+/// out of bounds fails the test. libtorch's own allocations are not instrumented, and what the library keeps
+/// until exit is its own business, so leaks are not checked.
+const ASAN: &str = "-fsanitize=address";
+const ASAN_OPTIONS: &str = "detect_leaks=0:abort_on_error=1";
+
 fn tiny(dir: &Path) -> PathBuf {
     tiny_model(dir, "tiny.spn", 20)
 }
@@ -59,9 +65,12 @@ fn c_host_end_to_end_bad_input_threads_and_compat() {
         "-std=c11",
         &root().join("tests/c/abi_test.c"),
         &exe,
-        &["-lspn", "-lpthread"],
+        &[ASAN, "-fno-omit-frame-pointer", "-lspn", "-lpthread"],
     );
-    let out = run(Command::new(&exe).arg(&model).current_dir(dir.path()));
+    let out = run(Command::new(&exe)
+        .arg(&model)
+        .current_dir(dir.path())
+        .env("ASAN_OPTIONS", ASAN_OPTIONS));
     assert!(out.contains(" passed, 0 failed"), "{out}");
 }
 
@@ -362,12 +371,11 @@ fn hostile_input_through_the_abi_under_address_sanitizer() {
         "-std=c11",
         &root().join("tests/c/hostile_test.c"),
         &exe,
-        &["-fsanitize=address", "-fno-omit-frame-pointer", "-lspn"],
+        &[ASAN, "-fno-omit-frame-pointer", "-lspn"],
     );
-    // libtorch's own allocations are not instrumented; leaks inside the library are its own business.
     let out = run(Command::new(&exe)
         .arg(&model)
-        .env("ASAN_OPTIONS", "detect_leaks=0:abort_on_error=1"));
+        .env("ASAN_OPTIONS", ASAN_OPTIONS));
     assert!(out.contains(" passed, 0 failed"), "{out}");
     assert!(!out.contains("panicked"), "libspn printed a panic: {out}");
 }
@@ -438,8 +446,12 @@ int main(int argc, char **argv) {
     )
     .unwrap();
     let exe = dir.path().join("hostile");
-    compile("gcc", "-std=c11", &src, &exe, &["-lspn"]);
-    let out = Command::new(&exe).args(&files).output().unwrap();
+    compile("gcc", "-std=c11", &src, &exe, &[ASAN, "-lspn"]);
+    let out = Command::new(&exe)
+        .args(&files)
+        .env("ASAN_OPTIONS", ASAN_OPTIONS)
+        .output()
+        .unwrap();
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),
