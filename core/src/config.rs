@@ -186,6 +186,44 @@ impl StageSpec {
     }
 }
 
+impl NetConfig {
+    /// Checks one network's sizes against [`limits`]; the message says which and why.
+    fn validate(&self) -> std::result::Result<(), String> {
+        use limits::*;
+        if !(1..=MAX_CHANNELS).contains(&self.channels) {
+            return Err(format!(
+                "channels {} must be in 1..={MAX_CHANNELS}",
+                self.channels
+            ));
+        }
+        if !(1..=MAX_HEADS).contains(&self.heads) || self.channels % self.heads != 0 {
+            return Err(format!(
+                "heads {} must be in 1..={MAX_HEADS} and divide channels {}",
+                self.heads, self.channels
+            ));
+        }
+        if !(1..=MAX_KERNEL).contains(&self.first_kernel) || self.first_kernel % 2 == 0 {
+            return Err(format!(
+                "first_kernel {} must be odd and in 1..={MAX_KERNEL}",
+                self.first_kernel
+            ));
+        }
+        for (what, n) in [
+            ("embed_blocks", self.embed_blocks),
+            ("decoder_blocks", self.decoder_blocks),
+            ("attention_every", self.attention_every),
+        ] {
+            if !(0..=MAX_BLOCKS).contains(&n) {
+                return Err(format!("{what} {n} must be in 0..={MAX_BLOCKS}"));
+            }
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout {} must be in [0, 1)", self.dropout));
+        }
+        Ok(())
+    }
+}
+
 impl PipelineConfig {
     pub fn preset(name: &str) -> Result<Self> {
         let tiny_net = NetConfig {
@@ -316,36 +354,8 @@ impl PipelineConfig {
         .into_iter()
         .flatten()
         {
-            if !(1..=MAX_CHANNELS).contains(&net.channels) {
-                return bad(format!(
-                    "channels {} must be in 1..={MAX_CHANNELS}",
-                    net.channels
-                ));
-            }
-            if !(1..=MAX_HEADS).contains(&net.heads) || net.channels % net.heads != 0 {
-                return bad(format!(
-                    "heads {} must be in 1..={MAX_HEADS} and divide channels {}",
-                    net.heads, net.channels
-                ));
-            }
-            if !(1..=MAX_KERNEL).contains(&net.first_kernel) || net.first_kernel % 2 == 0 {
-                return bad(format!(
-                    "first_kernel {} must be odd and in 1..={MAX_KERNEL}",
-                    net.first_kernel
-                ));
-            }
-            for (what, n) in [
-                ("embed_blocks", net.embed_blocks),
-                ("decoder_blocks", net.decoder_blocks),
-                ("attention_every", net.attention_every),
-            ] {
-                if !(0..=MAX_BLOCKS).contains(&n) {
-                    return bad(format!("{what} {n} must be in 0..={MAX_BLOCKS}"));
-                }
-            }
-            if !(0.0..1.0).contains(&net.dropout) {
-                return bad(format!("dropout {} must be in [0, 1)", net.dropout));
-            }
+            net.validate()
+                .map_err(|m| Error::config(format!("{}: {m}", self.name)))?;
         }
         // Every size is bounded now, so this count is exact (no saturation).
         let n = self.parameter_count();

@@ -54,36 +54,7 @@ pub fn evaluate_with_progress(
             ts.push(data::to_tensor(&img)?);
             imgs.push(img);
         }
-        // libwebp and libjxl at their strongest settings cost about as much as the model's own pass: spread
-        // them over the cores.
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let per = imgs.len().div_ceil(threads).max(1);
-        let sizes: Vec<Result<data::CodecSizes>> = std::thread::scope(|sc| {
-            let handles: Vec<_> = imgs
-                .chunks(per)
-                .map(|part| {
-                    sc.spawn(move || {
-                        part.iter().try_fold(
-                            data::CodecSizes {
-                                jxl: Some(0),
-                                ..Default::default()
-                            },
-                            |acc, img| Ok(acc + data::codec_sizes(img)?),
-                        )
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| {
-                    h.join()
-                        .unwrap_or_else(|_| Err(Error::Other("codec thread panicked".into())))
-                })
-                .collect()
-        });
-        for r in sizes {
-            codecs = codecs + r?;
-        }
+        codecs = codecs + codec_sizes_of(&imgs)?;
         let x = tch::Tensor::f_stack(&ts, 0)?;
         let l = model.likelihood(&x)?;
         for (i, t) in l.per_stage.iter().enumerate() {
@@ -110,6 +81,36 @@ pub fn evaluate_with_progress(
         webp_bits_per_dim: codecs.webp as f64 * 8.0 / dims,
         jxl_bits_per_dim: codecs.jxl.map(|b| b as f64 * 8.0 / dims),
     })
+}
+
+/// The codecs' sizes of images, summed. libwebp and libjxl at their strongest settings cost about as much
+/// as the model's own pass: spread over the cores.
+fn codec_sizes_of(imgs: &[RgbImage]) -> Result<data::CodecSizes> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = imgs.len().div_ceil(threads).max(1);
+    let zero = data::CodecSizes {
+        jxl: Some(0),
+        ..Default::default()
+    };
+    let sizes: Vec<Result<data::CodecSizes>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = imgs
+            .chunks(per)
+            .map(|part| {
+                sc.spawn(move || {
+                    part.iter()
+                        .try_fold(zero, |acc, img| Ok(acc + data::codec_sizes(img)?))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Other("codec thread panicked".into())))
+            })
+            .collect()
+    });
+    sizes.into_iter().try_fold(zero, |acc, r| Ok(acc + r?))
 }
 
 #[derive(Debug, Clone, Serialize)]
