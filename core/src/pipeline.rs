@@ -9,10 +9,13 @@ use crate::subscale::from_slices;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
+/// The config, the VarStore and the stage networks are built together and must stay consistent (every
+/// weight of the store belongs to one stage, shaped by the config), so outside the crate they are read
+/// through [`Pipeline::config`] and [`Pipeline::stages`]. `info` is the training record: free to edit.
 pub struct Pipeline {
-    pub config: PipelineConfig,
-    pub vs: nn::VarStore,
-    pub stages: Vec<SpnNet>,
+    pub(crate) config: PipelineConfig,
+    pub(crate) vs: nn::VarStore,
+    pub(crate) stages: Vec<SpnNet>,
     pub info: TrainingInfo,
 }
 
@@ -51,6 +54,15 @@ impl Pipeline {
 
     pub fn device(&self) -> Device {
         self.vs.device()
+    }
+
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    /// The stage networks in generation order.
+    pub fn stages(&self) -> &[SpnNet] {
+        &self.stages
     }
 
     pub fn specs(&self) -> Vec<&StageSpec> {

@@ -59,7 +59,7 @@ fn check_t(config: PipelineConfig, train: bool) {
 
     // The generation order: every unit with its position in it.
     let mut order: Vec<(usize, i64, i64, i64, i64, Unit)> = Vec::new(); // (stage, k, r, c, ch, unit)
-    for (si, net) in p.stages.iter().enumerate() {
+    for (si, net) in p.stages().iter().enumerate() {
         let sp = &net.spec;
         let (sh, sw) = sp.slice_hw();
         for k in sp.first_slice..sp.slices() {
@@ -102,10 +102,10 @@ fn check_t(config: PipelineConfig, train: bool) {
     let mut checked = 0;
     let mut n = 0usize;
     for (si, (own, cond)) in inputs.iter().enumerate() {
-        let sp = &p.stages[si].spec;
+        let sp = &p.stages()[si].spec;
         for k in sp.first_slice..sp.slices() {
             let kk = Tensor::full([1], k, (Kind::Int64, Device::Cpu));
-            let logits = p.stages[si]
+            let logits = p.stages()[si]
                 .logits_t(own, cond.as_ref(), &kk, train)
                 .unwrap(); // (1, 3, L, h, w)
             let proj = Tensor::randn([sp.levels()], opts);

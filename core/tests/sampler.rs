@@ -15,7 +15,7 @@ fn model(preset: &str, seed: i64) -> Pipeline {
 fn images(p: &Pipeline, n: i64, seed: i64) -> Tensor {
     tch::manual_seed(seed);
     // Smooth-ish random images: a coarse random image upsampled, plus noise.
-    let (h, w) = (p.config.height, p.config.width);
+    let (h, w) = (p.config().height, p.config().width);
     let coarse = Tensor::randint(256, [n, 3, h / 2, w / 2], (Kind::Int64, Device::Cpu));
     let up = coarse
         .repeat_interleave_self_int(2, 2, None)
@@ -33,7 +33,7 @@ fn incremental_logits_equal_full_pass_logits() {
         let mut worst = 0f64;
         tch::no_grad(|| {
             for (si, (own, cond)) in inputs.iter().enumerate() {
-                let net = &p.stages[si];
+                let net = &p.stages()[si];
                 let w = StepWeights::new(net).unwrap();
                 let own_t = own.tensor();
                 for k in net.spec.first_slice..net.spec.slices() {
@@ -106,7 +106,7 @@ fn cpu_decoder_logits_equal_full_pass_logits() {
         let mut checked = 0usize;
         tch::no_grad(|| {
             for (si, (own, cond)) in inputs.iter().enumerate() {
-                let net = &p.stages[si];
+                let net = &p.stages()[si];
                 let w = CpuStepWeights::new(net).unwrap();
                 let own_t = own.tensor();
                 for k in net.spec.first_slice..net.spec.slices() {
@@ -279,7 +279,7 @@ fn completion_keeps_every_known_sub_pixel() {
     for preset in ["tiny", "tiny-full"] {
         let p = model(preset, 7);
         let x = images(&p, 1, 8).get(0).to_kind(Kind::Uint8);
-        let (h, w) = (p.config.height, p.config.width);
+        let (h, w) = (p.config().height, p.config().width);
         let known = Tensor::rand([h, w], (Kind::Float, Device::Cpu)).gt(0.5);
         let s = Sampler::new(&p, SampleOptions::default()).unwrap();
         let out = s
@@ -307,7 +307,7 @@ fn completion_keeps_every_known_sub_pixel() {
 #[test]
 fn upscaling_keeps_what_it_must() {
     let p = model("tiny", 9);
-    let (h, w, sc) = (p.config.height, p.config.width, p.config.scale);
+    let (h, w, sc) = (p.config().height, p.config().width, p.config().scale);
     let s = Sampler::new(&p, SampleOptions::default()).unwrap();
     let x = images(&p, 1, 10).get(0).to_kind(Kind::Uint8);
     // Depth: the top 3 bits of every value are the input's.
@@ -416,7 +416,7 @@ fn sampled_first_sub_pixels_follow_the_models_softmax() {
     let p = model("tiny", 12);
     // Scale stage A's R head so the distribution is neither flat nor a spike: a biased sampler shows.
     tch::no_grad(|| {
-        for (name, mut t) in p.vs.variables() {
+        for (name, mut t) in p.named_weights() {
             if name.starts_with("a.head.out_r") {
                 let _ = t.f_mul_scalar_(0.3).unwrap();
             }
@@ -426,13 +426,13 @@ fn sampled_first_sub_pixels_follow_the_models_softmax() {
     // The model's distribution of the very first sub-pixel (stage A, slice 0, pixel 0, R): it depends on
     // nothing, so any image gives it.
     let x = Tensor::zeros(
-        [1, 3, p.config.height, p.config.width],
+        [1, 3, p.config().height, p.config().width],
         (Kind::Int64, Device::Cpu),
     );
     let parts = p.decompose(&x).unwrap();
     let inputs = p.stage_inputs(&parts).unwrap();
     let k0 = Tensor::zeros([1], (Kind::Int64, Device::Cpu));
-    let logits = tch::no_grad(|| p.stages[0].logits(&inputs[0].0, None, &k0).unwrap());
+    let logits = tch::no_grad(|| p.stages()[0].logits(&inputs[0].0, None, &k0).unwrap());
     let probs = (logits.select(1, 0).select(2, 0).select(2, 0).get(0) / temperature)
         .softmax(-1, Kind::Double);
     let probs = Vec::<f64>::try_from(probs).unwrap();
@@ -488,7 +488,7 @@ fn sampled_first_sub_pixels_follow_the_models_softmax() {
 fn reported_bits_are_the_exact_likelihood_of_the_output() {
     for preset in ["tiny", "tiny-full"] {
         let p = model(preset, 21);
-        let (h, w, sc) = (p.config.height, p.config.width, p.config.scale);
+        let (h, w, sc) = (p.config().height, p.config().width, p.config().scale);
         let x = images(&p, 1, 22).get(0).to_kind(Kind::Uint8);
         let known = Tensor::ones([h, w], (Kind::Bool, Device::Cpu)).triu(1);
         let small = x.slice(1, 0, h, sc).slice(2, 0, w, sc).contiguous();
@@ -507,7 +507,7 @@ fn reported_bits_are_the_exact_likelihood_of_the_output() {
                 ("generate", s.generate(&[1, 2, 3], np, c).unwrap()),
                 ("complete", s.complete(&x, &known, &[4, 5], np, c).unwrap()),
             ];
-            if p.config.msb_bits.is_some() {
+            if p.config().msb_bits.is_some() {
                 jobs.push(("upscale-size", s.upscale_size(&small, &[6], np, c).unwrap()));
                 jobs.push(("upscale-depth", s.upscale_depth(&x, &[7], np, c).unwrap()));
             }

@@ -29,7 +29,7 @@ pub struct spn_image {
 
 /// The size `(width, height)` of a model's images, and of its small images (slice 0) for size upscaling.
 pub fn model_size(p: &spn_core::Pipeline, small: bool) -> (u32, u32) {
-    let c = &p.config;
+    let c = &p.config();
     let s = if small { c.scale } else { 1 };
     ((c.width / s) as u32, (c.height / s) as u32)
 }

@@ -160,7 +160,7 @@ pub unsafe extern "C" fn spn_model_get_info(
                 "spn_model_info.struct_size must be set to sizeof(spn_model_info)",
             ));
         }
-        let c = &m.pipeline.config;
+        let c = &m.pipeline.config();
         let n = size.min(std::mem::size_of::<spn_model_info>());
         let full = spn_model_info {
             struct_size: n as u32,
@@ -168,7 +168,7 @@ pub unsafe extern "C" fn spn_model_get_info(
             height: c.height as u32,
             scale: c.scale as u32,
             msb_bits: c.msb_bits.unwrap_or(0),
-            stages: m.pipeline.stages.len() as u32,
+            stages: m.pipeline.stages().len() as u32,
             parameters: m.pipeline.parameter_count(None) as u64,
         };
         // SAFETY: the caller's struct has `size` >= n writable bytes; only the fields it has are written

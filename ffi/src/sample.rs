@@ -80,7 +80,7 @@ fn plan(p: &spn_sample_params, m: &SpnModel) -> Result<(Vec<u64>, usize), Fail> 
         )));
     }
     // Every image is returned at once; past this, the host should call again with a later seed.
-    let cfg = &m.pipeline.config;
+    let cfg = &m.pipeline.config();
     let image_bytes = (cfg.height * cfg.width * 3) as u64;
     let bytes = p.count as u64 * image_bytes;
     if bytes > MAX_OUTPUT_BYTES {

@@ -23,7 +23,7 @@ fn bundled_model_generates_non_degenerate_images_from_a_fixed_seed() {
         let img = spn::data::load_rgb(&dir.path().join(format!("sample-{seed}.png"))).unwrap();
         assert_eq!(
             img.dimensions(),
-            (model.config.width as u32, model.config.height as u32)
+            (model.config().width as u32, model.config().height as u32)
         );
         let colours: HashSet<[u8; 3]> = img.pixels().map(|p| p.0).collect();
         assert!(

@@ -467,7 +467,7 @@ fn dropout_runs_resume_exactly_and_their_likelihood_is_deterministic() {
 
     let load = |n: &str| spn::Pipeline::load(&dir.path().join(n), tch::Device::Cpu).unwrap();
     let (a, b, c) = (load("a.spn"), load("b.spn"), load("c.spn"));
-    assert_eq!(a.config.net.dropout, 0.3, "the bundle keeps the dropout");
+    assert_eq!(a.config().net.dropout, 0.3, "the bundle keeps the dropout");
     let max_diff = |p: &spn::Pipeline, q: &spn::Pipeline| {
         p.named_weights()
             .iter()

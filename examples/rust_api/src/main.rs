@@ -35,7 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Complete: keep the top half of the first sample, redraw the bottom half.
-    let (h, w) = (model.config.height, model.config.width);
+    let (h, w) = (model.config().height, model.config().width);
     let image = samples.images.get(0);
     let known = tch::Tensor::arange(h, (tch::Kind::Int64, tch::Device::Cpu))
         .lt(h / 2)

@@ -28,7 +28,7 @@ pub fn run(a: Args) -> Result<()> {
         })
         .collect();
     let v = serde_json::json!({
-        "path": path, "format_version": spn::bundle::FORMAT_VERSION, "config": model.config,
+        "path": path, "format_version": spn::bundle::FORMAT_VERSION, "config": model.config(),
         "parameters": model.parameter_count(None), "stages": stages, "training": model.info,
     });
     if a.json {
