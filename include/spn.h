@@ -20,7 +20,7 @@
  *
  * VERSIONING
  *   Call spn_abi_version() or spn_init(SPN_ABI_VERSION) before anything else: a library older than the
- *   header refuses with SPN_ERR_VERSION. Structs the caller allocates start with `struct_size`; fill it
+ *   header refuses with SPN_ERR_VERSION. Functions added after version 1 say since which version. Structs the caller allocates start with `struct_size`; fill it
  *   with the *_init functions. New fields are only ever appended, and no version of a struct has trailing
  *   padding (its size is where its last field ends), so a host built against an older header keeps working
  *   with a newer library: fields past its struct_size take their defaults. A struct_size that ends inside a
@@ -47,7 +47,7 @@ extern "C" {
 #endif
 
 /* The ABI this header describes. Bumped only when a new call or struct field is added. */
-#define SPN_ABI_VERSION 1
+#define SPN_ABI_VERSION 2
 
 typedef enum spn_status {
     SPN_OK = 0,
@@ -201,6 +201,11 @@ spn_status spn_generate(const spn_model *model, const spn_sample_params *params,
  * above 127). Dark or transparent mask pixels are drawn. Known pixels are returned unchanged. */
 spn_status spn_complete(const spn_model *model, const spn_image_view *image, const spn_image_view *mask,
                         const spn_sample_params *params, spn_image **out_images, uint32_t *out_count);
+
+/* Since ABI version 2. THE MASK RULE of spn_complete applied to `mask` (any size): `known` receives
+ * width*height bytes, row-major, 1 where the pixel is known and 0 where the model draws; `capacity` is its
+ * length (SPN_ERR_BUFFER_TOO_SMALL if too small). For hosts that write back only the drawn pixels. */
+spn_status spn_mask_known(const spn_image_view *mask, uint8_t *known, size_t capacity);
 
 /* `image` (width/S x height/S) becomes slice 0 of a model-size image, kept exactly. */
 spn_status spn_upscale_size(const spn_model *model, const spn_image_view *image, const spn_sample_params *params,

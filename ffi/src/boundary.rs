@@ -165,7 +165,8 @@ pub unsafe fn c_path(p: *const c_char, what: &str) -> Result<Option<std::path::P
     Ok(Some(s.into()))
 }
 
-pub const ABI_VERSION: u32 = 1;
+/// 1: the first ABI. 2: `spn_mask_known` added (nothing else changed).
+pub const ABI_VERSION: u32 = 2;
 
 #[no_mangle]
 pub extern "C" fn spn_abi_version() -> u32 {

@@ -1,6 +1,8 @@
 //! Images across the boundary: the host's views in (checked, then composited and masked by the core's one
 //! rule each), libspn's images out (owned by the host until `spn_images_free`).
-use crate::boundary::{boundary, c_path, internal, invalid, quiet, spn_status, Fail, SPN_ERR_IO};
+use crate::boundary::{
+    boundary, c_path, internal, invalid, quiet, spn_status, Fail, SPN_ERR_BUFFER_TOO_SMALL, SPN_ERR_IO,
+};
 use image::DynamicImage;
 use spn_core::sampler::Samples;
 use std::ffi::c_char;
@@ -206,6 +208,42 @@ pub unsafe extern "C" fn spn_image_write_png(
         let img = image::RgbImage::from_raw(im.width, im.height, buf)
             .ok_or_else(|| invalid("bad image size"))?;
         spn_core::data::save_png(&img, &path).map_err(|e| Fail(SPN_ERR_IO, e.to_string()))?;
+        Ok(())
+    })
+}
+
+/// # Safety
+/// `mask` is NULL or a valid view; `known` is NULL or `capacity` writable bytes (spn.h).
+#[no_mangle]
+pub unsafe extern "C" fn spn_mask_known(
+    mask: *const spn_image_view,
+    known: *mut u8,
+    capacity: usize,
+) -> spn_status {
+    boundary("spn_mask_known", || {
+        if mask.is_null() || known.is_null() {
+            return Err(invalid("mask and known must not be NULL"));
+        }
+        // SAFETY: non-null, and a readable view by the caller's contract; only its size is read here.
+        let v = unsafe { mask.read_unaligned() };
+        let needed = v.width as usize * v.height as usize;
+        if capacity < needed {
+            return Err(Fail(
+                SPN_ERR_BUFFER_TOO_SMALL,
+                format!("known holds {capacity} bytes; {needed} needed"),
+            ));
+        }
+        // SAFETY: the caller's contract is read_image's; the view is compared with its own size.
+        let flags = unsafe { read_mask(mask, "mask", (v.width, v.height)) }?;
+        let flags = Vec::<u8>::try_from(
+            &flags
+                .f_to_kind(tch::Kind::Uint8)
+                .and_then(|t| t.f_flatten(0, -1))
+                .map_err(internal)?,
+        )
+        .map_err(internal)?;
+        // SAFETY: `known` holds `capacity` >= needed == flags.len() bytes (checked above).
+        unsafe { std::ptr::copy_nonoverlapping(flags.as_ptr(), known, flags.len()) };
         Ok(())
     })
 }

@@ -18,6 +18,7 @@
 #define COMPLETE_PROC "plug-in-spn-complete"
 #define DEPTH_PROC "plug-in-spn-upscale-depth"
 #define SIZE_PROC "plug-in-spn-upscale-size"
+#define MASK_PROC "plug-in-spn-complete-mask"
 
 typedef struct {
     gchar model[1024];
@@ -53,6 +54,15 @@ static void query(void) {
         {GIMP_PDB_FLOAT, "temperature", "Sampling temperature (> 0)"},
     };
     static const GimpParamDef size_ret[] = {{GIMP_PDB_IMAGE, "new-image", "The upscaled image"}};
+    static const GimpParamDef mask_args[] = {
+        {GIMP_PDB_INT32, "run-mode", "The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1) }"},
+        {GIMP_PDB_IMAGE, "image", "Input image"},
+        {GIMP_PDB_DRAWABLE, "drawable", "Input drawable (RGB or RGBA, the model's size)"},
+        {GIMP_PDB_STRING, "model", "Model bundle (.spn); empty for the bundled default"},
+        {GIMP_PDB_INT32, "seed", "Seed"},
+        {GIMP_PDB_FLOAT, "temperature", "Sampling temperature (> 0)"},
+        {GIMP_PDB_DRAWABLE, "mask", "Mask (the drawable's size): light and opaque = known, dark or clear = drawn"},
+    };
 
     gimp_install_procedure(GEN_PROC, "Generate images with a Subscale Pixel Network",
                            "Samples new images from an SPN model, one layer each; the seed of every layer is in "
@@ -80,6 +90,12 @@ static void query(void) {
                            "Upscale _Size", "RGB*", GIMP_PLUGIN, G_N_ELEMENTS(edit_args), G_N_ELEMENTS(size_ret),
                            edit_args, size_ret);
     gimp_plugin_menu_register(SIZE_PROC, "<Image>/Filters/Generic/SPN");
+
+    gimp_install_procedure(MASK_PROC, "Complete a layer where a mask says, with a Subscale Pixel Network",
+                           "Redraws the pixels of the layer that the mask drawable leaves unknown, by libspn's mask "
+                           "rule (light and opaque = known); every other pixel is kept exactly. For scripts.",
+                           "spn", "spn", "2026", NULL, "RGB*", GIMP_PLUGIN, G_N_ELEMENTS(mask_args), 0, mask_args,
+                           NULL);
 }
 
 /* One call of a procedure: its name and run mode, and where its return values go (ret[0] the status,
@@ -347,6 +363,36 @@ static GimpPDBStatusType run_complete(Call *c, gint nparams, const GimpParam *pa
     return status;
 }
 
+/* Completion with a mask drawable: libspn applies its one mask rule (spn.h) both to choose what to draw and,
+ * through spn_mask_known, to tell the plug-in which pixels to write back. */
+static GimpPDBStatusType run_complete_mask(Call *c, gint nparams, const GimpParam *param) {
+    Session s = {0};
+    Layer l = {0};
+    guchar *mask_px = NULL, *known = NULL;
+    gint32 mask = param[nparams - 1].data.d_drawable;
+    GimpPDBStatusType status = read_values(c, nparams - 1, param, FALSE);
+    if (status == GIMP_PDB_SUCCESS) status = open_model(c, &s);
+    if (status == GIMP_PDB_SUCCESS) status = open_layer(c, &s, param, FALSE, &l);
+    if (status == GIMP_PDB_SUCCESS && (gimp_drawable_width(mask) != l.w || gimp_drawable_height(mask) != l.h))
+        status = fail(c, "the mask is %dx%d but the layer is %dx%d", gimp_drawable_width(mask),
+                      gimp_drawable_height(mask), l.w, l.h);
+    if (status == GIMP_PDB_SUCCESS) {
+        mask_px = read_rgba(mask, l.w, l.h);
+        known = g_malloc((gsize)l.w * l.h);
+        spn_image_view view = layer_view(&l);
+        spn_image_view mv = {(uint32_t)l.w, (uint32_t)l.h, 4, (size_t)l.w * 4, mask_px};
+        spn_status st = spn_mask_known(&mv, known, (size_t)l.w * l.h);
+        gimp_progress_init("SPN: completing where the mask says...");
+        if (st == SPN_OK) st = spn_complete(s.model, &view, &mv, &s.sp, &s.out, &s.n);
+        status = finish_edit(c, st, &s, &l, known);
+    }
+    g_free(known);
+    g_free(mask_px);
+    g_free(l.px);
+    close_model(&s);
+    return status;
+}
+
 static GimpPDBStatusType run_upscale_depth(Call *c, gint nparams, const GimpParam *param) {
     Session s = {0};
     Layer l = {0};
@@ -402,6 +448,7 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
         {COMPLETE_PROC, run_complete},
         {DEPTH_PROC, run_upscale_depth},
         {SIZE_PROC, run_upscale_size},
+        {MASK_PROC, run_complete_mask},
     };
     static GimpParam ret[2];
     Call c = {name, (GimpRunMode)param[0].data.d_int32, ret, nreturn_vals};

@@ -35,8 +35,20 @@ fn gimp(script: &str) -> (tempfile::TempDir, String) {
 
 /// `gimp` with `input` (or the fixture emoji) as in.png.
 fn gimp_on(script: &str, input: Option<&image::RgbaImage>) -> (tempfile::TempDir, String) {
+    gimp_with(script, input, &[])
+}
+
+/// `gimp_on` with more images in the working folder.
+fn gimp_with(
+    script: &str,
+    input: Option<&image::RgbaImage>,
+    more: &[(&str, &image::RgbaImage)],
+) -> (tempfile::TempDir, String) {
     let (dir, _) = setup();
     let work = tempfile::tempdir().unwrap();
+    for (name, img) in more {
+        img.save(work.path().join(name)).unwrap();
+    }
     match input {
         Some(img) => img.save(work.path().join("in.png")).unwrap(),
         None => {
@@ -188,4 +200,53 @@ fn errors_are_gimp_messages_not_crashes() {
     );
     let (_, text) = gimp(&script);
     assert!(text.contains("5x5") && text.contains("8x8"), "{text}");
+}
+
+/// The one mask rule through GIMP: `plug-in-spn-complete-mask` with an RGBA mask layer draws what `spn
+/// complete` draws with the same mask file (and the C ABI, `tests/tests/c_abi.rs`), and keeps every pixel
+/// the rule calls known exactly.
+#[test]
+fn a_mask_layer_completes_as_the_cli_does() {
+    // Kinds of mask pixel by column: opaque white, opaque red (dark by luma), light gray, translucent white,
+    // mostly opaque white, black, yellow (light), clear; the bottom half black (drawn).
+    let kinds: [[u8; 4]; 8] = [
+        [255, 255, 255, 255],
+        [255, 0, 0, 255],
+        [200, 200, 200, 255],
+        [255, 255, 255, 100],
+        [255, 255, 255, 200],
+        [0, 0, 0, 255],
+        [255, 255, 0, 255],
+        [0, 0, 0, 0],
+    ];
+    let mask = image::RgbaImage::from_fn(8, 8, |x, y| {
+        image::Rgba(if y < 4 { kinds[x as usize] } else { [0, 0, 0, 255] })
+    });
+    let script = format!(
+        r#"(let* ({LOAD} (m (car (gimp-file-load-layer RUN-NONINTERACTIVE image "mask.png"))))
+             (gimp-image-insert-layer image m 0 -1)
+             (plug-in-spn-complete-mask RUN-NONINTERACTIVE image drawable "{}" 5 1.0 m)
+             (gimp-image-remove-layer image m)
+             (gimp-file-save RUN-NONINTERACTIVE image drawable "out.png" "out.png"))"#,
+        model()
+    );
+    let (work, _) = gimp_with(&script, None, &[("mask.png", &mask)]);
+    let w = work.path();
+    let cli = w.join("cli.png");
+    spn_ok(&[
+        "complete", "--model", &model(), "--image", s(&w.join("in.png")), "--mask",
+        s(&w.join("mask.png")), "--seed", "5", "--out", s(&cli), "--device", "cpu",
+    ]);
+    let flat = |p: &Path| spn::data::load_rgb(p).unwrap();
+    assert_eq!(
+        flat(&w.join("out.png")).as_raw(),
+        flat(&cli).as_raw(),
+        "GIMP and the CLI completed differently"
+    );
+    let (input, out) = (load(&w.join("in.png")), load(&w.join("out.png")));
+    for x in [0u32, 2, 4, 6] {
+        for y in 0..4 {
+            assert_eq!(input.get_pixel(x, y), out.get_pixel(x, y), "known ({x}, {y}) changed");
+        }
+    }
 }
