@@ -275,6 +275,18 @@ impl PipelineConfig {
             "emoji" => make(64, 4, Some(3), emoji_net),
             "emoji-large" => make(64, 4, Some(3), large_net),
             "emoji-full" => make(64, 4, None, emoji_net),
+            // 256x256 with the 64x64 preset's networks (docs/design.md section 3: widths never depend on
+            // the image size). S = 4: B and C decode 64x64 slices; stage A is itself an SPN over the 64x64
+            // slice 0 (small_scale 4: 16x16 sub-slices, the 64 preset's slice size).
+            "emoji256" => PipelineConfig {
+                small_scale: 4,
+                ..make(256, 4, Some(3), emoji_net.clone())
+            },
+            // The same with S = 8: 32x32 slices, four times cheaper per training example, 64 of them.
+            "emoji256-s8" => PipelineConfig {
+                small_scale: 2,
+                ..make(256, 8, Some(3), emoji_net)
+            },
             other => {
                 return Err(Error::config(format!(
                     "unknown preset '{other}' (known: {})",
@@ -287,7 +299,7 @@ impl PipelineConfig {
     }
 
     pub const PRESETS: &'static [&'static str] =
-        &["tiny", "tiny-full", "emoji", "emoji-large", "emoji-full"];
+        &["tiny", "tiny-full", "emoji", "emoji-large", "emoji-full", "emoji256", "emoji256-s8"];
 
     /// Reads a config file: TOML, or JSON when the name ends in `.json`.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {
