@@ -112,3 +112,28 @@ pub fn assert_left_half_kept<P>(
         }
     }
 }
+
+/// Kinds of mask pixel for the mask-rule tests, with whether the rule (`spn::data::mask_known`) calls each
+/// known: opaque white, opaque red (dark by luma), light gray, translucent white (alpha 100), mostly opaque
+/// white (alpha 200), black, yellow (light by luma), clear.
+pub const MASK_KINDS: [([u8; 4], bool); 8] = [
+    ([255, 255, 255, 255], true),
+    ([255, 0, 0, 255], false),
+    ([200, 200, 200, 255], true),
+    ([255, 255, 255, 100], false),
+    ([255, 255, 255, 200], true),
+    ([0, 0, 0, 255], false),
+    ([255, 255, 0, 255], true),
+    ([0, 0, 0, 0], false),
+];
+
+/// A `w x h` RGBA mask: the top half one kind of `MASK_KINDS` per column (repeating), the bottom half black.
+pub fn mask_rule_fixture(w: u32, h: u32) -> image::RgbaImage {
+    image::RgbaImage::from_fn(w, h, |x, y| {
+        image::Rgba(if y < h / 2 {
+            MASK_KINDS[x as usize % 8].0
+        } else {
+            [0, 0, 0, 255]
+        })
+    })
+}

@@ -298,8 +298,15 @@ impl PipelineConfig {
         Ok(c)
     }
 
-    pub const PRESETS: &'static [&'static str] =
-        &["tiny", "tiny-full", "emoji", "emoji-large", "emoji-full", "emoji256", "emoji256-s8"];
+    pub const PRESETS: &'static [&'static str] = &[
+        "tiny",
+        "tiny-full",
+        "emoji",
+        "emoji-large",
+        "emoji-full",
+        "emoji256",
+        "emoji256-s8",
+    ];
 
     /// Reads a config file: TOML, or JSON when the name ends in `.json`.
     pub fn from_file(path: &std::path::Path) -> Result<Self> {

@@ -1,7 +1,8 @@
 //! Images across the boundary: the host's views in (checked, then composited and masked by the core's one
 //! rule each), libspn's images out (owned by the host until `spn_images_free`).
 use crate::boundary::{
-    boundary, c_path, internal, invalid, quiet, spn_status, Fail, SPN_ERR_BUFFER_TOO_SMALL, SPN_ERR_IO,
+    boundary, c_path, internal, invalid, quiet, spn_status, Fail, SPN_ERR_BUFFER_TOO_SMALL,
+    SPN_ERR_IO,
 };
 use image::DynamicImage;
 use spn_core::sampler::Samples;

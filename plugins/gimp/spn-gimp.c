@@ -343,47 +343,40 @@ static guchar *known_mask(const Layer *l) {
     return known;
 }
 
-static GimpPDBStatusType run_complete(Call *c, gint nparams, const GimpParam *param) {
-    Session s = {0};
-    Layer l = {0};
-    GimpPDBStatusType status = read_values(c, nparams, param, FALSE);
-    if (status == GIMP_PDB_SUCCESS) status = open_model(c, &s);
-    if (status == GIMP_PDB_SUCCESS) status = open_layer(c, &s, param, FALSE, &l);
-    if (status == GIMP_PDB_SUCCESS) {
-        guchar *known = known_mask(&l);
-        spn_image_view view = layer_view(&l);
-        spn_image_view mask = {(uint32_t)l.w, (uint32_t)l.h, 1, (size_t)l.w, known};
-        gimp_progress_init("SPN: completing the selection...");
-        spn_status st = spn_complete(s.model, &view, &mask, &s.sp, &s.out, &s.n);
-        status = finish_edit(c, st, &s, &l, known);
-        g_free(known);
+/* The mask a completion sends to libspn, and the pixels to write back (`known`, one byte a pixel, nonzero =
+ * keep). With a mask drawable, libspn's one mask rule (spn.h) decides both, through spn_mask_known; without,
+ * the selection (selected = drawn) or else the layer's alpha gives a 0/255 mask. */
+static GimpPDBStatusType completion_mask(Call *c, const Layer *l, gint32 mask, guchar **mask_px, guchar **known,
+                                         spn_image_view *mv) {
+    if (mask < 0) {
+        *known = known_mask(l);
+        *mv = (spn_image_view){(uint32_t)l->w, (uint32_t)l->h, 1, (size_t)l->w, *known};
+        return GIMP_PDB_SUCCESS;
     }
-    g_free(l.px);
-    close_model(&s);
-    return status;
+    if (gimp_drawable_width(mask) != l->w || gimp_drawable_height(mask) != l->h)
+        return fail(c, "the mask is %dx%d but the layer is %dx%d", gimp_drawable_width(mask),
+                    gimp_drawable_height(mask), l->w, l->h);
+    *mask_px = read_rgba(mask, l->w, l->h);
+    *known = g_malloc((gsize)l->w * l->h);
+    *mv = (spn_image_view){(uint32_t)l->w, (uint32_t)l->h, 4, (size_t)l->w * 4, *mask_px};
+    if (spn_mask_known(mv, *known, (size_t)l->w * l->h) != SPN_OK) return fail(c, "%s", spn_last_error());
+    return GIMP_PDB_SUCCESS;
 }
 
-/* Completion with a mask drawable: libspn applies its one mask rule (spn.h) both to choose what to draw and,
- * through spn_mask_known, to tell the plug-in which pixels to write back. */
-static GimpPDBStatusType run_complete_mask(Call *c, gint nparams, const GimpParam *param) {
+/* Completion of the layer (`nparams` without the mask drawable, if any; `mask` -1 for none). */
+static GimpPDBStatusType complete(Call *c, gint nparams, const GimpParam *param, gint32 mask) {
     Session s = {0};
     Layer l = {0};
     guchar *mask_px = NULL, *known = NULL;
-    gint32 mask = param[nparams - 1].data.d_drawable;
-    GimpPDBStatusType status = read_values(c, nparams - 1, param, FALSE);
+    spn_image_view mv;
+    GimpPDBStatusType status = read_values(c, nparams, param, FALSE);
     if (status == GIMP_PDB_SUCCESS) status = open_model(c, &s);
     if (status == GIMP_PDB_SUCCESS) status = open_layer(c, &s, param, FALSE, &l);
-    if (status == GIMP_PDB_SUCCESS && (gimp_drawable_width(mask) != l.w || gimp_drawable_height(mask) != l.h))
-        status = fail(c, "the mask is %dx%d but the layer is %dx%d", gimp_drawable_width(mask),
-                      gimp_drawable_height(mask), l.w, l.h);
+    if (status == GIMP_PDB_SUCCESS) status = completion_mask(c, &l, mask, &mask_px, &known, &mv);
     if (status == GIMP_PDB_SUCCESS) {
-        mask_px = read_rgba(mask, l.w, l.h);
-        known = g_malloc((gsize)l.w * l.h);
         spn_image_view view = layer_view(&l);
-        spn_image_view mv = {(uint32_t)l.w, (uint32_t)l.h, 4, (size_t)l.w * 4, mask_px};
-        spn_status st = spn_mask_known(&mv, known, (size_t)l.w * l.h);
-        gimp_progress_init("SPN: completing where the mask says...");
-        if (st == SPN_OK) st = spn_complete(s.model, &view, &mv, &s.sp, &s.out, &s.n);
+        gimp_progress_init(mask < 0 ? "SPN: completing the selection..." : "SPN: completing where the mask says...");
+        spn_status st = spn_complete(s.model, &view, &mv, &s.sp, &s.out, &s.n);
         status = finish_edit(c, st, &s, &l, known);
     }
     g_free(known);
@@ -391,6 +384,15 @@ static GimpPDBStatusType run_complete_mask(Call *c, gint nparams, const GimpPara
     g_free(l.px);
     close_model(&s);
     return status;
+}
+
+static GimpPDBStatusType run_complete(Call *c, gint nparams, const GimpParam *param) {
+    return complete(c, nparams, param, -1);
+}
+
+/* The mask drawable is the last parameter. */
+static GimpPDBStatusType run_complete_mask(Call *c, gint nparams, const GimpParam *param) {
+    return complete(c, nparams - 1, param, param[nparams - 1].data.d_drawable);
 }
 
 static GimpPDBStatusType run_upscale_depth(Call *c, gint nparams, const GimpParam *param) {

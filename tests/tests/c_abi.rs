@@ -272,26 +272,7 @@ fn the_cli_and_the_abi_read_an_rgba_mask_by_the_same_rule() {
         .unwrap()
         .to_rgba8();
     let (w, h) = img.dimensions();
-    // Kinds of mask pixel, by column: opaque white, opaque red (dark by luma), opaque light gray,
-    // translucent white (alpha 100), mostly opaque white (alpha 200), black, opaque yellow (light), clear.
-    let kinds: [[u8; 4]; 8] = [
-        [255, 255, 255, 255],
-        [255, 0, 0, 255],
-        [200, 200, 200, 255],
-        [255, 255, 255, 100],
-        [255, 255, 255, 200],
-        [0, 0, 0, 255],
-        [255, 255, 0, 255],
-        [0, 0, 0, 0],
-    ];
-    let known_kind = [true, false, true, false, true, false, true, false];
-    let mask = image::RgbaImage::from_fn(w, h, |x, y| {
-        image::Rgba(if y < h / 2 {
-            kinds[x as usize % 8]
-        } else {
-            [0, 0, 0, 255]
-        })
-    });
+    let mask = mask_rule_fixture(w, h);
     img.save(d.join("in.png")).unwrap();
     mask.save(d.join("mask.png")).unwrap();
     std::fs::write(d.join("in.rgba"), img.as_raw()).unwrap();
@@ -345,7 +326,7 @@ fn the_cli_and_the_abi_read_an_rgba_mask_by_the_same_rule() {
     for y in 0..h / 2 {
         for x in 0..w {
             let (a, b) = (input.get_pixel(x, y), cli.get_pixel(x, y));
-            if known_kind[x as usize % 8] {
+            if MASK_KINDS[x as usize % 8].1 {
                 assert_eq!(a, b, "known pixel ({x}, {y}) changed");
             } else {
                 drawn_differs |= a != b;

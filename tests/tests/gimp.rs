@@ -207,21 +207,7 @@ fn errors_are_gimp_messages_not_crashes() {
 /// the rule calls known exactly.
 #[test]
 fn a_mask_layer_completes_as_the_cli_does() {
-    // Kinds of mask pixel by column: opaque white, opaque red (dark by luma), light gray, translucent white,
-    // mostly opaque white, black, yellow (light), clear; the bottom half black (drawn).
-    let kinds: [[u8; 4]; 8] = [
-        [255, 255, 255, 255],
-        [255, 0, 0, 255],
-        [200, 200, 200, 255],
-        [255, 255, 255, 100],
-        [255, 255, 255, 200],
-        [0, 0, 0, 255],
-        [255, 255, 0, 255],
-        [0, 0, 0, 0],
-    ];
-    let mask = image::RgbaImage::from_fn(8, 8, |x, y| {
-        image::Rgba(if y < 4 { kinds[x as usize] } else { [0, 0, 0, 255] })
-    });
+    let mask = mask_rule_fixture(8, 8);
     let script = format!(
         r#"(let* ({LOAD} (m (car (gimp-file-load-layer RUN-NONINTERACTIVE image "mask.png"))))
              (gimp-image-insert-layer image m 0 -1)
@@ -234,8 +220,19 @@ fn a_mask_layer_completes_as_the_cli_does() {
     let w = work.path();
     let cli = w.join("cli.png");
     spn_ok(&[
-        "complete", "--model", &model(), "--image", s(&w.join("in.png")), "--mask",
-        s(&w.join("mask.png")), "--seed", "5", "--out", s(&cli), "--device", "cpu",
+        "complete",
+        "--model",
+        &model(),
+        "--image",
+        s(&w.join("in.png")),
+        "--mask",
+        s(&w.join("mask.png")),
+        "--seed",
+        "5",
+        "--out",
+        s(&cli),
+        "--device",
+        "cpu",
     ]);
     let flat = |p: &Path| spn::data::load_rgb(p).unwrap();
     assert_eq!(
@@ -246,7 +243,11 @@ fn a_mask_layer_completes_as_the_cli_does() {
     let (input, out) = (load(&w.join("in.png")), load(&w.join("out.png")));
     for x in [0u32, 2, 4, 6] {
         for y in 0..4 {
-            assert_eq!(input.get_pixel(x, y), out.get_pixel(x, y), "known ({x}, {y}) changed");
+            assert_eq!(
+                input.get_pixel(x, y),
+                out.get_pixel(x, y),
+                "known ({x}, {y}) changed"
+            );
         }
     }
 }
