@@ -70,14 +70,18 @@ pub fn composite_on_white(img: &DynamicImage) -> RgbImage {
 /// its colour composited over white is above 127). Dark or transparent mask pixels are drawn by the model.
 /// Returns an `(H, W)` bool tensor.
 pub fn mask_known(mask: &DynamicImage) -> Result<Tensor> {
+    let flags = mask_flags(mask);
+    Ok(Tensor::f_from_slice(&flags)?.f_view([mask.height() as i64, mask.width() as i64])?)
+}
+
+/// [`mask_known`]'s rule as one flag a pixel, row-major.
+pub fn mask_flags(mask: &DynamicImage) -> Vec<bool> {
     let rgba = mask.to_rgba8();
     let luma = DynamicImage::ImageRgb8(composite_on_white(mask)).to_luma8();
-    let flags: Vec<bool> = luma
-        .pixels()
+    luma.pixels()
         .zip(rgba.pixels())
         .map(|(l, p)| l.0[0] > 127 && p.0[3] >= 128)
-        .collect();
-    Ok(Tensor::f_from_slice(&flags)?.f_view([rgba.height() as i64, rgba.width() as i64])?)
+        .collect()
 }
 
 /// Centre-crops to the target aspect ratio and resizes; a no-op for images already of that size.

@@ -3,8 +3,10 @@
 //!
 //! Each image draws its random numbers from its own stream seeded by its seed, so an image depends on its
 //! seed only, never on the batch it was generated in.
+mod canvas;
 mod draw;
 mod slices;
+pub mod windows;
 
 use crate::config::StageKind;
 pub use crate::decode::Decoding;
@@ -13,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::model::{SpnNet, Values};
 use crate::pipeline::Pipeline;
 use crate::subscale::{from_slices, to_slices};
+pub use canvas::{CanvasImage, CanvasJob, MAX_CANVAS_PIXELS};
 pub use draw::draw;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +69,9 @@ pub struct SampleOptions {
     /// Stop every slice after this many positions (the images are then unfinished): for timing the slow
     /// engines on a sample of steps (`spn bench`). None: whole slices.
     pub positions_per_slice: Option<usize>,
+    /// Pixels shared by neighbouring windows on a canvas larger than the model (rounded up to a multiple of
+    /// the scale S); None: each job's measured default ([`canvas::default_overlap`]).
+    pub overlap: Option<usize>,
 }
 
 impl Default for SampleOptions {
@@ -75,6 +81,7 @@ impl Default for SampleOptions {
             batch_size: 16,
             decoding: Decoding::Incremental,
             positions_per_slice: None,
+            overlap: None,
         }
     }
 }
@@ -347,27 +354,46 @@ impl<'a> Sampler<'a> {
                 known_lsb: fresh(&job.known_lsb.f_narrow(0, a, b)?)?,
                 run_known: job.run_known,
             };
-            let mut batch = Batch {
-                rngs: chunk
-                    .iter()
-                    .map(|&s| rand_chacha::ChaCha8Rng::seed_from_u64(s))
-                    .collect(),
-                log_probs: vec![0.0; chunk.len()],
-                rows: &mut rows,
-                progress: &mut *progress,
-                cancel,
-            };
-            let img = tch::no_grad(|| self.run_batch(&part, &mut batch))?;
+            let (img, b) = self.run_part(&part, chunk, &mut rows, &mut *progress, cancel)?;
             images.push(img);
-            // The sampler's own log-probabilities of every sub-pixel, sampled or known: the exact likelihood
-            // of the result (docs/design.md invariant 2), with no second pass over the image.
-            bits.extend(batch.log_probs.iter().map(|v| -v / std::f64::consts::LN_2));
+            bits.extend(b);
         }
         Ok(Samples {
             images: Tensor::f_cat(&images, 0)?,
             bits,
             seeds: seeds.to_vec(),
         })
+    }
+
+    /// Samples one batch (its own tensors, written into), one random stream per seed; returns its images
+    /// `(B, 3, H, W)` uint8 and each one's bits.
+    fn run_part(
+        &self,
+        part: &Job,
+        seeds: &[u64],
+        rows: &mut Rows,
+        progress: ProgressFn,
+        cancel: &CancelToken,
+    ) -> Result<(Tensor, Vec<f64>)> {
+        let mut batch = Batch {
+            rngs: seeds
+                .iter()
+                .map(|&s| rand_chacha::ChaCha8Rng::seed_from_u64(s))
+                .collect(),
+            log_probs: vec![0.0; seeds.len()],
+            rows,
+            progress,
+            cancel,
+        };
+        let img = tch::no_grad(|| self.run_batch(part, &mut batch))?;
+        // The sampler's own log-probabilities of every sub-pixel, sampled or known: the exact likelihood
+        // of the result (docs/design.md invariant 2), with no second pass over the image.
+        let bits = batch
+            .log_probs
+            .iter()
+            .map(|v| -v / std::f64::consts::LN_2)
+            .collect();
+        Ok((img, bits))
     }
 
     /// Rows that one batch runs, for progress totals.

@@ -1,0 +1,465 @@
+//! Jobs on a canvas of any size (docs/design.md section 8): the canvas is covered by model-size windows that
+//! overlap, visited in raster order; each window is sampled with everything already fixed inside it clamped
+//! as known (the user's pixels and what earlier windows drew), exactly as completion clamps, from its own
+//! random stream seeded by (seed, window). Windows with nothing to draw are skipped, and windows that share
+//! no pixel are batched together (`windows::waves`), so the result depends on neither batching nor engine.
+//! Memory: the canvas itself plus one batch of windows.
+use super::windows::{self, Window};
+use super::{CancelToken, Job, ProgressFn, Rows, Sampler};
+use crate::alpha;
+use crate::data::{composite_on_white, MAX_IMAGE_SIDE};
+use crate::error::{Error, Result};
+use image::{DynamicImage, GenericImageView, RgbImage, RgbaImage};
+use tch::{Kind, Tensor};
+
+/// The largest canvas a job works on, in pixels (16384 x 16384): the job holds about 8 bytes a pixel per
+/// image (the canvas as the networks see it, its known flags, and the result).
+pub const MAX_CANVAS_PIXELS: u64 = 1 << 28;
+
+/// A job on a canvas of any size. Images may have alpha: the result then has alpha too (module `alpha`).
+pub enum CanvasJob<'a> {
+    /// New images of `width` x `height`.
+    Generate { width: u32, height: u32 },
+    /// Draws where `known` (row-major, one flag a pixel, the image's size) is false.
+    Complete {
+        image: &'a DynamicImage,
+        known: &'a [bool],
+    },
+    /// Each pixel of `image` becomes pixel (S*y, S*x) of an image S times larger; the rest is drawn.
+    UpscaleSize { image: &'a DynamicImage },
+    /// Keeps the top bits of every value and draws the low bits.
+    UpscaleDepth { image: &'a DynamicImage },
+}
+
+impl CanvasJob<'_> {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CanvasJob::Generate { .. } => "generate",
+            CanvasJob::Complete { .. } => "complete",
+            CanvasJob::UpscaleSize { .. } => "upscale-size",
+            CanvasJob::UpscaleDepth { .. } => "upscale-depth",
+        }
+    }
+}
+
+/// Overlap between neighbouring windows when none is asked for, per job, chosen by measuring seams
+/// (models/README.md, "Canvases"): depth upscaling conditions on every top bit of its window and needs none;
+/// the other jobs draw whole pixels, and a band of 16 lets each window continue what its neighbours drew.
+pub fn default_overlap(job: &CanvasJob) -> usize {
+    match job {
+        CanvasJob::UpscaleDepth { .. } => 0,
+        _ => 16,
+    }
+}
+
+/// One result: an RGB image, or RGBA where the input had alpha.
+pub struct CanvasImage {
+    pub image: DynamicImage,
+    pub seed: u64,
+    /// The sum over the windows that were sampled of each window's bits (sampled and clamped sub-pixels):
+    /// the image's exact bits under the model when the canvas is the model's size, else not a likelihood.
+    pub bits: f64,
+}
+
+/// A pixel's known flags: its top bits (all of it for a single-stage model needs both), its low bits.
+const MSB: u8 = 1;
+const LSB: u8 = 2;
+const ALL: u8 = MSB | LSB;
+
+/// One canvas as the networks see it: colour over white (`rgb`, row-major RGB) and each pixel's known flags.
+#[derive(Clone)]
+struct Work {
+    width: usize,
+    height: usize,
+    rgb: Vec<u8>,
+    known: Vec<u8>,
+}
+
+/// Refuses a canvas of no pixels, one wider or taller than the image files spn reads, or one too large to
+/// hold, naming its size.
+fn check_size(what: &str, w: u64, h: u64) -> Result<()> {
+    if w == 0 || h == 0 {
+        return Err(Error::input(format!("{what} is {w}x{h}: it has no pixels")));
+    }
+    let side = MAX_IMAGE_SIDE as u64;
+    if w > side || h > side {
+        return Err(Error::input(format!(
+            "{what} is {w}x{h}: sides up to {side} pixels are supported"
+        )));
+    }
+    if w * h > MAX_CANVAS_PIXELS {
+        return Err(Error::input(format!(
+            "{what} is {w}x{h}, {} megapixels: over the {} megapixels a job can hold in memory",
+            w * h / 1_000_000,
+            MAX_CANVAS_PIXELS / 1_000_000
+        )));
+    }
+    Ok(())
+}
+
+impl Work {
+    fn new(width: usize, height: usize) -> Self {
+        Self {
+            width,
+            height,
+            rgb: vec![0; width * height * 3],
+            known: vec![0; width * height],
+        }
+    }
+
+    /// The colour of `img` over white, with every pixel's flags set to `flags`.
+    fn from_image(img: &DynamicImage, flags: u8) -> Self {
+        let rgb = composite_on_white(img);
+        let (w, h) = (rgb.width() as usize, rgb.height() as usize);
+        Self {
+            width: w,
+            height: h,
+            rgb: rgb.into_raw(),
+            known: vec![flags; w * h],
+        }
+    }
+
+    /// The same canvas grown to at least `w` x `h` with white, known pixels at the right and bottom: the
+    /// training background, never drawn, cropped off at the end.
+    fn padded(self, w: usize, h: usize) -> Self {
+        if self.width >= w && self.height >= h {
+            return self;
+        }
+        let (pw, ph) = (self.width.max(w), self.height.max(h));
+        let mut p = Work {
+            width: pw,
+            height: ph,
+            rgb: vec![255; pw * ph * 3],
+            known: vec![ALL; pw * ph],
+        };
+        for y in 0..self.height {
+            let (src, dst) = (y * self.width, y * pw);
+            p.rgb[dst * 3..(dst + self.width) * 3]
+                .copy_from_slice(&self.rgb[src * 3..(src + self.width) * 3]);
+            p.known[dst..dst + self.width].copy_from_slice(&self.known[src..src + self.width]);
+        }
+        p
+    }
+
+    fn crop_rgb(&self, w: usize, h: usize) -> RgbImage {
+        RgbImage::from_fn(w as u32, h as u32, |x, y| {
+            let p = (y as usize * self.width + x as usize) * 3;
+            image::Rgb([self.rgb[p], self.rgb[p + 1], self.rgb[p + 2]])
+        })
+    }
+}
+
+impl Sampler<'_> {
+    /// Runs `job` once per seed on a canvas of any size (at least 1x1).
+    pub fn canvas(
+        &self,
+        job: &CanvasJob,
+        seeds: &[u64],
+        progress: ProgressFn,
+        cancel: &CancelToken,
+    ) -> Result<Vec<CanvasImage>> {
+        Self::check_seeds(seeds)?;
+        let (start, size) = self.start(job)?;
+        let (mh, mw) = self.hw();
+        let start = start.padded(mw as usize, mh as usize);
+        let plan = self.plan(job, &start)?;
+        let bs = self.options.batch_size;
+        // Images sampled together: enough to fill a batch when waves are small (one window: `bs` images).
+        let group = bs.div_ceil(plan.widest_wave()).max(1);
+        let mut rows = Rows {
+            done: 0,
+            total: 0,
+            batches: plan.batches(seeds.len(), group, bs),
+            batch: 0,
+        };
+        rows.total = self.rows_per_batch() * rows.batches as u64;
+        let mut out = Vec::with_capacity(seeds.len());
+        for chunk in seeds.chunks(group) {
+            let mut works = vec![start.clone(); chunk.len()];
+            let bits = self.run_windows(&mut works, chunk, &plan, &mut rows, progress, cancel)?;
+            for ((w, &seed), bits) in works.iter().zip(chunk).zip(bits) {
+                let image = self.finish(job, w, size)?;
+                out.push(CanvasImage { image, seed, bits });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The job's canvas before sampling, and the size of its result.
+    fn start(&self, job: &CanvasJob) -> Result<(Work, (usize, usize))> {
+        let work = match *job {
+            CanvasJob::Generate { width, height } => {
+                check_size("the canvas", width as u64, height as u64)?;
+                Work::new(width as usize, height as usize)
+            }
+            CanvasJob::Complete { image, known } => {
+                let (w, h) = image.dimensions();
+                check_size("the image", w as u64, h as u64)?;
+                if known.len() != w as usize * h as usize {
+                    return Err(Error::input(format!(
+                        "the mask has {} pixels but the image is {w}x{h} ({} pixels)",
+                        known.len(),
+                        w as u64 * h as u64
+                    )));
+                }
+                let mut work = Work::from_image(image, ALL);
+                for (f, &k) in work.known.iter_mut().zip(known) {
+                    *f = if k { ALL } else { 0 };
+                }
+                work
+            }
+            CanvasJob::UpscaleSize { image } => self.start_upscale_size(image)?,
+            CanvasJob::UpscaleDepth { image } => {
+                if self.pipeline.config.msb_bits.is_none() {
+                    return Err(Error::input(
+                        "this model is a single-stage 8-bit SPN: it has no depth-upscaling stage",
+                    ));
+                }
+                let (w, h) = image.dimensions();
+                check_size("the image", w as u64, h as u64)?;
+                Work::from_image(image, MSB)
+            }
+        };
+        let size = (work.width, work.height);
+        Ok((work, size))
+    }
+
+    /// A canvas S times the small image's size, with the small image at slice 0 (known) and the rest unknown.
+    fn start_upscale_size(&self, image: &DynamicImage) -> Result<Work> {
+        let s = self.pipeline.config.scale as usize;
+        if s == 1 {
+            return Err(Error::input(
+                "this model has scale 1: there is no size to upscale",
+            ));
+        }
+        let (w, h) = image.dimensions();
+        check_size("the small image", w as u64, h as u64)?;
+        check_size(
+            &format!("the result of upscaling {w}x{h} {s} times"),
+            w as u64 * s as u64,
+            h as u64 * s as u64,
+        )?;
+        let small = Work::from_image(image, ALL);
+        let mut work = Work::new(small.width * s, small.height * s);
+        for y in 0..small.height {
+            for x in 0..small.width {
+                let (src, dst) = (y * small.width + x, s * y * work.width + s * x);
+                work.rgb[dst * 3..dst * 3 + 3].copy_from_slice(&small.rgb[src * 3..src * 3 + 3]);
+                work.known[dst] = ALL;
+            }
+        }
+        Ok(work)
+    }
+
+    /// The windows that have anything to draw, and the waves they are sampled in.
+    fn plan(&self, job: &CanvasJob, start: &Work) -> Result<Plan> {
+        let (mh, mw) = self.hw();
+        let (mh, mw) = (mh as usize, mw as usize);
+        let s = self.pipeline.config.scale as usize;
+        let asked = self.options.overlap.unwrap_or_else(|| default_overlap(job));
+        // A multiple of S keeps every window's slice 0 on the canvas's slice 0 (size upscaling needs it).
+        let overlap = asked.div_ceil(s) * s;
+        if overlap > mw.min(mh) / 2 {
+            return Err(Error::input(format!(
+                "overlap {asked} is more than half the model's {mw}x{mh} window"
+            )));
+        }
+        let grid = windows::grid(start.width, start.height, (mw, mh), overlap);
+        // A window is run when anything inside it is still unknown once the windows before it are done; a
+        // run window fixes every pixel it covers.
+        let mut fixed: Vec<bool> = start.known.iter().map(|&f| f == ALL).collect();
+        let mut todo = Vec::new();
+        for (i, &win) in grid.iter().enumerate() {
+            let rows = (win.y..win.y + mh).map(|y| y * start.width + win.x);
+            let open = rows
+                .clone()
+                .any(|r| fixed[r..r + mw].iter().any(|&f| !f));
+            if open {
+                rows.for_each(|r| fixed[r..r + mw].fill(true));
+                todo.push((i, win));
+            }
+        }
+        let placed: Vec<Window> = todo.iter().map(|t| t.1).collect();
+        let waves = windows::waves(&placed, (mw, mh));
+        log::debug!(
+            "{} of {} windows of {mw}x{mh} (overlap {overlap}) to sample in {} waves",
+            todo.len(),
+            grid.len(),
+            waves.len()
+        );
+        Ok(Plan {
+            windows: todo,
+            waves,
+        })
+    }
+
+    /// Samples every planned window of each canvas of a group (one seed each), wave by wave, batches of up to
+    /// `batch_size` windows; returns each canvas's bits.
+    fn run_windows(
+        &self,
+        works: &mut [Work],
+        seeds: &[u64],
+        plan: &Plan,
+        rows: &mut Rows,
+        progress: ProgressFn,
+        cancel: &CancelToken,
+    ) -> Result<Vec<f64>> {
+        let mut bits = vec![0.0; works.len()];
+        for wave in &plan.waves {
+            let items: Vec<(usize, usize)> = wave
+                .iter()
+                .flat_map(|&j| (0..works.len()).map(move |i| (i, j)))
+                .collect();
+            for chunk in items.chunks(self.options.batch_size) {
+                if cancel.is_cancelled() {
+                    return Err(Error::Cancelled);
+                }
+                let at: Vec<(usize, Window)> =
+                    chunk.iter().map(|&(i, j)| (i, plan.windows[j].1)).collect();
+                let part = self.window_job(works, &at)?;
+                let wseeds: Vec<u64> = chunk
+                    .iter()
+                    .map(|&(i, j)| windows::window_seed(seeds[i], plan.windows[j].0))
+                    .collect();
+                let (img, b) = self.run_part(&part, &wseeds, rows, &mut *progress, cancel)?;
+                rows.batch += 1;
+                self.write_back(works, &at, &img)?;
+                for (&(i, _), b) in chunk.iter().zip(b) {
+                    bits[i] += b;
+                }
+            }
+        }
+        Ok(bits)
+    }
+
+    /// The windows `at` (canvas, window) as one batch: their values and known flags.
+    fn window_job(&self, works: &[Work], at: &[(usize, Window)]) -> Result<Job> {
+        let (h, w) = self.hw();
+        let (hu, wu) = (h as usize, w as usize);
+        let n = at.len() * 3 * hu * wu;
+        let (mut init, mut km, mut kl) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        for &(i, win) in at {
+            let wk = &works[i];
+            for c in 0..3 {
+                for y in win.y..win.y + hu {
+                    for p in y * wk.width + win.x..y * wk.width + win.x + wu {
+                        init.push(wk.rgb[p * 3 + c] as i64);
+                        km.push(wk.known[p] & MSB != 0);
+                        kl.push(wk.known[p] & LSB != 0);
+                    }
+                }
+            }
+        }
+        let shape = [at.len() as i64, 3, h, w];
+        Ok(Job {
+            init: Tensor::f_from_slice(&init)?.f_view(shape)?,
+            known_msb: Tensor::f_from_slice(&km)?.f_view(shape)?,
+            known_lsb: Tensor::f_from_slice(&kl)?.f_view(shape)?,
+            run_known: false,
+        })
+    }
+
+    /// Writes sampled windows `(B, 3, h, w)` back into their canvases; their pixels are fixed from now on.
+    fn write_back(&self, works: &mut [Work], at: &[(usize, Window)], img: &Tensor) -> Result<()> {
+        let (h, w) = self.hw();
+        let (hu, wu) = (h as usize, w as usize);
+        let v = Vec::<u8>::try_from(img.f_to_kind(Kind::Uint8)?.f_contiguous()?.f_flatten(0, -1)?)?;
+        for (b, &(i, win)) in at.iter().enumerate() {
+            let wk = &mut works[i];
+            for c in 0..3 {
+                let plane = &v[(b * 3 + c) * hu * wu..(b * 3 + c + 1) * hu * wu];
+                for y in 0..hu {
+                    let row = (win.y + y) * wk.width + win.x;
+                    for x in 0..wu {
+                        wk.rgb[(row + x) * 3 + c] = plane[y * wu + x];
+                    }
+                }
+            }
+            for y in win.y..win.y + hu {
+                wk.known[y * wk.width + win.x..y * wk.width + win.x + wu].fill(ALL);
+            }
+        }
+        Ok(())
+    }
+
+    /// The result of one canvas: cropped to its size, with the input's alpha carried beside (module `alpha`).
+    fn finish(&self, job: &CanvasJob, work: &Work, size: (usize, usize)) -> Result<DynamicImage> {
+        let rgb = work.crop_rgb(size.0, size.1);
+        let s = self.pipeline.config.scale as u32;
+        Ok(match *job {
+            CanvasJob::Generate { .. } => DynamicImage::ImageRgb8(rgb),
+            CanvasJob::Complete { image, known } if image.color().has_alpha() => {
+                // Known pixels come back as they were, alpha and colour; drawn ones are opaque.
+                let src = image.to_rgba8();
+                DynamicImage::ImageRgba8(RgbaImage::from_fn(rgb.width(), rgb.height(), |x, y| {
+                    if known[(y * rgb.width() + x) as usize] {
+                        *src.get_pixel(x, y)
+                    } else {
+                        let c = rgb.get_pixel(x, y).0;
+                        image::Rgba([c[0], c[1], c[2], 255])
+                    }
+                }))
+            }
+            CanvasJob::UpscaleDepth { image } if image.color().has_alpha() => {
+                // Alpha kept; a transparent pixel is returned as it was (its colour is not seen).
+                let src = image.to_rgba8();
+                DynamicImage::ImageRgba8(with_alpha(&rgb, |x, y| {
+                    let p = src.get_pixel(x, y).0;
+                    (p[3], (p[3] == 0).then_some(p))
+                }))
+            }
+            CanvasJob::UpscaleSize { image } if image.color().has_alpha() => {
+                // Alpha scaled by a filter that is exact at slice 0, where the small image's pixels return.
+                let src = image.to_rgba8();
+                let a = alpha::upscale_aligned(
+                    &image::GrayImage::from_fn(src.width(), src.height(), |x, y| {
+                        image::Luma([src.get_pixel(x, y).0[3]])
+                    }),
+                    s,
+                );
+                DynamicImage::ImageRgba8(with_alpha(&rgb, |x, y| {
+                    let on_slice0 = x % s == 0 && y % s == 0;
+                    let orig = on_slice0.then(|| src.get_pixel(x / s, y / s).0);
+                    (a.get_pixel(x, y).0[0], orig)
+                }))
+            }
+            _ => DynamicImage::ImageRgb8(rgb),
+        })
+    }
+}
+
+/// RGBA from the networks' colour over white: `pixel(x, y)` gives each pixel's alpha and, where the pixel is
+/// returned as it was, its original value; every other colour is brought back from over white to straight
+/// colour under its alpha (`alpha::uncomposite`).
+fn with_alpha(rgb: &RgbImage, pixel: impl Fn(u32, u32) -> (u8, Option<[u8; 4]>)) -> RgbaImage {
+    RgbaImage::from_fn(rgb.width(), rgb.height(), |x, y| match pixel(x, y) {
+        (_, Some(orig)) => image::Rgba(orig),
+        (a, None) => {
+            let c = rgb.get_pixel(x, y).0;
+            let un = |v: u8| alpha::uncomposite(v, a).unwrap_or(v);
+            image::Rgba([un(c[0]), un(c[1]), un(c[2]), a])
+        }
+    })
+}
+
+/// Which windows run, and in which waves.
+struct Plan {
+    /// (index in the canvas's full grid, window), in raster order.
+    windows: Vec<(usize, Window)>,
+    /// Indices into `windows`, wave by wave.
+    waves: Vec<Vec<usize>>,
+}
+
+impl Plan {
+    fn widest_wave(&self) -> usize {
+        self.waves.iter().map(Vec::len).max().unwrap_or(1).max(1)
+    }
+
+    /// Batches a job of `images` canvases runs, sampled `group` canvases at a time.
+    fn batches(&self, images: usize, group: usize, bs: usize) -> usize {
+        let per = |g: usize| -> usize { self.waves.iter().map(|w| (w.len() * g).div_ceil(bs)).sum() };
+        let full = images / group;
+        let rest = images % group;
+        full * per(group) + if rest > 0 { per(rest) } else { 0 }
+    }
+}
