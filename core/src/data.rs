@@ -210,11 +210,27 @@ pub fn load_batch(files: &[PathBuf], height: i64, width: i64) -> Result<Tensor> 
 /// method 6, quality 100), the baseline a likelihood model has to beat. The `image` crate's own WebP
 /// encoder is far weaker (about 40% larger files on emoji), so it is not used here.
 pub fn webp_lossless(img: &RgbImage) -> Result<Vec<u8>> {
+    webp_encode(webp::Encoder::from_rgb(img.as_raw(), img.width(), img.height()))
+}
+
+/// [`webp_lossless`] of an RGB or RGBA image (alpha kept).
+fn webp_lossless_any(img: &DynamicImage) -> Result<Vec<u8>> {
+    match img {
+        DynamicImage::ImageRgba8(i) => {
+            webp_encode(webp::Encoder::from_rgba(i.as_raw(), i.width(), i.height()))
+        }
+        i => webp_lossless(&i.to_rgb8()),
+    }
+}
+
+fn webp_encode(encoder: webp::Encoder) -> Result<Vec<u8>> {
     let mut config = webp::WebPConfig::new().map_err(|()| Error::Other("libwebp config".into()))?;
     config.lossless = 1;
     config.quality = 100.0;
     config.method = 6;
-    let mem = webp::Encoder::from_rgb(img.as_raw(), img.width(), img.height())
+    // Colours under alpha 0 are kept too: a known pixel comes back exactly, seen or not.
+    config.exact = 1;
+    let mem = encoder
         .encode_advanced(&config)
         .map_err(|e| Error::Other(format!("webp encode: {e:?}")))?;
     Ok(mem.to_vec())
@@ -316,10 +332,24 @@ pub fn output_format(path: &Path) -> Result<image::ImageFormat> {
 /// Writes an image in the format its extension names (`output_format`); WebP is lossless (libwebp). Written
 /// to a temporary file first, so a failed or interrupted write never leaves a partial file at `path`.
 pub fn save_image(img: &RgbImage, path: &Path) -> Result<()> {
+    save_any(&DynamicImage::ImageRgb8(img.clone()), path)
+}
+
+/// [`save_image`] for RGB or RGBA: PNG and WebP keep alpha; JPEG has none, so RGBA is composited over white
+/// there (the one compositing rule).
+pub fn save_any(img: &DynamicImage, path: &Path) -> Result<()> {
     let format = output_format(path)?;
+    let img = match (format, img.color().has_alpha()) {
+        (_, false) => DynamicImage::ImageRgb8(img.to_rgb8()),
+        (image::ImageFormat::Jpeg, true) => {
+            log::info!("JPEG has no alpha: {} is written over white", path.display());
+            DynamicImage::ImageRgb8(composite_on_white(img))
+        }
+        (_, true) => DynamicImage::ImageRgba8(img.to_rgba8()),
+    };
     write_atomically(path, |w| match format {
         image::ImageFormat::WebP => {
-            let bytes = webp_lossless(img).map_err(|e| e.to_string())?;
+            let bytes = webp_lossless_any(&img).map_err(|e| e.to_string())?;
             std::io::Write::write_all(w, &bytes).map_err(|e| e.to_string())
         }
         f => img.write_to(w, f).map_err(|e| e.to_string()),

@@ -15,15 +15,6 @@ pub fn load(model: Option<PathBuf>, device: tch::Device) -> Result<Pipeline> {
     Ok(Pipeline::load(&path, device)?)
 }
 
-pub fn image_tensor(path: &Path) -> Result<tch::Tensor> {
-    Ok(data::to_tensor(&data::load_rgb(path)?)?)
-}
-
-pub fn save_image(t: &tch::Tensor, path: &Path) -> Result<()> {
-    data::save_image(&data::from_tensor(t)?, path)?;
-    Ok(())
-}
-
 pub fn print_json(v: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string(v)?);
     Ok(())

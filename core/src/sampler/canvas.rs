@@ -265,21 +265,37 @@ impl Sampler<'_> {
             )));
         }
         let grid = windows::grid(start.width, start.height, (mw, mh), overlap);
+        // A window's right and bottom edges are drawn without what lies beyond them, and the models learnt
+        // from emoji that an edge is white background: so a window keeps its pixels only up to half the
+        // overlap before an edge that a later window covers, which redraws that band with the kept half
+        // clamped on its left or top (docs/design.md section 8). A multiple of S, like the overlap.
+        let margin = (overlap / 2).div_ceil(s) * s;
+        let keep = |win: Window| Keep {
+            w: if win.x + mw < start.width { mw - margin } else { mw },
+            h: if win.y + mh < start.height { mh - margin } else { mh },
+        };
         // A window is run when anything inside it is still unknown once the windows before it are done; a
-        // run window fixes every pixel it covers.
+        // run window fixes every pixel it keeps.
         let mut fixed: Vec<bool> = start.known.iter().map(|&f| f == ALL).collect();
         let mut todo = Vec::new();
         for (i, &win) in grid.iter().enumerate() {
-            let rows = (win.y..win.y + mh).map(|y| y * start.width + win.x);
-            let open = rows
-                .clone()
+            let open = (win.y..win.y + mh)
+                .map(|y| y * start.width + win.x)
                 .any(|r| fixed[r..r + mw].iter().any(|&f| !f));
             if open {
-                rows.for_each(|r| fixed[r..r + mw].fill(true));
-                todo.push((i, win));
+                let k = keep(win);
+                for y in win.y..win.y + k.h {
+                    let r = y * start.width + win.x;
+                    fixed[r..r + k.w].fill(true);
+                }
+                todo.push(Placed {
+                    index: i,
+                    win,
+                    keep: k,
+                });
             }
         }
-        let placed: Vec<Window> = todo.iter().map(|t| t.1).collect();
+        let placed: Vec<Window> = todo.iter().map(|t| t.win).collect();
         let waves = windows::waves(&placed, (mw, mh));
         log::debug!(
             "{} of {} windows of {mw}x{mh} (overlap {overlap}) to sample in {} waves",
@@ -314,12 +330,12 @@ impl Sampler<'_> {
                 if cancel.is_cancelled() {
                     return Err(Error::Cancelled);
                 }
-                let at: Vec<(usize, Window)> =
-                    chunk.iter().map(|&(i, j)| (i, plan.windows[j].1)).collect();
+                let at: Vec<(usize, Placed)> =
+                    chunk.iter().map(|&(i, j)| (i, plan.windows[j])).collect();
                 let part = self.window_job(works, &at)?;
                 let wseeds: Vec<u64> = chunk
                     .iter()
-                    .map(|&(i, j)| windows::window_seed(seeds[i], plan.windows[j].0))
+                    .map(|&(i, j)| windows::window_seed(seeds[i], plan.windows[j].index))
                     .collect();
                 let (img, b) = self.run_part(&part, &wseeds, rows, &mut *progress, cancel)?;
                 rows.batch += 1;
@@ -333,12 +349,12 @@ impl Sampler<'_> {
     }
 
     /// The windows `at` (canvas, window) as one batch: their values and known flags.
-    fn window_job(&self, works: &[Work], at: &[(usize, Window)]) -> Result<Job> {
+    fn window_job(&self, works: &[Work], at: &[(usize, Placed)]) -> Result<Job> {
         let (h, w) = self.hw();
         let (hu, wu) = (h as usize, w as usize);
         let n = at.len() * 3 * hu * wu;
         let (mut init, mut km, mut kl) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        for &(i, win) in at {
+        for &(i, Placed { win, .. }) in at {
             let wk = &works[i];
             for c in 0..3 {
                 for y in win.y..win.y + hu {
@@ -359,24 +375,25 @@ impl Sampler<'_> {
         })
     }
 
-    /// Writes sampled windows `(B, 3, h, w)` back into their canvases; their pixels are fixed from now on.
-    fn write_back(&self, works: &mut [Work], at: &[(usize, Window)], img: &Tensor) -> Result<()> {
+    /// Writes the kept part of sampled windows `(B, 3, h, w)` back into their canvases; those pixels are fixed
+    /// from now on.
+    fn write_back(&self, works: &mut [Work], at: &[(usize, Placed)], img: &Tensor) -> Result<()> {
         let (h, w) = self.hw();
         let (hu, wu) = (h as usize, w as usize);
         let v = Vec::<u8>::try_from(img.f_to_kind(Kind::Uint8)?.f_contiguous()?.f_flatten(0, -1)?)?;
-        for (b, &(i, win)) in at.iter().enumerate() {
+        for (b, &(i, Placed { win, keep, .. })) in at.iter().enumerate() {
             let wk = &mut works[i];
             for c in 0..3 {
                 let plane = &v[(b * 3 + c) * hu * wu..(b * 3 + c + 1) * hu * wu];
-                for y in 0..hu {
+                for y in 0..keep.h {
                     let row = (win.y + y) * wk.width + win.x;
-                    for x in 0..wu {
+                    for x in 0..keep.w {
                         wk.rgb[(row + x) * 3 + c] = plane[y * wu + x];
                     }
                 }
             }
-            for y in win.y..win.y + hu {
-                wk.known[y * wk.width + win.x..y * wk.width + win.x + wu].fill(ALL);
+            for y in win.y..win.y + keep.h {
+                wk.known[y * wk.width + win.x..y * wk.width + win.x + keep.w].fill(ALL);
             }
         }
         Ok(())
@@ -442,10 +459,25 @@ fn with_alpha(rgb: &RgbImage, pixel: impl Fn(u32, u32) -> (u8, Option<[u8; 4]>))
     })
 }
 
+/// A window to sample: its index in the canvas's full grid (its random stream), where it lies, and how much
+/// of it (from its top-left corner) is kept.
+#[derive(Clone, Copy)]
+struct Placed {
+    index: usize,
+    win: Window,
+    keep: Keep,
+}
+
+#[derive(Clone, Copy)]
+struct Keep {
+    w: usize,
+    h: usize,
+}
+
 /// Which windows run, and in which waves.
 struct Plan {
-    /// (index in the canvas's full grid, window), in raster order.
-    windows: Vec<(usize, Window)>,
+    /// In raster order.
+    windows: Vec<Placed>,
     /// Indices into `windows`, wave by wave.
     waves: Vec<Vec<usize>>,
 }

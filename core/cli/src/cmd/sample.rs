@@ -1,9 +1,10 @@
 //! The sampling commands: `spn generate`, `spn complete`, `spn upscale-size`, `spn upscale-depth`.
-use crate::io::{check_out_dir, check_out_file, image_tensor, load, save_image};
+use crate::io::{check_out_dir, check_out_file, load};
 use crate::progress::{bar, cancel_on_ctrl_c, sample_bar, sample_bar_part};
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
+use image::GenericImageView;
 use spn::data;
-use spn::sampler::{CancelToken, Decoding, SampleOptions, SampleProgress, Sampler, Samples};
+use spn::sampler::{CanvasJob, Decoding, SampleOptions, Sampler};
 use spn::Pipeline;
 use std::path::{Path, PathBuf};
 
@@ -17,6 +18,10 @@ pub struct Sampling {
     /// A full decoder pass per pixel (slow; the reference for the incremental engines).
     #[arg(long)]
     naive: bool,
+    /// Pixels that neighbouring model-size windows share on a canvas larger than the model (rounded up to a
+    /// multiple of the model's scale). Default: per job, from measured seams (0 for upscale-depth, 16 else).
+    #[arg(long)]
+    overlap: Option<usize>,
 }
 
 impl Sampling {
@@ -29,6 +34,7 @@ impl Sampling {
             } else {
                 Decoding::Incremental
             },
+            overlap: self.overlap,
             ..Default::default()
         }
     }
@@ -43,6 +49,12 @@ pub struct GenerateArgs {
     count: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Width of the images (default: the model's); larger canvases are sampled window by window.
+    #[arg(long)]
+    width: Option<u32>,
+    /// Height of the images (default: the model's).
+    #[arg(long)]
+    height: Option<u32>,
     #[arg(long)]
     out: Option<PathBuf>,
     /// Also write all samples tiled into one PNG.
@@ -87,6 +99,11 @@ pub fn run_generate(a: GenerateArgs, device: tch::Device) -> Result<()> {
     let mut seeds = spn::sampler::seed_range(a.seed, a.count as u64)?;
     let out_file = generate_target(&a)?;
     let model = load(a.model.clone(), device)?;
+    let cfg = model.config();
+    let job = CanvasJob::Generate {
+        width: a.width.unwrap_or(cfg.width as u32),
+        height: a.height.unwrap_or(cfg.height as u32),
+    };
     let sampler = Sampler::new(&model, a.sampling.options())?;
     // One sampler batch at a time, each written as soon as it is done: memory stays that of one batch, and
     // Ctrl-C keeps every finished image.
@@ -97,19 +114,16 @@ pub fn run_generate(a: GenerateArgs, device: tch::Device) -> Result<()> {
     let mut for_grid = Vec::new();
     for ci in 0..n_chunks {
         let chunk: Vec<u64> = seeds.by_ref().take(per).collect();
-        let r = sampler.generate(&chunk, &mut sample_bar_part(&pb, ci, n_chunks), &cancel)?;
-        if let Some(f) = out_file {
-            save_image(&r.images.get(0), f)?;
-        } else if let Some(dir) = &a.out {
-            for (i, s) in chunk.iter().enumerate() {
-                save_image(
-                    &r.images.get(i as i64),
-                    &dir.join(format!("sample-{s}.png")),
-                )?;
+        let r = sampler.canvas(&job, &chunk, &mut sample_bar_part(&pb, ci, n_chunks), &cancel)?;
+        for c in &r {
+            if let Some(f) = out_file {
+                data::save_any(&c.image, f)?;
+            } else if let Some(dir) = &a.out {
+                data::save_any(&c.image, &dir.join(format!("sample-{}.png", c.seed)))?;
             }
-        }
-        if a.grid.is_some() {
-            for_grid.push(r.images);
+            if a.grid.is_some() {
+                for_grid.push(data::to_tensor(&c.image.to_rgb8())?);
+            }
         }
     }
     pb.finish_and_clear();
@@ -119,36 +133,35 @@ pub fn run_generate(a: GenerateArgs, device: tch::Device) -> Result<()> {
         println!("wrote {} images to {}", a.count, dir.display());
     }
     if let Some(g) = &a.grid {
-        let all = tch::Tensor::f_cat(&for_grid, 0)?;
+        let all = tch::Tensor::f_stack(&for_grid, 0)?;
         data::save_image(&data::grid(&all)?, g)?;
         println!("wrote {}", g.display());
     }
     Ok(())
 }
 
-/// Runs a one-image sampler job with a progress bar and Ctrl-C, and writes its image.
+/// Runs a one-image canvas job with a progress bar and Ctrl-C, and writes its image (alpha kept where the
+/// format has it).
 fn one_image(
     model: &Pipeline,
     sampling: &Sampling,
-    name: &str,
     out: &Path,
-    job: impl FnOnce(
-        &Sampler,
-        &mut dyn FnMut(&SampleProgress) -> bool,
-        &CancelToken,
-    ) -> spn::Result<Samples>,
+    job: &CanvasJob,
+    seed: u64,
 ) -> Result<()> {
     let sampler = Sampler::new(model, sampling.options())?;
-    let pb = bar(1, name);
-    let r = job(&sampler, &mut sample_bar(&pb), &cancel_on_ctrl_c())?;
+    let pb = bar(1, job.name());
+    let r = sampler.canvas(job, &[seed], &mut sample_bar(&pb), &cancel_on_ctrl_c())?;
     pb.finish_and_clear();
-    save_image(&r.images.get(0), out)?;
+    let first = r.first().context("the sampler returned no image")?;
+    data::save_any(&first.image, out)?;
     println!("wrote {}", out.display());
     Ok(())
 }
 
-/// Complete a partially drawn image: MASK is white where pixels are known (kept exactly), black or
-/// transparent where the model draws (the mask rule of `spn::data::mask_known`).
+/// Complete a partially drawn image of any size: MASK (the image's size) is white where pixels are known
+/// (kept exactly, alpha too), black or transparent where the model draws (the mask rule of
+/// `spn::data::mask_known`).
 #[derive(clap::Args)]
 pub struct CompleteArgs {
     #[arg(long)]
@@ -167,23 +180,26 @@ pub struct CompleteArgs {
 
 pub fn run_complete(a: CompleteArgs, device: tch::Device) -> Result<()> {
     check_out_file(&a.out)?;
-    let model = load(a.model, device)?;
-    let img = image_tensor(&a.image)?;
+    let img = data::open_image(&a.image)?;
     let dm = data::open_image(&a.mask).map_err(|e| anyhow::anyhow!("the mask: {e}"))?;
-    let known = data::mask_known(&dm)?;
-    let (mh, mw) = (known.size()[0], known.size()[1]);
-    let (ih, iw) = (img.size()[1], img.size()[2]);
-    if (mh, mw) != (ih, iw) {
+    if dm.dimensions() != img.dimensions() {
+        let ((mw, mh), (iw, ih)) = (dm.dimensions(), img.dimensions());
         bail!("mask is {mw}x{mh} but the image is {iw}x{ih}");
     }
-    let seed = a.seed;
-    one_image(&model, &a.sampling, "complete", &a.out, |s, p, c| {
-        s.complete(&img, &known, &[seed], p, c)
-    })
+    let known = data::mask_flags(&dm);
+    if known.iter().all(|&k| k) {
+        log::warn!("the mask marks every pixel as known: there is nothing to complete");
+    }
+    let model = load(a.model, device)?;
+    let job = CanvasJob::Complete {
+        image: &img,
+        known: &known,
+    };
+    one_image(&model, &a.sampling, &a.out, &job, a.seed)
 }
 
-/// Upscale size (the small image becomes slice 0 of an image S times larger) or depth (keep the top bits of
-/// every value, resample the low bits).
+/// Upscale size (each pixel of an image of any size becomes pixel (S*y, S*x) of one S times larger) or depth
+/// (keep the top bits of every value, resample the low bits). Alpha is kept.
 #[derive(clap::Args)]
 pub struct UpscaleArgs {
     #[arg(long)]
@@ -205,15 +221,11 @@ pub enum Upscale {
 
 pub fn run_upscale(a: UpscaleArgs, device: tch::Device, what: Upscale) -> Result<()> {
     check_out_file(&a.out)?;
+    let img = data::open_image(&a.image)?;
     let model = load(a.model, device)?;
-    let img = image_tensor(&a.image)?;
-    let seed = a.seed;
-    match what {
-        Upscale::Size => one_image(&model, &a.sampling, "upscale-size", &a.out, |s, p, c| {
-            s.upscale_size(&img, &[seed], p, c)
-        }),
-        Upscale::Depth => one_image(&model, &a.sampling, "upscale-depth", &a.out, |s, p, c| {
-            s.upscale_depth(&img, &[seed], p, c)
-        }),
-    }
+    let job = match what {
+        Upscale::Size => CanvasJob::UpscaleSize { image: &img },
+        Upscale::Depth => CanvasJob::UpscaleDepth { image: &img },
+    };
+    one_image(&model, &a.sampling, &a.out, &job, a.seed)
 }
