@@ -4,6 +4,7 @@
 //! random stream seeded by (seed, window). Windows with nothing to draw are skipped, and windows that share
 //! no pixel are batched together (`windows::waves`), so the result depends on neither batching nor engine.
 //! Memory: the canvas itself plus one batch of windows.
+use super::seams;
 use super::windows::{self, Window};
 use super::{CancelToken, Job, ProgressFn, Rows, Sampler};
 use crate::alpha;
@@ -42,14 +43,11 @@ impl CanvasJob<'_> {
     }
 }
 
-/// Overlap between neighbouring windows when none is asked for, per job, chosen by measuring seams
-/// (models/README.md, "Canvases"): depth upscaling conditions on every top bit of its window and needs none;
-/// the other jobs draw whole pixels, and a band of 16 lets each window continue what its neighbours drew.
-pub fn default_overlap(job: &CanvasJob) -> usize {
-    match job {
-        CanvasJob::UpscaleDepth { .. } => 0,
-        _ => 16,
-    }
+/// Overlap between neighbouring windows when none is asked for: three eighths of the window (24 pixels of
+/// 64), for every job; chosen by measuring seams on a gradient and on held-out emoji against 16 and 32
+/// (models/README.md, "Canvases"; `spn bench --canvas` prints the seams).
+pub fn default_overlap(window: usize) -> usize {
+    window * 3 / 8
 }
 
 /// One result: an RGB image, or RGBA where the input had alpha.
@@ -162,7 +160,7 @@ impl Sampler<'_> {
         let (start, size) = self.start(job)?;
         let (mh, mw) = self.hw();
         let start = start.padded(mw as usize, mh as usize);
-        let plan = self.plan(job, &start)?;
+        let plan = self.plan(&start)?;
         let bs = self.options.batch_size;
         // Images sampled together: enough to fill a batch when waves are small (one window: `bs` images).
         let group = bs.div_ceil(plan.widest_wave()).max(1);
@@ -251,61 +249,58 @@ impl Sampler<'_> {
         Ok(work)
     }
 
-    /// The windows that have anything to draw, and the waves they are sampled in.
-    fn plan(&self, job: &CanvasJob, start: &Work) -> Result<Plan> {
+    /// The overlap between windows: the one asked for in the options, else [`default_overlap`], rounded up to a multiple of S, which keeps every window's slice 0 on the canvas's slice 0 (size
+    /// upscaling needs it).
+    pub fn overlap(&self) -> Result<usize> {
         let (mh, mw) = self.hw();
-        let (mh, mw) = (mh as usize, mw as usize);
         let s = self.pipeline.config.scale as usize;
-        let asked = self.options.overlap.unwrap_or_else(|| default_overlap(job));
-        // A multiple of S keeps every window's slice 0 on the canvas's slice 0 (size upscaling needs it).
+        let asked = self
+            .options
+            .overlap
+            .unwrap_or_else(|| default_overlap(mw.min(mh) as usize));
         let overlap = asked.div_ceil(s) * s;
-        if overlap > mw.min(mh) / 2 {
+        if overlap > (mw.min(mh) / 2) as usize {
             return Err(Error::input(format!(
                 "overlap {asked} is more than half the model's {mw}x{mh} window"
             )));
         }
-        let grid = windows::grid(start.width, start.height, (mw, mh), overlap);
-        // A window's right and bottom edges are drawn without what lies beyond them, and the models learnt
-        // from emoji that an edge is white background: so a window keeps its pixels only up to half the
-        // overlap before an edge that a later window covers, which redraws that band with the kept half
-        // clamped on its left or top (docs/design.md section 8). A multiple of S, like the overlap.
-        let margin = (overlap / 2).div_ceil(s) * s;
-        let keep = |win: Window| Keep {
-            w: if win.x + mw < start.width { mw - margin } else { mw },
-            h: if win.y + mh < start.height { mh - margin } else { mh },
-        };
-        // A window is run when anything inside it is still unknown once the windows before it are done; a
-        // run window fixes every pixel it keeps.
-        let mut fixed: Vec<bool> = start.known.iter().map(|&f| f == ALL).collect();
-        let mut todo = Vec::new();
-        for (i, &win) in grid.iter().enumerate() {
-            let open = (win.y..win.y + mh)
-                .map(|y| y * start.width + win.x)
-                .any(|r| fixed[r..r + mw].iter().any(|&f| !f));
-            if open {
-                let k = keep(win);
-                for y in win.y..win.y + k.h {
-                    let r = y * start.width + win.x;
-                    fixed[r..r + k.w].fill(true);
-                }
-                todo.push(Placed {
-                    index: i,
-                    win,
-                    keep: k,
-                });
-            }
-        }
-        let placed: Vec<Window> = todo.iter().map(|t| t.win).collect();
-        let waves = windows::waves(&placed, (mw, mh));
+        Ok(overlap)
+    }
+
+    /// The windows that have anything to draw, and the waves they are sampled in.
+    fn plan(&self, start: &Work) -> Result<Plan> {
+        let (mh, mw) = self.hw();
+        let win = (mw as usize, mh as usize);
+        let s = self.pipeline.config.scale as usize;
+        let overlap = self.overlap()?;
+        let grid = windows::grid(start.width, start.height, win, overlap);
+        let cols = grid.iter().map(|w| w.col + 1).max().unwrap_or(1);
+        // Windows that meet a pixel unknown at the start (for completion, the mask's windows); the others
+        // have nothing to draw. Every unknown pixel is kept by the last of them that covers it.
+        let todo: Vec<Window> = grid
+            .into_iter()
+            .filter(|w| {
+                (w.y..w.y + win.1)
+                    .map(|y| y * start.width + w.x)
+                    .any(|r| start.known[r..r + win.0].iter().any(|&f| f != ALL))
+            })
+            .collect();
+        let waves = windows::waves(&todo, win);
         log::debug!(
-            "{} of {} windows of {mw}x{mh} (overlap {overlap}) to sample in {} waves",
+            "{} windows of {}x{} (overlap {overlap}) to sample in {} waves",
             todo.len(),
-            grid.len(),
+            win.0,
+            win.1,
             waves.len()
         );
         Ok(Plan {
+            index: windows::Neighbours::new(&todo),
             windows: todo,
             waves,
+            cols,
+            margin: windows::margin(overlap, s),
+            canvas: (start.width, start.height),
+            win,
         })
     }
 
@@ -330,16 +325,15 @@ impl Sampler<'_> {
                 if cancel.is_cancelled() {
                     return Err(Error::Cancelled);
                 }
-                let at: Vec<(usize, Placed)> =
-                    chunk.iter().map(|&(i, j)| (i, plan.windows[j])).collect();
-                let part = self.window_job(works, &at)?;
+                let at: Vec<(usize, usize)> = chunk.to_vec();
+                let part = self.window_job(works, plan, &at)?;
                 let wseeds: Vec<u64> = chunk
                     .iter()
-                    .map(|&(i, j)| windows::window_seed(seeds[i], plan.windows[j].index))
+                    .map(|&(i, j)| windows::window_seed(seeds[i], plan.seed_index(j)))
                     .collect();
                 let (img, b) = self.run_part(&part, &wseeds, rows, &mut *progress, cancel)?;
                 rows.batch += 1;
-                self.write_back(works, &at, &img)?;
+                self.write_back(works, plan, &at, &img)?;
                 for (&(i, _), b) in chunk.iter().zip(b) {
                     bits[i] += b;
                 }
@@ -348,14 +342,14 @@ impl Sampler<'_> {
         Ok(bits)
     }
 
-    /// The windows `at` (canvas, window) as one batch: their values and known flags.
-    fn window_job(&self, works: &[Work], at: &[(usize, Placed)]) -> Result<Job> {
+    /// The windows `at` (canvas, planned window) as one batch: their values and known flags.
+    fn window_job(&self, works: &[Work], plan: &Plan, at: &[(usize, usize)]) -> Result<Job> {
         let (h, w) = self.hw();
         let (hu, wu) = (h as usize, w as usize);
         let n = at.len() * 3 * hu * wu;
         let (mut init, mut km, mut kl) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
-        for &(i, Placed { win, .. }) in at {
-            let wk = &works[i];
+        for &(i, j) in at {
+            let (wk, win) = (&works[i], plan.windows[j]);
             for c in 0..3 {
                 for y in win.y..win.y + hu {
                     for p in y * wk.width + win.x..y * wk.width + win.x + wu {
@@ -375,28 +369,55 @@ impl Sampler<'_> {
         })
     }
 
-    /// Writes the kept part of sampled windows `(B, 3, h, w)` back into their canvases; those pixels are fixed
-    /// from now on.
-    fn write_back(&self, works: &mut [Work], at: &[(usize, Placed)], img: &Tensor) -> Result<()> {
-        let (h, w) = self.hw();
-        let (hu, wu) = (h as usize, w as usize);
+    /// Writes the kept part of sampled windows `(B, 3, h, w)` back into their canvases
+    /// (`windows::keep_mask`); those pixels are fixed from now on.
+    fn write_back(
+        &self,
+        works: &mut [Work],
+        plan: &Plan,
+        at: &[(usize, usize)],
+        img: &Tensor,
+    ) -> Result<()> {
+        let (wu, hu) = plan.win;
         let v = Vec::<u8>::try_from(img.f_to_kind(Kind::Uint8)?.f_contiguous()?.f_flatten(0, -1)?)?;
-        for (b, &(i, Placed { win, keep, .. })) in at.iter().enumerate() {
-            let wk = &mut works[i];
-            for c in 0..3 {
-                let plane = &v[(b * 3 + c) * hu * wu..(b * 3 + c + 1) * hu * wu];
-                for y in 0..keep.h {
-                    let row = (win.y + y) * wk.width + win.x;
-                    for x in 0..keep.w {
-                        wk.rgb[(row + x) * 3 + c] = plane[y * wu + x];
+        for (b, &(i, j)) in at.iter().enumerate() {
+            let (wk, win) = (&mut works[i], plan.windows[j]);
+            let keep = plan.keep(j);
+            for y in 0..hu {
+                for x in (0..wu).filter(|&x| keep[y * wu + x]) {
+                    let p = (win.y + y) * wk.width + win.x + x;
+                    for c in 0..3 {
+                        wk.rgb[p * 3 + c] = v[((b * 3 + c) * hu + y) * wu + x];
                     }
+                    wk.known[p] = ALL;
                 }
-            }
-            for y in win.y..win.y + keep.h {
-                wk.known[y * wk.width + win.x..y * wk.width + win.x + keep.w].fill(ALL);
             }
         }
         Ok(())
+    }
+
+    /// Which window drew each pixel of `job`'s result (its index in visiting order), or
+    /// [`seams::KNOWN`] for pixels known from the start; row-major over the result. For measuring seams.
+    pub fn window_owners(&self, job: &CanvasJob) -> Result<Vec<u32>> {
+        let (start, (w, h)) = self.start(job)?;
+        let (mh, mw) = self.hw();
+        let start = start.padded(mw as usize, mh as usize);
+        let plan = self.plan(&start)?;
+        let mut owners = vec![seams::KNOWN; start.width * start.height];
+        for (j, win) in plan.windows.iter().enumerate() {
+            let keep = plan.keep(j);
+            for y in 0..plan.win.1 {
+                for x in (0..plan.win.0).filter(|&x| keep[y * plan.win.0 + x]) {
+                    let p = (win.y + y) * start.width + win.x + x;
+                    if start.known[p] != ALL {
+                        owners[p] = j as u32;
+                    }
+                }
+            }
+        }
+        Ok((0..h)
+            .flat_map(|y| owners[y * start.width..y * start.width + w].to_vec())
+            .collect())
     }
 
     /// The result of one canvas: cropped to its size, with the input's alpha carried beside (module `alpha`).
@@ -459,30 +480,30 @@ fn with_alpha(rgb: &RgbImage, pixel: impl Fn(u32, u32) -> (u8, Option<[u8; 4]>))
     })
 }
 
-/// A window to sample: its index in the canvas's full grid (its random stream), where it lies, and how much
-/// of it (from its top-left corner) is kept.
-#[derive(Clone, Copy)]
-struct Placed {
-    index: usize,
-    win: Window,
-    keep: Keep,
-}
-
-#[derive(Clone, Copy)]
-struct Keep {
-    w: usize,
-    h: usize,
-}
-
-/// Which windows run, and in which waves.
+/// Which windows run, in which waves, and what each keeps.
 struct Plan {
-    /// In raster order.
-    windows: Vec<Placed>,
+    /// The windows to sample, in visiting order.
+    windows: Vec<Window>,
+    index: windows::Neighbours,
     /// Indices into `windows`, wave by wave.
     waves: Vec<Vec<usize>>,
+    /// Columns of the canvas's full grid (a window's random stream is its raster index in it).
+    cols: usize,
+    margin: usize,
+    canvas: (usize, usize),
+    win: (usize, usize),
 }
 
 impl Plan {
+    fn seed_index(&self, j: usize) -> usize {
+        let w = self.windows[j];
+        w.row * self.cols + w.col
+    }
+
+    fn keep(&self, j: usize) -> Vec<bool> {
+        windows::keep_mask(&self.windows, &self.index, j, self.win, self.canvas, self.margin)
+    }
+
     fn widest_wave(&self) -> usize {
         self.waves.iter().map(Vec::len).max().unwrap_or(1).max(1)
     }

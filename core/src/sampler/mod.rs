@@ -5,6 +5,7 @@
 //! seed only, never on the batch it was generated in.
 mod canvas;
 mod draw;
+pub mod seams;
 mod slices;
 pub mod windows;
 
@@ -15,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::model::{SpnNet, Values};
 use crate::pipeline::Pipeline;
 use crate::subscale::{from_slices, to_slices};
-pub use canvas::{CanvasImage, CanvasJob, MAX_CANVAS_PIXELS};
+pub use canvas::{default_overlap, CanvasImage, CanvasJob, MAX_CANVAS_PIXELS};
 pub use draw::draw;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -70,7 +71,7 @@ pub struct SampleOptions {
     /// engines on a sample of steps (`spn bench`). None: whole slices.
     pub positions_per_slice: Option<usize>,
     /// Pixels shared by neighbouring windows on a canvas larger than the model (rounded up to a multiple of
-    /// the scale S); None: each job's measured default ([`canvas::default_overlap`]).
+    /// the scale S); None: the measured default ([`canvas::default_overlap`]).
     pub overlap: Option<usize>,
 }
 

@@ -22,6 +22,13 @@ pub struct Args {
     naive_positions: i64,
     #[arg(long)]
     json: bool,
+    /// Time the windowed jobs instead (upscale-depth, upscale-size, completion of half the canvas) at these
+    /// canvas sides, and measure the seams between windows.
+    #[arg(long, value_delimiter = ',', num_args = 0.., default_missing_value = "64,256,512,1024")]
+    canvas: Option<Vec<u32>>,
+    /// With --canvas: pixels neighbouring windows share (default: the sampler's).
+    #[arg(long, requires = "canvas")]
+    overlap: Option<usize>,
 }
 
 pub fn run(a: Args, device: tch::Device) -> Result<()> {
@@ -41,6 +48,9 @@ pub fn run(a: Args, device: tch::Device) -> Result<()> {
             (Pipeline::load(&path, device)?, path.display().to_string())
         }
     };
+    if let Some(sizes) = &a.canvas {
+        return canvas(&pipeline, &name, sizes, (a.batch_size, a.overlap), a.json);
+    }
     let r = spn::bench::run(
         &pipeline,
         &name,
@@ -71,5 +81,46 @@ pub fn run(a: Args, device: tch::Device) -> Result<()> {
         r.matmul_gflops,
         100.0 * r.fraction_of_matmul_peak
     );
+    Ok(())
+}
+
+fn canvas(
+    p: &Pipeline,
+    name: &str,
+    sizes: &[u32],
+    (batch, overlap): (usize, Option<usize>),
+    json: bool,
+) -> Result<()> {
+    let s = p.config().scale as u32;
+    if sizes.is_empty() || sizes.iter().any(|&n| n == 0 || n % s != 0) {
+        bail!("--canvas sizes must be positive multiples of the model's scale {s}");
+    }
+    let r = spn::bench::canvas::run(p, name, sizes, batch, overlap)?;
+    if json {
+        return print_json(&r);
+    }
+    println!(
+        "{} on {} ({} threads) at batch {}: windowed jobs on a synthetic canvas",
+        r.model, r.device, r.threads, r.batch_size
+    );
+    println!("  {:<14} {:>6} {:>10} {:>12} {:>12}", "job", "side", "seconds", "ms/MP", "seam ratio");
+    for row in &r.rows {
+        let seam = row
+            .seams
+            .map_or("-".to_string(), |x| format!("{:.3}", x.ratio));
+        println!(
+            "  {:<14} {:>6} {:>10.2} {:>12.0} {:>12}",
+            row.job, row.size, row.seconds, row.ms_per_megapixel, seam
+        );
+    }
+    for job in spn::bench::canvas::JOBS {
+        let at = |n: u32| r.rows.iter().find(|x| x.job == job && x.size == n);
+        if let (Some(a), Some(b)) = (at(256), at(1024)) {
+            println!(
+                "  {job}: per-pixel cost at 1024 is {:.2}x that at 256",
+                b.ms_per_megapixel / a.ms_per_megapixel
+            );
+        }
+    }
     Ok(())
 }

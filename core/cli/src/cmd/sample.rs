@@ -19,7 +19,7 @@ pub struct Sampling {
     #[arg(long)]
     naive: bool,
     /// Pixels that neighbouring model-size windows share on a canvas larger than the model (rounded up to a
-    /// multiple of the model's scale). Default: per job, from measured seams (0 for upscale-depth, 16 else).
+    /// multiple of the model's scale). Default: 3/8 of the model's width, from measured seams (24 for 64x64).
     #[arg(long)]
     overlap: Option<usize>,
 }

@@ -1,6 +1,8 @@
 //! Sampler benchmark: naive vs incremental decoding, and how far the sampler is from the hardware limit.
 use crate::error::Result;
 use crate::pipeline::Pipeline;
+pub mod canvas;
+
 use crate::sampler::{no_progress, CancelToken, Decoding, SampleOptions, Sampler};
 use serde::Serialize;
 use std::time::Instant;

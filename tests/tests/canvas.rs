@@ -1,0 +1,244 @@
+//! Canvases of any size through the `spn` tool: what each job keeps exactly, alpha, determinism, bad sizes,
+//! and the seams between windows (docs/design.md section 8).
+use image::{DynamicImage, GenericImageView, Rgba, RgbaImage};
+use spn::sampler::seams;
+use spn::sampler::{CanvasJob, SampleOptions, Sampler};
+use spn_tests::*;
+use std::path::{Path, PathBuf};
+
+/// A tiny 8x8 model (S = 2, 3 top bits), trained once per test binary.
+fn tiny() -> PathBuf {
+    static MODEL: std::sync::OnceLock<(tempfile::TempDir, PathBuf)> = std::sync::OnceLock::new();
+    MODEL
+        .get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            let p = tiny_model(dir.path(), "tiny.spn", 30);
+            (dir, p)
+        })
+        .1
+        .clone()
+}
+
+/// A `w x h` RGBA sprite: a opaque disc with a soft edge on a clear background, and some translucent pixels.
+fn sprite(w: u32, h: u32) -> RgbaImage {
+    RgbaImage::from_fn(w, h, |x, y| {
+        let (dx, dy) = (x as f32 - w as f32 / 2.0, y as f32 - h as f32 / 2.0);
+        let r = (dx * dx + dy * dy).sqrt() / (w.min(h) as f32 / 2.0);
+        let a = ((1.2 - r) * 255.0 * 3.0).clamp(0.0, 255.0) as u8;
+        Rgba([(x * 7 % 256) as u8, (y * 11 % 256) as u8, 90, a])
+    })
+}
+
+fn save(img: &RgbaImage, dir: &Path, name: &str) -> PathBuf {
+    let p = dir.join(name);
+    img.save(&p).unwrap();
+    p
+}
+
+#[test]
+fn complete_keeps_known_pixels_and_their_alpha_exactly_at_any_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny();
+    for (w, h) in [(37, 23), (5, 3), (1, 1), (8, 8), (100, 9)] {
+        let img = sprite(w, h);
+        // Known: everything but an ellipse (and, for 1x1, nothing).
+        let mask = RgbaImage::from_fn(w, h, |x, y| {
+            let (dx, dy) = ((x as f32 + 0.5) / w as f32 - 0.5, (y as f32 + 0.5) / h as f32 - 0.5);
+            let inside = dx * dx + dy * dy < 0.1 || (w, h) == (1, 1);
+            Rgba(if inside { [0, 0, 0, 255] } else { [255; 4] })
+        });
+        let (ip, mp) = (save(&img, dir.path(), "i.png"), save(&mask, dir.path(), "m.png"));
+        let out = dir.path().join(format!("c{w}x{h}.png"));
+        spn_ok(&[
+            "complete", "--model", s(&model), "--image", s(&ip), "--mask", s(&mp), "--out", s(&out),
+        ]);
+        let got = image::open(&out).unwrap();
+        assert!(got.color().has_alpha(), "RGBA in must give RGBA out");
+        let got = got.to_rgba8();
+        assert_eq!(got.dimensions(), (w, h));
+        for (x, y, p) in got.enumerate_pixels() {
+            if mask.get_pixel(x, y).0[0] == 255 {
+                assert_eq!(p, img.get_pixel(x, y), "{w}x{h}: known pixel ({x},{y}) changed");
+            } else {
+                assert_eq!(p.0[3], 255, "{w}x{h}: drawn pixel ({x},{y}) is not opaque");
+            }
+        }
+    }
+}
+
+#[test]
+fn upscale_depth_keeps_top_bits_and_alpha_at_any_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny();
+    for (w, h) in [(50, 30), (3, 17)] {
+        // Opaque RGB: the top 3 bits of every value come back exactly.
+        let rgb = DynamicImage::ImageRgba8(sprite(w, h)).to_rgb8();
+        let p = dir.path().join("rgb.png");
+        rgb.save(&p).unwrap();
+        let out = dir.path().join("d.png");
+        spn_ok(&["upscale-depth", "--model", s(&model), "--image", s(&p), "--out", s(&out)]);
+        let got = image::open(&out).unwrap();
+        assert!(!got.color().has_alpha());
+        let got = got.to_rgb8();
+        assert_eq!(got.dimensions(), (w, h));
+        for (a, b) in rgb.as_raw().iter().zip(got.as_raw()) {
+            assert_eq!(a >> 5, b >> 5, "{w}x{h}: top bits changed");
+        }
+        // RGBA: alpha comes back exactly, and opaque pixels keep their top bits.
+        let rgba = sprite(w, h);
+        let p = save(&rgba, dir.path(), "rgba.png");
+        let out = dir.path().join("d.webp");
+        spn_ok(&["upscale-depth", "--model", s(&model), "--image", s(&p), "--out", s(&out)]);
+        let got = image::open(&out).unwrap().to_rgba8();
+        for (a, b) in rgba.pixels().zip(got.pixels()) {
+            assert_eq!(a.0[3], b.0[3], "alpha changed (WebP keeps alpha)");
+            if a.0[3] == 255 {
+                assert!((0..3).all(|c| a.0[c] >> 5 == b.0[c] >> 5));
+            }
+            if a.0[3] == 0 {
+                assert_eq!(a, b, "a clear pixel is returned as it was");
+            }
+        }
+    }
+}
+
+#[test]
+fn upscale_size_puts_the_small_image_at_slice_0_at_any_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny();
+    for (w, h) in [(13, 7), (1, 1), (40, 33)] {
+        let small = sprite(w, h);
+        let p = save(&small, dir.path(), "small.png");
+        let out = dir.path().join("u.png");
+        spn_ok(&["upscale-size", "--model", s(&model), "--image", s(&p), "--out", s(&out)]);
+        let got = image::open(&out).unwrap().to_rgba8();
+        assert_eq!(got.dimensions(), (2 * w, 2 * h), "S = 2 times the size");
+        for (x, y, p) in small.enumerate_pixels() {
+            assert_eq!(got.get_pixel(2 * x, 2 * y), p, "slice 0 at ({x},{y})");
+        }
+    }
+}
+
+#[test]
+fn generate_takes_a_width_and_a_height() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("g.png");
+    let model = tiny();
+    spn_ok(&[
+        "generate", "--model", s(&model), "--width", "45", "--height", "19", "--out", s(&out),
+    ]);
+    assert_eq!(image::open(&out).unwrap().dimensions(), (45, 19));
+}
+
+/// The result depends on (seed, window) only: not on the batch size, which changes how windows are batched.
+#[test]
+fn a_canvas_does_not_depend_on_the_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny();
+    let img = save(&sprite(41, 29), dir.path(), "i.png");
+    for job in ["upscale-depth", "upscale-size"] {
+        let run = |bs: &str| {
+            let out = dir.path().join(format!("{job}-{bs}.png"));
+            spn_ok(&[job, "--model", s(&model), "--image", s(&img), "--out", s(&out), "--batch-size", bs]);
+            image::open(&out).unwrap().to_rgba8()
+        };
+        assert!(run("1") == run("64"), "{job}: batch 1 and batch 64 differ");
+    }
+    let gen = |bs: &str| {
+        let out = dir.path().join(format!("g-{bs}.png"));
+        spn_ok(&["generate", "--model", s(&model), "--width", "30", "--height", "20", "--out", s(&out), "--batch-size", bs]);
+        image::open(&out).unwrap().to_rgb8()
+    };
+    assert!(gen("1") == gen("7"));
+}
+
+#[test]
+fn bad_canvas_sizes_are_refused_naming_the_sizes_and_nothing_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny();
+    let out = dir.path().join("x.png");
+    let img = save(&sprite(20, 10), dir.path(), "i.png");
+    let mask = save(&sprite(10, 20), dir.path(), "m.png");
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (vec!["generate", "--width", "70000", "--height", "8"], "70000x8"),
+        (vec!["generate", "--width", "0", "--height", "8"], "0x8"),
+        (vec!["generate", "--width", "60000", "--height", "60000"], "60000x60000"),
+        (vec!["complete", "--image", s(&img), "--mask", s(&mask)], "10x20"),
+        (vec!["upscale-size", "--image", s(&img), "--overlap", "9"], "overlap 9"),
+    ];
+    for (args, says) in cases {
+        let mut a = args.clone();
+        a.extend(["--model", s(&model), "--out", s(&out)]);
+        let err = spn_err(&a);
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} wrote a file");
+    }
+}
+
+/// The held-out emoji of `make data` used for the seam test: the first few by name.
+fn heldout_emoji(n: usize) -> Vec<PathBuf> {
+    let dir = root().join("data/emoji/heldout");
+    assert!(dir.is_dir(), "{} is missing: run `make data`", dir.display());
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    v.sort();
+    v.into_iter().step_by(37).take(n).collect()
+}
+
+/// A smooth gradient, `n x n`.
+fn gradient(n: u32) -> image::RgbImage {
+    image::RgbImage::from_fn(n, n, |x, y| {
+        image::Rgb([(x * 255 / n) as u8, (y * 255 / n) as u8, 128])
+    })
+}
+
+/// Seams (docs/design.md section 8): on a smooth gradient, and on held-out emoji scaled up (pooled over four,
+/// since a 256x256 canvas has few borders and one emoji's content can fall on them), neighbours across window
+/// borders differ by at most 20% more than neighbours inside windows, for both upscalings, with the bundled
+/// model and the default overlap. Run through the `spn` tool; which window drew each pixel comes from the
+/// library's plan for the same job.
+#[test]
+fn upscaling_a_large_canvas_leaves_no_seams() {
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = root().join("models/default.spn");
+    let model = spn::Pipeline::load(&model_path, tch::Device::Cpu).unwrap();
+    let sampler = Sampler::new(&model, SampleOptions::default()).unwrap();
+    let scale = model.config().scale as usize;
+    let mut emoji = Vec::new();
+    for e in heldout_emoji(4) {
+        let rgb = spn::data::load_rgb(&e).unwrap();
+        let big = image::imageops::resize(&rgb, 256, 256, image::imageops::FilterType::Lanczos3);
+        emoji.push(DynamicImage::ImageRgb8(big));
+    }
+    let gradient = vec![DynamicImage::ImageRgb8(gradient(256))];
+    for (set, inputs) in [("a gradient", &gradient), ("held-out emoji", &emoji)] {
+        for job in ["upscale-depth", "upscale-size"] {
+            // (across sum, matched inside sum) pooled over the set.
+            let (mut a, mut i) = (0.0, 0.0);
+            for big in inputs.iter() {
+                // Size upscaling starts from the 64x64 image whose 4x upscale is the 256x256 canvas.
+                let small = big.resize_exact(64, 64, image::imageops::FilterType::Lanczos3);
+                let input = if job == "upscale-depth" { big } else { &small };
+                let ip = dir.path().join("in.png");
+                input.save(&ip).unwrap();
+                let out = dir.path().join(format!("{job}.png"));
+                spn_ok(&[job, "--model", s(&model_path), "--image", s(&ip), "--out", s(&out)]);
+                let got = image::open(&out).unwrap().to_rgb8();
+                let j = match job {
+                    "upscale-depth" => CanvasJob::UpscaleDepth { image: input },
+                    _ => CanvasJob::UpscaleSize { image: input },
+                };
+                let owners = sampler.window_owners(&j).unwrap();
+                let m = seams::measure(&got, &owners, scale).expect("a 256x256 canvas has borders");
+                eprintln!("{job} on {set}: ratio {:.3} ({m:?})", m.ratio);
+                a += m.across * m.pairs_across as f64;
+                i += m.across * m.pairs_across as f64 / m.ratio;
+            }
+            eprintln!("{job} on {set}: pooled ratio {:.3}", a / i);
+            assert!(a / i <= 1.2, "{job} on {set}: seams, ratio {:.3}", a / i);
+        }
+    }
+}
