@@ -34,7 +34,21 @@
  * PIXELS
  *   8 bits per channel, rows top to bottom, `stride` bytes between row starts (>= width * channels); the
  *   view spans stride * (height - 1) + width * channels bytes, which must not overflow the address space.
- *   Input images: 1 (gray), 3 (RGB) or 4 (RGBA, composited over white) channels. Output: RGB.
+ *   Input images: 1 (gray), 3 (RGB) or 4 (RGBA) channels, any size from 1x1 to 65535x65535 (and at most
+ *   268 megapixels). The networks see colour composited over white (straight alpha); alpha is carried beside
+ *   them (since ABI 3, with keep_alpha): outputs are RGBA (4 channels) where the input was RGBA, RGB otherwise.
+ *   Known pixels keep their alpha and colour exactly; drawn pixels are opaque; spn_upscale_depth keeps alpha;
+ *   spn_upscale_size scales it with Catmull-Rom cubic interpolation that is exact at slice 0.
+ *
+ * CANVASES
+ *   Since ABI 3 every sampling call takes a canvas of any size. A canvas larger than the model is covered by
+ *   model-size windows that overlap (spn_sample_params.overlap), visited in raster order; each is sampled
+ *   with everything already fixed inside it clamped as known (the host's known pixels and what earlier
+ *   windows drew), from its own random stream seeded by (seed, window), so results depend on neither
+ *   batch_size nor threads. Windows with nothing to draw are skipped (spn_complete touches only the windows
+ *   that meet the mask). A canvas smaller than the model is padded with white, known, and cropped after.
+ *   Progress counts over all windows; spn_job_cancel works within and between windows. Memory: the canvas
+ *   (a few copies of it: the input, the working canvas, the result) plus one batch of windows.
  */
 #ifndef SPN_H
 #define SPN_H
@@ -47,7 +61,7 @@ extern "C" {
 #endif
 
 /* The ABI this header describes. Bumped only when a new call or struct field is added. */
-#define SPN_ABI_VERSION 2
+#define SPN_ABI_VERSION 3
 
 typedef enum spn_status {
     SPN_OK = 0,
@@ -155,11 +169,11 @@ typedef struct spn_image_view {
     const uint8_t *data;
 } spn_image_view;
 
-/* A library-owned output image (RGB). */
+/* A library-owned output image: RGB, or RGBA where the input was (since ABI 3; see PIXELS). */
 typedef struct spn_image {
     uint32_t width;
     uint32_t height;
-    uint32_t channels; /* 3 */
+    uint32_t channels; /* 3, or 4 (since ABI 3, with keep_alpha) */
     size_t stride;
     uint8_t *data;
     uint64_t seed;     /* the seed that reproduces this image */
@@ -181,21 +195,31 @@ typedef struct spn_sample_params {
     uint64_t seed;            /* image i gets seed + i; default 0; seeds never wrap (seed + count - 1 must
                                  fit in 64 bits, else SPN_ERR_INVALID_ARGUMENT) */
     float temperature;        /* in [1e-4, 1e4], default 1; lower is more conservative */
-    uint32_t batch_size;      /* images sampled together, >= 1, default 16; lowered to `count`, to 1024, and
-                                 so that one batch's values stay within 1 GiB (8 bytes a sub-pixel): a call
-                                 holds its output images plus the working memory of one such batch */
+    uint32_t batch_size;      /* model-size windows sampled together (of one image or of several), >= 1,
+                                 default 16; lowered to 1024, and so that one batch's values stay within
+                                 1 GiB (8 bytes a sub-pixel): a call holds its output images, the canvases,
+                                 plus the working memory of one such batch */
     spn_progress_fn progress; /* optional */
     void *user_data;          /* passed to progress */
     spn_job *job;             /* optional, for spn_job_cancel */
+    /* Since ABI version 3. */
+    uint32_t width;           /* spn_generate: the images' width; 0 (default): the model's. Any size (CANVASES) */
+    uint32_t height;          /* spn_generate: the images' height; 0 (default): the model's */
+    int32_t overlap;          /* pixels neighbouring windows share, rounded up to a multiple of the scale S and
+                                 at most half the model's width; -1 (default): 3/8 of the model's width,
+                                 measured to leave no visible seams (24 for 64x64 models) */
+    uint32_t keep_alpha;      /* 1 (default): RGBA inputs give RGBA outputs; 0: inputs are composited over
+                                 white and outputs are RGB. A host built against an older header gets 0. */
 } spn_sample_params;
 
 void spn_sample_params_init(spn_sample_params *params);
 
-/* New images. On success *out_images holds *out_count images (free with spn_images_free). */
+/* New images of params->width x params->height (the model's size by default). On success *out_images holds
+ * *out_count images (free with spn_images_free). */
 spn_status spn_generate(const spn_model *model, const spn_sample_params *params, spn_image **out_images,
                         uint32_t *out_count);
 
-/* Completes `image` (the model's size) where `mask` (same size) is dark. THE MASK RULE (the same in the `spn`
+/* Completes `image` (any size) where `mask` (the image's size) is dark. THE MASK RULE (the same in the `spn`
  * tool and the GIMP plug-in): a mask pixel marks its image pixel as known where it is opaque (alpha >= 128;
  * 1- and 3-channel masks are opaque) and light (the Rec. 709 luma of its colour composited over white is
  * above 127). Dark or transparent mask pixels are drawn. Known pixels are returned unchanged. */
@@ -207,11 +231,11 @@ spn_status spn_complete(const spn_model *model, const spn_image_view *image, con
  * length (SPN_ERR_BUFFER_TOO_SMALL if too small). For hosts that write back only the drawn pixels. */
 spn_status spn_mask_known(const spn_image_view *mask, uint8_t *known, size_t capacity);
 
-/* `image` (width/S x height/S) becomes slice 0 of a model-size image, kept exactly. */
+/* `image` (any w x h) becomes slice 0 of an S*w x S*h image: pixel (x, y) lands on (S*x, S*y), kept exactly. */
 spn_status spn_upscale_size(const spn_model *model, const spn_image_view *image, const spn_sample_params *params,
                             spn_image **out_images, uint32_t *out_count);
 
-/* Keeps the top msb_bits of every value of `image` (the model's size) and samples the low bits. */
+/* Keeps the top msb_bits of every value of `image` (any size) and samples the low bits. */
 spn_status spn_upscale_depth(const spn_model *model, const spn_image_view *image, const spn_sample_params *params,
                              spn_image **out_images, uint32_t *out_count);
 

@@ -41,24 +41,28 @@ inline void check(spn_status s) {
 /// Throws unless the loaded library speaks the ABI this header was written for.
 inline void init() { check(spn_init(SPN_ABI_VERSION)); }
 
-/// An output image (RGB), owning its pixels.
+/// An output image (RGB, or RGBA where the input was), owning its pixels.
 class Image {
   public:
+    Image(uint32_t w, uint32_t h, uint32_t channels, std::vector<uint8_t> px, uint64_t seed, double bits)
+        : w_(w), h_(h), c_(channels), px_(std::move(px)), seed_(seed), bits_(bits) {}
+    /// An RGB image (the constructor before RGBA results existed).
     Image(uint32_t w, uint32_t h, std::vector<uint8_t> px, uint64_t seed, double bits)
-        : w_(w), h_(h), px_(std::move(px)), seed_(seed), bits_(bits) {}
+        : Image(w, h, 3, std::move(px), seed, bits) {}
     uint32_t width() const noexcept { return w_; }
     uint32_t height() const noexcept { return h_; }
-    const std::vector<uint8_t> &pixels() const noexcept { return px_; } // rows of width*3 bytes
+    uint32_t channels() const noexcept { return c_; } // 3 (RGB) or 4 (RGBA)
+    const std::vector<uint8_t> &pixels() const noexcept { return px_; } // rows of width*channels bytes
     uint64_t seed() const noexcept { return seed_; }
     double bits() const noexcept { return bits_; }
-    spn_image_view view() const noexcept { return spn_image_view{w_, h_, 3, size_t(w_) * 3, px_.data()}; }
+    spn_image_view view() const noexcept { return spn_image_view{w_, h_, c_, size_t(w_) * c_, px_.data()}; }
     void write_png(const std::string &path) const {
-        spn_image im{w_, h_, 3, size_t(w_) * 3, const_cast<uint8_t *>(px_.data()), seed_, bits_};
+        spn_image im{w_, h_, c_, size_t(w_) * c_, const_cast<uint8_t *>(px_.data()), seed_, bits_};
         check(spn_image_write_png(&im, path.c_str()));
     }
 
   private:
-    uint32_t w_, h_;
+    uint32_t w_, h_, c_;
     std::vector<uint8_t> px_;
     uint64_t seed_;
     double bits_;
@@ -90,6 +94,13 @@ struct SampleParams {
     /// Called with (done, total); return false to cancel.
     std::function<bool(uint64_t, uint64_t)> progress;
     Job *job = nullptr;
+    /// generate: the images' size; 0: the model's. Every call takes canvases of any size (spn.h, CANVASES).
+    uint32_t width = 0;
+    uint32_t height = 0;
+    /// Pixels neighbouring windows share; -1: the library's measured default.
+    int32_t overlap = -1;
+    /// RGBA inputs give RGBA outputs; false: composited over white, RGB out.
+    bool keep_alpha = true;
 };
 
 namespace detail {
@@ -184,6 +195,10 @@ class Model {
         cp.temperature = p.temperature;
         cp.batch_size = p.batch_size;
         cp.job = p.job ? p.job->get() : nullptr;
+        cp.width = p.width;
+        cp.height = p.height;
+        cp.overlap = p.overlap;
+        cp.keep_alpha = p.keep_alpha ? 1 : 0;
         detail::ProgressContext ctx{&p.progress, nullptr};
         if (p.progress) {
             cp.progress = &detail::spn_hpp_progress_trampoline;
@@ -201,11 +216,11 @@ class Model {
         images.reserve(n);
         for (uint32_t i = 0; i < n; i++) {
             const spn_image &im = owned.get()[i];
-            std::vector<uint8_t> px(size_t(im.width) * im.height * 3);
+            const size_t row = size_t(im.width) * im.channels;
+            std::vector<uint8_t> px(row * im.height);
             for (uint32_t y = 0; y < im.height; y++)
-                std::copy(im.data + y * im.stride, im.data + y * im.stride + size_t(im.width) * 3,
-                          px.begin() + size_t(y) * im.width * 3);
-            images.emplace_back(im.width, im.height, std::move(px), im.seed, im.bits);
+                std::copy(im.data + y * im.stride, im.data + y * im.stride + row, px.begin() + y * row);
+            images.emplace_back(im.width, im.height, im.channels, std::move(px), im.seed, im.bits);
         }
         return images;
     }

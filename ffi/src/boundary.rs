@@ -165,8 +165,9 @@ pub unsafe fn c_path(p: *const c_char, what: &str) -> Result<Option<std::path::P
     Ok(Some(s.into()))
 }
 
-/// 1: the first ABI. 2: `spn_mask_known` added (nothing else changed).
-pub const ABI_VERSION: u32 = 2;
+/// 1: the first ABI. 2: `spn_mask_known` added (nothing else changed). 3: the sampling calls take any size;
+/// `spn_sample_params` gains width, height, overlap and keep_alpha; RGBA inputs give RGBA results.
+pub const ABI_VERSION: u32 = 3;
 
 #[no_mangle]
 pub extern "C" fn spn_abi_version() -> u32 {

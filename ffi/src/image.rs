@@ -5,7 +5,7 @@ use crate::boundary::{
     SPN_ERR_IO,
 };
 use image::DynamicImage;
-use spn_core::sampler::Samples;
+use spn_core::sampler::{CanvasImage, MAX_CANVAS_PIXELS};
 use std::ffi::c_char;
 use tch::Tensor;
 
@@ -30,15 +30,27 @@ pub struct spn_image {
     pub bits: f64,
 }
 
-/// The size `(width, height)` of a model's images, and of its small images (slice 0) for size upscaling.
-pub fn model_size(p: &spn_core::Pipeline, small: bool) -> (u32, u32) {
+/// The size `(width, height)` of a model's images (scoring takes exactly that size).
+pub fn model_size(p: &spn_core::Pipeline) -> (u32, u32) {
     let c = &p.config();
-    let s = if small { c.scale } else { 1 };
-    ((c.width / s) as u32, (c.height / s) as u32)
+    (c.width as u32, c.height as u32)
 }
 
-/// Largest side accepted from a caller: far above any model, small enough that sizes never overflow.
-const MAX_SIDE: u32 = 1 << 15;
+/// Largest side accepted from a caller: the image files the `spn` tool reads (65,535).
+const MAX_SIDE: u32 = spn_core::data::MAX_IMAGE_SIDE;
+
+/// A view's size, read without touching its pixels.
+///
+/// # Safety
+/// `v` is NULL or points to a readable view.
+pub unsafe fn view_size(v: *const spn_image_view, what: &str) -> Result<(u32, u32), Fail> {
+    if v.is_null() {
+        return Err(invalid(format!("{what} is NULL")));
+    }
+    // SAFETY: non-null, and a readable view by the caller's contract.
+    let v = unsafe { v.read_unaligned() };
+    Ok((v.width, v.height))
+}
 
 /// Checks a host's view and copies its pixels into an image of its own channel count.
 ///
@@ -48,7 +60,7 @@ const MAX_SIDE: u32 = 1 << 15;
 pub unsafe fn read_image(
     v: *const spn_image_view,
     what: &str,
-    expect: (u32, u32),
+    expect: Option<(u32, u32)>,
 ) -> Result<DynamicImage, Fail> {
     if v.is_null() {
         return Err(invalid(format!("{what} is NULL")));
@@ -64,11 +76,16 @@ pub unsafe fn read_image(
             "{what} is {w}x{h}: sides must be in 1..={MAX_SIDE}"
         )));
     }
-    // Compared before a single row is read: a view larger than the call needs is refused, not read.
-    if (w, h) != expect {
+    // Compared before a single row is read: a view of another size than the call needs is refused, not
+    // read, and so is one larger than a job can hold.
+    if let Some((ew, eh)) = expect.filter(|&e| e != (w, h)) {
+        return Err(invalid(format!("{what} is {w}x{h}; it must be {ew}x{eh}")));
+    }
+    if w as u64 * h as u64 > MAX_CANVAS_PIXELS {
         return Err(invalid(format!(
-            "{what} is {w}x{h}; this model needs {}x{}",
-            expect.0, expect.1
+            "{what} is {w}x{h}, {} megapixels: over the {} megapixels a job can hold in memory",
+            w as u64 * h as u64 / 1_000_000,
+            MAX_CANVAS_PIXELS / 1_000_000
         )));
     }
     if !matches!(ch, 1 | 3 | 4) {
@@ -118,48 +135,35 @@ pub unsafe fn read_view(
     expect: (u32, u32),
 ) -> Result<Tensor, Fail> {
     // SAFETY: the caller's contract is read_image's.
-    let img = unsafe { read_image(v, what, expect) }?;
+    let img = unsafe { read_image(v, what, Some(expect)) }?;
     Ok(spn_core::data::to_tensor(
         &spn_core::data::composite_on_white(&img),
     )?)
 }
 
-/// A host's mask as known flags `(H, W)`, by the one mask rule (`spn_core::data::mask_known`).
-///
-/// # Safety
-/// As [`read_image`].
-pub unsafe fn read_mask(
-    v: *const spn_image_view,
-    what: &str,
-    expect: (u32, u32),
-) -> Result<Tensor, Fail> {
-    // SAFETY: the caller's contract is read_image's.
-    let img = unsafe { read_image(v, what, expect) }?;
-    Ok(spn_core::data::mask_known(&img)?)
-}
-
-/// Copies samples into images the host owns. Each pixel buffer is a boxed slice of exactly
-/// `stride * height` bytes, which `spn_images_free` rebuilds.
-pub fn to_images(s: &Samples) -> Result<Box<[spn_image]>, Fail> {
-    let n = s.images.size()[0];
-    let mut out = Vec::with_capacity(n as usize);
-    for i in 0..n {
-        let t = s
-            .images
-            .f_get(i)
-            .and_then(|t| t.f_permute([1, 2, 0]))
-            .and_then(|t| t.f_contiguous())
-            .map_err(internal)?;
-        let (h, w) = (t.size()[0] as u32, t.size()[1] as u32);
-        let v = Vec::<u8>::try_from(t.f_flatten(0, -1).map_err(internal)?).map_err(internal)?;
+/// Hands results to the host: each pixel buffer is a boxed slice of exactly `stride * height` bytes (RGB, or
+/// RGBA where the input had alpha), which `spn_images_free` rebuilds. The results' own buffers are moved, not
+/// copied.
+pub fn to_images(results: Vec<CanvasImage>) -> Result<Box<[spn_image]>, Fail> {
+    let mut out = Vec::with_capacity(results.len());
+    for r in results {
+        let (w, h) = (r.image.width(), r.image.height());
+        let (channels, buf) = match r.image {
+            DynamicImage::ImageRgba8(i) => (4u32, i.into_raw()),
+            DynamicImage::ImageRgb8(i) => (3, i.into_raw()),
+            other => (3, other.to_rgb8().into_raw()),
+        };
+        if buf.len() != (w * channels) as usize * h as usize {
+            return Err(internal("image buffer size"));
+        }
         out.push(spn_image {
             width: w,
             height: h,
-            channels: 3,
-            stride: 3 * w as usize,
-            data: Box::into_raw(v.into_boxed_slice()) as *mut u8,
-            seed: s.seeds[i as usize],
-            bits: s.bits[i as usize],
+            channels,
+            stride: (channels * w) as usize,
+            data: Box::into_raw(buf.into_boxed_slice()) as *mut u8,
+            seed: r.seed,
+            bits: r.bits,
         });
     }
     Ok(out.into_boxed_slice())
@@ -200,15 +204,22 @@ pub unsafe extern "C" fn spn_image_write_png(
         let path = unsafe { c_path(path, "path") }?.ok_or_else(|| invalid("path is NULL"))?;
         // SAFETY: non-null, and an image libspn returned (the caller's contract).
         let im = unsafe { &*image };
-        if im.data.is_null() || im.channels != 3 || im.stride != 3 * im.width as usize {
+        if im.data.is_null()
+            || !matches!(im.channels, 3 | 4)
+            || im.stride != (im.channels * im.width) as usize
+        {
             return Err(invalid("not an image returned by libspn"));
         }
         let len = im.stride * im.height as usize;
         // SAFETY: libspn's images own exactly stride * height bytes at data (`to_images`).
         let buf = unsafe { std::slice::from_raw_parts(im.data, len) }.to_vec();
-        let img = image::RgbImage::from_raw(im.width, im.height, buf)
-            .ok_or_else(|| invalid("bad image size"))?;
-        spn_core::data::save_png(&img, &path).map_err(|e| Fail(SPN_ERR_IO, e.to_string()))?;
+        let bad = || invalid("bad image size");
+        let img = if im.channels == 4 {
+            DynamicImage::ImageRgba8(image::RgbaImage::from_raw(im.width, im.height, buf).ok_or_else(bad)?)
+        } else {
+            DynamicImage::ImageRgb8(image::RgbImage::from_raw(im.width, im.height, buf).ok_or_else(bad)?)
+        };
+        spn_core::data::save_any(&img, &path).map_err(|e| Fail(SPN_ERR_IO, e.to_string()))?;
         Ok(())
     })
 }
@@ -234,15 +245,12 @@ pub unsafe extern "C" fn spn_mask_known(
                 format!("known holds {capacity} bytes; {needed} needed"),
             ));
         }
-        // SAFETY: the caller's contract is read_image's; the view is compared with its own size.
-        let flags = unsafe { read_mask(mask, "mask", (v.width, v.height)) }?;
-        let flags = Vec::<u8>::try_from(
-            &flags
-                .f_to_kind(tch::Kind::Uint8)
-                .and_then(|t| t.f_flatten(0, -1))
-                .map_err(internal)?,
-        )
-        .map_err(internal)?;
+        // SAFETY: the caller's contract is read_image's.
+        let img = unsafe { read_image(mask, "mask", None) }?;
+        let flags: Vec<u8> = spn_core::data::mask_flags(&img)
+            .into_iter()
+            .map(u8::from)
+            .collect();
         // SAFETY: `known` holds `capacity` >= needed == flags.len() bytes (checked above).
         unsafe { std::ptr::copy_nonoverlapping(flags.as_ptr(), known, flags.len()) };
         Ok(())

@@ -15,11 +15,13 @@ mod score;
 
 pub use boundary::ABI_VERSION;
 
-// The layouts spn.h documents for ABI version 1. Appending a field changes these sizes; changing the
-// offsets of existing fields is never allowed.
+// The layouts spn.h documents (ABI version 3). Appending a field changes these sizes; changing the offsets of
+// existing fields is never allowed.
 const _: () = assert!(std::mem::size_of::<model::spn_model_params>() == 12);
 const _: () = assert!(std::mem::size_of::<model::spn_model_info>() == 32);
-const _: () = assert!(std::mem::size_of::<sample::spn_sample_params>() == 48);
+const _: () = assert!(std::mem::size_of::<sample::spn_sample_params>() == 64);
+const _: () = assert!(std::mem::offset_of!(sample::spn_sample_params, width) == 48);
+const _: () = assert!(std::mem::offset_of!(sample::spn_sample_params, keep_alpha) == 60);
 const _: () = assert!(std::mem::offset_of!(sample::spn_sample_params, progress) == 24);
 const _: () = assert!(std::mem::size_of::<image::spn_image>() == 48);
 const _: () = assert!(std::mem::size_of::<image::spn_image_view>() == 32);

@@ -20,7 +20,7 @@ pub unsafe extern "C" fn spn_score(
             return Err(invalid("out_total_bits is NULL"));
         }
         // SAFETY: a valid view by the caller's contract.
-        let img = unsafe { read_view(image, "image", model_size(&m.pipeline, false)) }?;
+        let img = unsafe { read_view(image, "image", model_size(&m.pipeline)) }?;
         let (h, w) = (img.size()[1], img.size()[2]);
         let needed = (h * w * 3) as usize;
         if !per_subpixel.is_null() && capacity < needed {

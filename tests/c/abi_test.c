@@ -188,10 +188,14 @@ static void test_generate(void) {
         }
     spn_image_view rv = {8, 8, 4, 40, rgba};
     CHECK(spn_upscale_depth(model, &rv, &one, &c, &m) == SPN_OK, "upscale depth");
+    CHECK(c[0].channels == 4 && c[0].stride == 32, "RGBA in, RGBA out: %u channels", c[0].channels);
     int top = 1;
-    for (int i = 0; i < 8 * 8 * 3; i++)
-        if ((c[0].data[i] >> 5) != (imgs[2].data[i] >> 5)) top = 0;
-    CHECK(top, "depth upscaling keeps the top bits");
+    for (int i = 0; i < 8 * 8; i++) {
+        for (int ch = 0; ch < 3; ch++)
+            if ((c[0].data[i * 4 + ch] >> 5) != (imgs[2].data[i * 3 + ch] >> 5)) top = 0;
+        if (c[0].data[i * 4 + 3] != 255) top = 0;
+    }
+    CHECK(top, "depth upscaling keeps the top bits and alpha");
     spn_images_free(c, m);
     /* Size: a 4x4 image is slice 0 of the output. */
     uint8_t small[4 * 4 * 3];
@@ -246,12 +250,25 @@ static void test_bad_input(void) {
     v.width = 0x7FFFFFFF;
     v.height = 0x7FFFFFFF;
     CHECK(spn_upscale_depth(model, &v, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "huge");
-    v.width = 4;
-    v.height = 4;
-    v.stride = 12;
-    CHECK(spn_upscale_depth(model, &v, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "wrong size");
-    CHECK(strstr(spn_last_error(), "8x8") != NULL, "names the size: %s", spn_last_error());
+    v.width = 70000;
+    v.height = 1;
+    v.stride = 70000 * 3;
+    CHECK(spn_upscale_depth(model, &v, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "side over 65535");
+    CHECK(strstr(spn_last_error(), "70000x1") != NULL, "names the size: %s", spn_last_error());
+    q = p;
+    q.width = 70000;
+    CHECK(spn_generate(model, &q, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "generate wider than 65535");
+    CHECK(strstr(spn_last_error(), "70000x8") != NULL, "names the size: %s", spn_last_error());
+    q.width = q.height = 60000;
+    CHECK(spn_generate(model, &q, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "canvas too large to hold");
+    CHECK(strstr(spn_last_error(), "60000x60000") != NULL, "names the size: %s", spn_last_error());
+    q = p;
+    q.overlap = 5;
+    CHECK(spn_generate(model, &q, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "overlap over half the window");
+    q.overlap = -2;
+    CHECK(spn_generate(model, &q, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "negative overlap");
     v.width = 8;
+    v.height = 8;
     v.height = 8;
     v.stride = 10;
     CHECK(spn_upscale_depth(model, &v, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "short stride");
@@ -262,7 +279,7 @@ static void test_bad_input(void) {
     uint8_t mpx[16] = {0};
     spn_image_view mv = {4, 4, 1, 4, mpx};
     CHECK(spn_complete(model, &v, &mv, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "mask size");
-    CHECK(strstr(spn_last_error(), "mask") != NULL, "%s", spn_last_error());
+    CHECK(strstr(spn_last_error(), "mask is 4x4 but the image is 8x8") != NULL, "%s", spn_last_error());
     CHECK(spn_complete(model, &v, NULL, &p, &imgs, &n) == SPN_ERR_INVALID_ARGUMENT, "null mask");
     double bits;
     CHECK(spn_score(model, &v, NULL, NULL, 0) == SPN_ERR_INVALID_ARGUMENT, "null bits");
@@ -391,6 +408,91 @@ static void test_threads(void) {
     CHECK(spn_generate(model, &p, &imgs, &n) == SPN_ERR_CANCELLED, "cancel from callback");
 }
 
+/* ---- Canvases of any size (ABI 3) ---- */
+static uint64_t last_done, last_total;
+static int windows_progress(void *user, uint64_t done, uint64_t total) {
+    (void)user;
+    CHECK(done >= last_done && done <= total, "progress %llu/%llu", (unsigned long long)done,
+          (unsigned long long)total);
+    last_done = done;
+    last_total = total;
+    return 1;
+}
+static int cancel_at_once(void *user, uint64_t done, uint64_t total) {
+    (void)user;
+    (void)done;
+    (void)total;
+    return 0;
+}
+
+static void test_canvas(void) {
+    spn_sample_params p;
+    spn_sample_params_init(&p);
+    spn_image *c = NULL;
+    uint32_t m = 0;
+    /* Generate: any width and height. */
+    p.width = 20;
+    p.height = 13;
+    CHECK(spn_generate(model, &p, &c, &m) == SPN_OK && m == 1, "generate 20x13");
+    CHECK(c[0].width == 20 && c[0].height == 13 && c[0].channels == 3, "%ux%u", c[0].width, c[0].height);
+    spn_images_free(c, m);
+    p.width = p.height = 0;
+    /* Complete a 13x11 RGBA sprite: known pixels come back exactly, alpha included; drawn ones are opaque. */
+    uint8_t rgba[13 * 11 * 4], mask[13 * 11];
+    for (int i = 0; i < 13 * 11; i++) {
+        for (int ch = 0; ch < 4; ch++) rgba[i * 4 + ch] = (uint8_t)(i * 7 + ch * 50);
+        mask[i] = (i % 13 < 6) ? 255 : 0;
+    }
+    spn_image_view iv = {13, 11, 4, 13 * 4, rgba}, mv = {13, 11, 1, 13, mask};
+    last_done = last_total = 0;
+    p.progress = windows_progress;
+    CHECK(spn_complete(model, &iv, &mv, &p, &c, &m) == SPN_OK, "complete 13x11");
+    CHECK(last_done == last_total && last_total > 0, "progress ends at its total over all windows");
+    CHECK(c[0].width == 13 && c[0].height == 11 && c[0].channels == 4, "RGBA out");
+    p.progress = NULL;
+    int kept = 1, opaque = 1;
+    for (int i = 0; i < 13 * 11; i++) {
+        if (mask[i] && memcmp(&c[0].data[i * 4], &rgba[i * 4], 4) != 0) kept = 0;
+        if (!mask[i] && c[0].data[i * 4 + 3] != 255) opaque = 0;
+    }
+    CHECK(kept, "known pixels and their alpha come back exactly");
+    CHECK(opaque, "drawn pixels are opaque");
+    spn_images_free(c, m);
+    /* keep_alpha 0: composited over white, RGB out. */
+    p.keep_alpha = 0;
+    CHECK(spn_complete(model, &iv, &mv, &p, &c, &m) == SPN_OK && c[0].channels == 3, "keep_alpha 0 gives RGB");
+    spn_images_free(c, m);
+    p.keep_alpha = 1;
+    /* Upscale size: a 5x3 image gives 10x6 (S = 2) with its pixels at slice 0. */
+    uint8_t small[5 * 3 * 3];
+    for (int i = 0; i < 45; i++) small[i] = (uint8_t)(i * 11);
+    spn_image_view sv = {5, 3, 3, 15, small};
+    CHECK(spn_upscale_size(model, &sv, &p, &c, &m) == SPN_OK, "upscale size 5x3");
+    CHECK(c[0].width == 10 && c[0].height == 6, "%ux%u", c[0].width, c[0].height);
+    int slice0 = 1;
+    for (int y = 0; y < 3; y++)
+        for (int x = 0; x < 5; x++)
+            if (memcmp(&c[0].data[(2 * y) * c[0].stride + 2 * x * 3], &small[y * 15 + x * 3], 3) != 0) slice0 = 0;
+    CHECK(slice0, "slice 0 kept");
+    spn_images_free(c, m);
+    /* The result does not depend on batch_size, which changes how windows are batched. */
+    uint8_t big[30 * 21 * 3];
+    for (int i = 0; i < (int)sizeof big; i++) big[i] = (uint8_t)(i * 3 + (i / 90) * 5);
+    spn_image_view bv = {30, 21, 3, 90, big};
+    spn_image *a = NULL, *b = NULL;
+    uint32_t na = 0, nb = 0;
+    p.batch_size = 1;
+    CHECK(spn_upscale_depth(model, &bv, &p, &a, &na) == SPN_OK, "depth batch 1");
+    p.batch_size = 64;
+    CHECK(spn_upscale_depth(model, &bv, &p, &b, &nb) == SPN_OK, "depth batch 64");
+    CHECK(a && b && memcmp(a[0].data, b[0].data, sizeof big) == 0, "same pixels whatever the batch size");
+    spn_images_free(a, na);
+    spn_images_free(b, nb);
+    /* Cancelling from the progress callback stops a many-window job. */
+    p.progress = cancel_at_once;
+    CHECK(spn_upscale_depth(model, &bv, &p, &c, &m) == SPN_ERR_CANCELLED, "cancel within windows");
+}
+
 /* ---- Compatibility ---- */
 /* What a host built against an older header would pass: the struct before its later fields existed.
  * (No version has trailing padding, so a newer field never lies in an older one's padding.) */
@@ -401,6 +503,18 @@ typedef struct {
     float temperature;
     uint32_t batch_size;
 } old_sample_params;
+
+/* The ABI 2 struct: ends after `job` (48 bytes). Its hosts expect RGB results. */
+typedef struct {
+    uint32_t struct_size;
+    uint32_t count;
+    uint64_t seed;
+    float temperature;
+    uint32_t batch_size;
+    spn_progress_fn progress;
+    void *user_data;
+    spn_job *job;
+} v2_sample_params;
 
 /* What a host built against a newer header would pass: one field appended. */
 typedef struct {
@@ -423,6 +537,14 @@ static void test_compat(void) {
     nw.future_field = 12345;
     CHECK(spn_generate(model, &nw.base, &imgs, &n) == SPN_OK && n == 1, "newer struct");
     CHECK(memcmp(first, imgs[0].data, sizeof first) == 0, "same result whatever the struct version");
+    spn_images_free(imgs, n);
+    /* An ABI 2 host passing RGBA gets RGB, as it did. */
+    v2_sample_params v2 = {sizeof(v2_sample_params), 1, 0, 1.0f, 16, NULL, NULL, NULL};
+    uint8_t rgba[8 * 8 * 4];
+    for (int i = 0; i < (int)sizeof rgba; i++) rgba[i] = (uint8_t)(i * 13);
+    spn_image_view rv = {8, 8, 4, 32, rgba};
+    CHECK(spn_upscale_depth(model, &rv, (const spn_sample_params *)&v2, &imgs, &n) == SPN_OK, "v2 struct");
+    CHECK(imgs[0].channels == 3 && imgs[0].stride == 24, "an older host gets RGB: %u", imgs[0].channels);
     spn_images_free(imgs, n);
     /* An info struct from an older header: only its fields are written. */
     struct {
@@ -448,6 +570,7 @@ int main(int argc, char **argv) {
     test_freed_handles();
     test_cancel_before();
     test_threads();
+    test_canvas();
     test_compat();
     CHECK(log_lines > 0, "log callback called");
     spn_set_log_callback(NULL, NULL);

@@ -57,8 +57,9 @@ static void test_strides(void) {
     }
 }
 
-/* A view that claims more rows (or columns) than the call needs is refused before any row is read: the
- * buffer behind it holds only the model's 8x8 (AddressSanitizer would see a read past it). */
+/* A view whose size differs from the size the call needs (a mask from its image's, an image to score from the
+ * model's) is refused before any row of either is read: the buffer behind it holds only 8x8 pixels
+ * (AddressSanitizer would see a read past it). */
 static void test_oversized_views(void) {
     spn_image_view good = {8, 8, 4, 32, pixels}, tall = good, wide = good;
     tall.height = 30000;

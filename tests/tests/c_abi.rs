@@ -256,7 +256,7 @@ fn install_gives_pkg_config_and_cmake_files_that_work() {
         .arg(&exe)
         .args(flags.split_whitespace());
     run(&mut c);
-    assert!(run(&mut Command::new(&exe)).contains("abi 2"));
+    assert!(run(&mut Command::new(&exe)).contains("abi 3"));
 }
 
 /// The one mask rule: the same RGBA mask through the CLI and the C ABI gives the same pixels, and the pixels

@@ -75,7 +75,7 @@ struct Work {
 
 /// Refuses a canvas of no pixels, one wider or taller than the image files spn reads, or one too large to
 /// hold, naming its size.
-fn check_size(what: &str, w: u64, h: u64) -> Result<()> {
+pub fn check_canvas_size(what: &str, w: u64, h: u64) -> Result<()> {
     if w == 0 || h == 0 {
         return Err(Error::input(format!("{what} is {w}x{h}: it has no pixels")));
     }
@@ -187,12 +187,12 @@ impl Sampler<'_> {
     fn start(&self, job: &CanvasJob) -> Result<(Work, (usize, usize))> {
         let work = match *job {
             CanvasJob::Generate { width, height } => {
-                check_size("the canvas", width as u64, height as u64)?;
+                check_canvas_size("the canvas", width as u64, height as u64)?;
                 Work::new(width as usize, height as usize)
             }
             CanvasJob::Complete { image, known } => {
                 let (w, h) = image.dimensions();
-                check_size("the image", w as u64, h as u64)?;
+                check_canvas_size("the image", w as u64, h as u64)?;
                 if known.len() != w as usize * h as usize {
                     return Err(Error::input(format!(
                         "the mask has {} pixels but the image is {w}x{h} ({} pixels)",
@@ -214,7 +214,7 @@ impl Sampler<'_> {
                     ));
                 }
                 let (w, h) = image.dimensions();
-                check_size("the image", w as u64, h as u64)?;
+                check_canvas_size("the image", w as u64, h as u64)?;
                 Work::from_image(image, MSB)
             }
         };
@@ -231,8 +231,8 @@ impl Sampler<'_> {
             ));
         }
         let (w, h) = image.dimensions();
-        check_size("the small image", w as u64, h as u64)?;
-        check_size(
+        check_canvas_size("the small image", w as u64, h as u64)?;
+        check_canvas_size(
             &format!("the result of upscaling {w}x{h} {s} times"),
             w as u64 * s as u64,
             h as u64 * s as u64,

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::model::{SpnNet, Values};
 use crate::pipeline::Pipeline;
 use crate::subscale::{from_slices, to_slices};
-pub use canvas::{default_overlap, CanvasImage, CanvasJob, MAX_CANVAS_PIXELS};
+pub use canvas::{check_canvas_size, default_overlap, CanvasImage, CanvasJob, MAX_CANVAS_PIXELS};
 pub use draw::draw;
 use rand::{Rng, SeedableRng};
 use std::sync::atomic::{AtomicBool, Ordering};
