@@ -19,15 +19,18 @@
 #define DEPTH_PROC "plug-in-spn-upscale-depth"
 #define SIZE_PROC "plug-in-spn-upscale-size"
 #define MASK_PROC "plug-in-spn-complete-mask"
+#define GEN_SIZED_PROC "plug-in-spn-generate-sized"
 
 typedef struct {
     gchar model[1024];
     gint32 count;
     gint32 seed;
     gdouble temperature;
+    gint32 width; /* generation's canvas; 0: the model's size */
+    gint32 height;
 } SpnValues;
 
-static SpnValues vals = {"", 4, 0, 1.0};
+static SpnValues vals = {"", 4, 0, 1.0, 0, 0};
 
 static void query(void);
 static void run(const gchar *name, gint nparams, const GimpParam *param, gint *nreturn_vals, GimpParam **return_vals);
@@ -43,12 +46,16 @@ static void query(void) {
         {GIMP_PDB_INT32, "count", "Number of images (layers) to generate"},
         {GIMP_PDB_INT32, "seed", "Seed of the first image; image i gets seed + i"},
         {GIMP_PDB_FLOAT, "temperature", "Sampling temperature (> 0; 1 samples the model)"},
+        /* plug-in-spn-generate-sized only (the menu's dialog asks for them; scripts written before they
+         * existed keep calling plug-in-spn-generate with five arguments). */
+        {GIMP_PDB_INT32, "width", "Image width; 0 for the model's"},
+        {GIMP_PDB_INT32, "height", "Image height; 0 for the model's"},
     };
     static const GimpParamDef gen_ret[] = {{GIMP_PDB_IMAGE, "image", "The new image"}};
     static const GimpParamDef edit_args[] = {
         {GIMP_PDB_INT32, "run-mode", "The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1) }"},
         {GIMP_PDB_IMAGE, "image", "Input image"},
-        {GIMP_PDB_DRAWABLE, "drawable", "Input drawable (RGB or RGBA, the model's size)"},
+        {GIMP_PDB_DRAWABLE, "drawable", "Input drawable (RGB or RGBA, any size)"},
         {GIMP_PDB_STRING, "model", "Model bundle (.spn); empty for the bundled default"},
         {GIMP_PDB_INT32, "seed", "Seed"},
         {GIMP_PDB_FLOAT, "temperature", "Sampling temperature (> 0)"},
@@ -57,7 +64,7 @@ static void query(void) {
     static const GimpParamDef mask_args[] = {
         {GIMP_PDB_INT32, "run-mode", "The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1) }"},
         {GIMP_PDB_IMAGE, "image", "Input image"},
-        {GIMP_PDB_DRAWABLE, "drawable", "Input drawable (RGB or RGBA, the model's size)"},
+        {GIMP_PDB_DRAWABLE, "drawable", "Input drawable (RGB or RGBA, any size)"},
         {GIMP_PDB_STRING, "model", "Model bundle (.spn); empty for the bundled default"},
         {GIMP_PDB_INT32, "seed", "Seed"},
         {GIMP_PDB_FLOAT, "temperature", "Sampling temperature (> 0)"},
@@ -65,15 +72,22 @@ static void query(void) {
     };
 
     gimp_install_procedure(GEN_PROC, "Generate images with a Subscale Pixel Network",
-                           "Samples new images from an SPN model, one layer each; the seed of every layer is in "
-                           "its name.",
-                           "spn", "spn", "2026", "SPN _Generate...", NULL, GIMP_PLUGIN, G_N_ELEMENTS(gen_args),
+                           "Samples new images from an SPN model, one layer each, of any width and height "
+                           "(larger than the model: drawn window by window); the seed of every layer is in its "
+                           "name.",
+                           "spn", "spn", "2026", "SPN _Generate...", NULL, GIMP_PLUGIN, G_N_ELEMENTS(gen_args) - 2,
                            G_N_ELEMENTS(gen_ret), gen_args, gen_ret);
     gimp_plugin_menu_register(GEN_PROC, "<Image>/File/Create/SPN");
+    gimp_install_procedure(GEN_SIZED_PROC, "Generate images of a given size with a Subscale Pixel Network",
+                           "As plug-in-spn-generate, with the images' width and height (0: the model's). For "
+                           "scripts.",
+                           "spn", "spn", "2026", NULL, NULL, GIMP_PLUGIN, G_N_ELEMENTS(gen_args),
+                           G_N_ELEMENTS(gen_ret), gen_args, gen_ret);
 
     gimp_install_procedure(COMPLETE_PROC, "Complete the selection with a Subscale Pixel Network",
-                           "Redraws the selected pixels (or, without a selection, the transparent ones) of the "
-                           "layer; every other pixel is kept exactly.",
+                           "Redraws the selected pixels (or, without a selection, the transparent ones) of a layer "
+                           "of any size, one undo step; every other pixel is kept exactly, and only the model-size "
+                           "windows that meet the selection are drawn.",
                            "spn", "spn", "2026", "_Complete Selection", "RGB*", GIMP_PLUGIN, G_N_ELEMENTS(edit_args),
                            0, edit_args, NULL);
     gimp_plugin_menu_register(COMPLETE_PROC, "<Image>/Filters/Generic/SPN");
@@ -86,7 +100,9 @@ static void query(void) {
     gimp_plugin_menu_register(DEPTH_PROC, "<Image>/Filters/Generic/SPN");
 
     gimp_install_procedure(SIZE_PROC, "Upscale the size with a Subscale Pixel Network",
-                           "The layer becomes slice 0 of a new image S times larger.", "spn", "spn", "2026",
+                           "The layer (any size) becomes slice 0 of a new image S times larger; alpha is scaled "
+                           "with a cubic filter.",
+                           "spn", "spn", "2026",
                            "Upscale _Size", "RGB*", GIMP_PLUGIN, G_N_ELEMENTS(edit_args), G_N_ELEMENTS(size_ret),
                            edit_args, size_ret);
     gimp_plugin_menu_register(SIZE_PROC, "<Image>/Filters/Generic/SPN");
@@ -157,7 +173,7 @@ static gboolean dialog(gboolean with_count) {
     gimp_ui_init("spn-gimp", FALSE);
     GtkWidget *dlg = gimp_dialog_new("SPN", "spn-gimp", NULL, 0, gimp_standard_help_func, GEN_PROC, "_Cancel",
                                      GTK_RESPONSE_CANCEL, "_OK", GTK_RESPONSE_OK, NULL);
-    GtkWidget *table = gtk_table_new(4, 2, FALSE);
+    GtkWidget *table = gtk_table_new(6, 2, FALSE);
     gtk_container_set_border_width(GTK_CONTAINER(table), 12);
     gtk_box_pack_start(GTK_BOX(gtk_dialog_get_content_area(GTK_DIALOG(dlg))), table, TRUE, TRUE, 0);
     GtkWidget *model = gtk_entry_new();
@@ -171,11 +187,20 @@ static gboolean dialog(gboolean with_count) {
                                            TRUE, 0, 0, NULL, NULL);
     GtkObject *temp = gimp_scale_entry_new(GTK_TABLE(table), 0, 3, "Temperature:", 150, 6, vals.temperature, 0.05,
                                            2.0, 0.05, 0.1, 2, TRUE, 0, 0, NULL, NULL);
+    GtkObject *width = NULL, *height = NULL;
+    if (with_count) {
+        width = gimp_scale_entry_new(GTK_TABLE(table), 0, 4, "Width (0: model's):", 150, 6, vals.width, 0, 4096, 1,
+                                     64, 0, TRUE, 0, 65535, NULL, NULL);
+        height = gimp_scale_entry_new(GTK_TABLE(table), 0, 5, "Height (0: model's):", 150, 6, vals.height, 0, 4096,
+                                      1, 64, 0, TRUE, 0, 65535, NULL, NULL);
+    }
     gtk_widget_show_all(dlg);
     gboolean ok = gimp_dialog_run(GIMP_DIALOG(dlg)) == GTK_RESPONSE_OK;
     if (ok) {
         g_strlcpy(vals.model, gtk_entry_get_text(GTK_ENTRY(model)), sizeof vals.model);
         if (count) vals.count = (gint32)gtk_adjustment_get_value(GTK_ADJUSTMENT(count));
+        if (width) vals.width = (gint32)gtk_adjustment_get_value(GTK_ADJUSTMENT(width));
+        if (height) vals.height = (gint32)gtk_adjustment_get_value(GTK_ADJUSTMENT(height));
         vals.seed = (gint32)gtk_adjustment_get_value(GTK_ADJUSTMENT(seed));
         vals.temperature = gtk_adjustment_get_value(GTK_ADJUSTMENT(temp));
     }
@@ -183,13 +208,17 @@ static gboolean dialog(gboolean with_count) {
     return ok;
 }
 
-/* The model, seed and temperature (and, for generation, the count) into `vals`: from the arguments, the
- * dialog, or the last values. Generation's model is argument 1; the editing procedures' is argument 3. */
+/* The model, seed and temperature (and, for generation, the count, width and height) into `vals`: from the
+ * arguments, the dialog, or the last values. Generation's model is argument 1; the editing procedures' is
+ * argument 3. Generation's width and height may be left out (scripts written before they existed). */
 static GimpPDBStatusType read_values(Call *c, gint nparams, const GimpParam *param, gboolean with_count) {
     gint m = with_count ? 1 : 3, k = with_count ? 1 : 0;
     gimp_get_data(c->name, &vals);
     if (c->mode == GIMP_RUN_NONINTERACTIVE) {
-        if (nparams != m + 3 + k) return fail(c, "wrong number of arguments");
+        gboolean sized = with_count && nparams == m + 5 + k;
+        if (nparams != m + 3 + k && !sized) return fail(c, "wrong number of arguments");
+        vals.width = sized ? param[m + 3 + k].data.d_int32 : 0;
+        vals.height = sized ? param[m + 4 + k].data.d_int32 : 0;
         const gchar *model = param[m].data.d_string;
         g_strlcpy(vals.model, model ? model : "", sizeof vals.model);
         if (with_count) vals.count = param[m + 1].data.d_int32;
@@ -225,16 +254,17 @@ static void close_model(Session *s) {
     spn_model_free(s->model);
 }
 
-/* A layer named `prefix` and the sample's seed, from an spn_image (RGB), added on top of `image`. */
+/* A layer named `prefix` and the sample's seed, from an spn_image (RGB or RGBA), added on top of `image`. */
 static void add_layer(gint32 image, const spn_image *im, const gchar *prefix) {
     gchar *name = g_strdup_printf("%s %" G_GUINT64_FORMAT, prefix, im->seed);
-    gint32 layer = gimp_layer_new(image, name, (gint)im->width, (gint)im->height, GIMP_RGB_IMAGE, 100.0,
-                                  GIMP_LAYER_MODE_NORMAL);
+    gboolean alpha = im->channels == 4;
+    gint32 layer = gimp_layer_new(image, name, (gint)im->width, (gint)im->height,
+                                  alpha ? GIMP_RGBA_IMAGE : GIMP_RGB_IMAGE, 100.0, GIMP_LAYER_MODE_NORMAL);
     g_free(name);
     gimp_image_insert_layer(image, layer, 0, 0);
     GeglBuffer *buf = gimp_drawable_get_buffer(layer);
-    gegl_buffer_set(buf, GEGL_RECTANGLE(0, 0, im->width, im->height), 0, babl_format("R'G'B' u8"), im->data,
-                    (gint)im->stride);
+    gegl_buffer_set(buf, GEGL_RECTANGLE(0, 0, im->width, im->height), 0,
+                    babl_format(alpha ? "R'G'B'A u8" : "R'G'B' u8"), im->data, (gint)im->stride);
     g_object_unref(buf);
 }
 
@@ -244,14 +274,18 @@ static GimpPDBStatusType run_generate(Call *c, gint nparams, const GimpParam *pa
     if (status == GIMP_PDB_SUCCESS) status = open_model(c, &s);
     if (status == GIMP_PDB_SUCCESS && (vals.count < 1 || vals.count > 1024))
         status = fail(c, "count must be in 1..1024");
+    if (status == GIMP_PDB_SUCCESS && (vals.width < 0 || vals.height < 0))
+        status = fail(c, "width and height must be 0 (the model's) or more; got %dx%d", vals.width, vals.height);
     if (status == GIMP_PDB_SUCCESS) {
         s.sp.count = (uint32_t)vals.count;
+        s.sp.width = (uint32_t)vals.width;
+        s.sp.height = (uint32_t)vals.height;
         gimp_progress_init("SPN: generating...");
         if (spn_generate(s.model, &s.sp, &s.out, &s.n) != SPN_OK)
             status = fail(c, "generation failed: %s", spn_last_error());
     }
     if (status == GIMP_PDB_SUCCESS) {
-        gint32 image = gimp_image_new((gint)s.info.width, (gint)s.info.height, GIMP_RGB);
+        gint32 image = gimp_image_new((gint)s.out[0].width, (gint)s.out[0].height, GIMP_RGB);
         gimp_image_undo_disable(image);
         for (uint32_t i = 0; i < s.n; i++) add_layer(image, &s.out[i], "spn seed");
         gimp_image_undo_enable(image);
@@ -280,9 +314,8 @@ static void write_rgba(gint32 drawable, gint w, gint h, const guchar *px) {
     gimp_drawable_update(drawable, 0, 0, w, h);
 }
 
-/* The argument layer into `l`: it must be RGB and as large as the model's images (`is_size`: as large as
- * their slices). */
-static GimpPDBStatusType open_layer(Call *c, const Session *s, const GimpParam *param, gboolean is_size, Layer *l) {
+/* The argument layer into `l`: any size, and RGB (with or without alpha). */
+static GimpPDBStatusType open_layer(Call *c, const GimpParam *param, Layer *l) {
     l->image = param[1].data.d_image;
     l->drawable = param[2].data.d_drawable;
     if (!gimp_drawable_is_rgb(l->drawable))
@@ -290,11 +323,6 @@ static GimpPDBStatusType open_layer(Call *c, const Session *s, const GimpParam *
                     gimp_drawable_is_gray(l->drawable) ? "grayscale" : "indexed");
     l->w = gimp_drawable_width(l->drawable);
     l->h = gimp_drawable_height(l->drawable);
-    gint need_w = is_size ? (gint)(s->info.width / s->info.scale) : (gint)s->info.width;
-    gint need_h = is_size ? (gint)(s->info.height / s->info.scale) : (gint)s->info.height;
-    if (l->w != need_w || l->h != need_h)
-        return fail(c, "the layer is %dx%d; this model %s %dx%d layers (Image > Scale Image first)", l->w, l->h,
-                    is_size ? "upscales" : "works on", need_w, need_h);
     l->px = read_rgba(l->drawable, l->w, l->h);
     return GIMP_PDB_SUCCESS;
 }
@@ -314,7 +342,8 @@ static GimpPDBStatusType finish_edit(Call *c, spn_status st, const Session *s, L
         for (gint x = 0; x < l->w; x++) {
             gint i = y * l->w + x;
             if (known && known[i]) continue;
-            for (gint ch = 0; ch < 3; ch++) l->px[4 * i + ch] = out->data[y * out->stride + 3 * x + ch];
+            for (gint ch = 0; ch < 3; ch++)
+                l->px[4 * i + ch] = out->data[y * out->stride + out->channels * x + ch];
             if (known) l->px[4 * i + 3] = 255;
         }
     gimp_image_undo_group_start(l->image);
@@ -371,7 +400,7 @@ static GimpPDBStatusType complete(Call *c, gint nparams, const GimpParam *param,
     spn_image_view mv;
     GimpPDBStatusType status = read_values(c, nparams, param, FALSE);
     if (status == GIMP_PDB_SUCCESS) status = open_model(c, &s);
-    if (status == GIMP_PDB_SUCCESS) status = open_layer(c, &s, param, FALSE, &l);
+    if (status == GIMP_PDB_SUCCESS) status = open_layer(c, param, &l);
     if (status == GIMP_PDB_SUCCESS) status = completion_mask(c, &l, mask, &mask_px, &known, &mv);
     if (status == GIMP_PDB_SUCCESS) {
         spn_image_view view = layer_view(&l);
@@ -400,7 +429,7 @@ static GimpPDBStatusType run_upscale_depth(Call *c, gint nparams, const GimpPara
     Layer l = {0};
     GimpPDBStatusType status = read_values(c, nparams, param, FALSE);
     if (status == GIMP_PDB_SUCCESS) status = open_model(c, &s);
-    if (status == GIMP_PDB_SUCCESS) status = open_layer(c, &s, param, FALSE, &l);
+    if (status == GIMP_PDB_SUCCESS) status = open_layer(c, param, &l);
     if (status == GIMP_PDB_SUCCESS) {
         /* The layer's own colours, alpha left out (blending onto white would lighten translucent pixels
          * when their alpha is put back). */
@@ -424,7 +453,7 @@ static GimpPDBStatusType run_upscale_size(Call *c, gint nparams, const GimpParam
     Layer l = {0};
     GimpPDBStatusType status = read_values(c, nparams, param, FALSE);
     if (status == GIMP_PDB_SUCCESS) status = open_model(c, &s);
-    if (status == GIMP_PDB_SUCCESS) status = open_layer(c, &s, param, TRUE, &l);
+    if (status == GIMP_PDB_SUCCESS) status = open_layer(c, param, &l);
     if (status == GIMP_PDB_SUCCESS) {
         spn_image_view view = layer_view(&l);
         gimp_progress_init("SPN: upscaling size...");
@@ -447,6 +476,7 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
         GimpPDBStatusType (*run)(Call *c, gint nparams, const GimpParam *param);
     } procs[] = {
         {GEN_PROC, run_generate},
+        {GEN_SIZED_PROC, run_generate},
         {COMPLETE_PROC, run_complete},
         {DEPTH_PROC, run_upscale_depth},
         {SIZE_PROC, run_upscale_size},

@@ -194,12 +194,57 @@ fn errors_are_gimp_messages_not_crashes() {
         text.contains("RGB layers") && text.contains("grayscale"),
         "{text}"
     );
+    // A mask layer of another size than the layer: the message names both.
     let script = format!(
-        r#"(let* ({LOAD}) (gimp-image-scale image 5 5) (plug-in-spn-complete RUN-NONINTERACTIVE image (car (gimp-image-get-active-drawable image)) "{}" 1 1.0))"#,
+        r#"(let* ({LOAD} (m (car (gimp-layer-new image 5 5 RGBA-IMAGE "m" 100 LAYER-MODE-NORMAL))))
+             (gimp-image-insert-layer image m 0 -1)
+             (plug-in-spn-complete-mask RUN-NONINTERACTIVE image drawable "{}" 1 1.0 m))"#,
         model()
     );
     let (_, text) = gimp(&script);
     assert!(text.contains("5x5") && text.contains("8x8"), "{text}");
+}
+
+/// Layers of any size (docs/design.md section 8): Complete Selection on an 800x600 layer with an elliptical
+/// selection changes nothing outside it and draws inside; Generate takes a width and a height; both
+/// upscalings take any layer.
+#[test]
+fn every_procedure_works_on_a_layer_of_any_size() {
+    let big = image::RgbaImage::from_fn(800, 600, |x, y| {
+        image::Rgba([(x * 255 / 800) as u8, (y * 255 / 600) as u8, 120, 255])
+    });
+    // Ellipse at (300, 200), 160 x 100, without antialiasing.
+    let script = format!(
+        r#"(let* ({LOAD}) (gimp-context-set-antialias FALSE) (gimp-context-set-feather FALSE)
+             (gimp-image-select-ellipse image CHANNEL-OP-REPLACE 300 200 160 100)
+             (plug-in-spn-complete RUN-NONINTERACTIVE image drawable "{m}" 3 1.0)
+             (gimp-file-save RUN-NONINTERACTIVE image drawable "out.png" "out.png")
+             (let* ((g (car (plug-in-spn-generate-sized RUN-NONINTERACTIVE "{m}" 1 4 1.0 21 13))))
+               (file-png-save-defaults RUN-NONINTERACTIVE g (car (gimp-image-get-active-drawable g)) "gen.png" "gen.png"))
+             (gimp-selection-none image)
+             (gimp-image-scale image 30 20)
+             (plug-in-spn-upscale-depth RUN-NONINTERACTIVE image (car (gimp-image-get-active-drawable image)) "{m}" 1 1.0)
+             (let* ((u (car (plug-in-spn-upscale-size RUN-NONINTERACTIVE image (car (gimp-image-get-active-drawable image)) "{m}" 1 1.0))))
+               (file-png-save-defaults RUN-NONINTERACTIVE u (car (gimp-image-get-active-drawable u)) "up.png" "up.png")))"#,
+        m = model()
+    );
+    let (work, text) = gimp_on(&script, Some(&big));
+    let out = load(&work.path().join("out.png"));
+    assert_eq!(out.dimensions(), (800, 600), "{text}");
+    let (mut inside, mut drawn) = (0, 0);
+    for (x, y, p) in out.enumerate_pixels() {
+        let (u, v) = ((x as f64 + 0.5 - 380.0) / 80.0, (y as f64 + 0.5 - 250.0) / 50.0);
+        let d = u * u + v * v;
+        if d > 1.1 {
+            assert_eq!(p, big.get_pixel(x, y), "({x},{y}) outside the selection changed");
+        } else if d < 0.9 {
+            inside += 1;
+            drawn += (p != big.get_pixel(x, y)) as usize;
+        }
+    }
+    assert!(drawn * 2 > inside, "only {drawn} of {inside} pixels inside the selection were drawn");
+    assert_eq!(load(&work.path().join("gen.png")).dimensions(), (21, 13));
+    assert_eq!(load(&work.path().join("up.png")).dimensions(), (60, 40));
 }
 
 /// The one mask rule through GIMP: `plug-in-spn-complete-mask` with an RGBA mask layer draws what `spn
