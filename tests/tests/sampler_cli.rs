@@ -255,21 +255,21 @@ fn transparent_mask_pixels_are_unknown() {
 fn bad_sampler_input() {
     let dir = tempfile::tempdir().unwrap();
     let img = fixtures().join("emoji8/1f98a.png");
-    let big = image::RgbImage::new(16, 16);
-    let big_path = dir.path().join("big.png");
-    big.save(&big_path).unwrap();
     let out = dir.path().join("o.png");
     let m = s(bundle());
+    // Any size is taken (tests/tests/canvas.rs); an overlap over half the model's 8x8 window is not.
     let err = spn_err(&[
         "upscale-depth",
         "--model",
         m,
         "--image",
-        s(&big_path),
+        s(&img),
+        "--overlap",
+        "6",
         "--out",
         s(&out),
     ]);
-    assert!(err.contains("16x16") && err.contains("8x8"), "{err}");
+    assert!(err.contains("overlap 6") && err.contains("8x8"), "{err}");
     let mask = image::GrayImage::new(4, 4);
     let mask_path = dir.path().join("mask.png");
     mask.save(&mask_path).unwrap();
