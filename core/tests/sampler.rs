@@ -216,6 +216,44 @@ fn teacher_forced_log_probs_sum_to_the_parallel_nll() {
     }
 }
 
+/// On a canvas of many windows too, every engine draws the same image: each window's randomness comes from
+/// (seed, window), whatever the engine and the batching (docs/design.md section 8).
+#[test]
+fn every_engine_draws_the_same_canvas() {
+    let p = model("tiny", 5);
+    let img = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(20, 14, |x, y| {
+        image::Rgb([(x * 12) as u8, (y * 17) as u8, 99])
+    }));
+    let known: Vec<bool> = (0..20 * 14).map(|i| i % 20 < 7).collect();
+    let run = |decoding, batch_size| {
+        let s = Sampler::new(
+            &p,
+            SampleOptions {
+                decoding,
+                batch_size,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let jobs = [
+            spn::sampler::CanvasJob::UpscaleDepth { image: &img },
+            spn::sampler::CanvasJob::Complete {
+                image: &img,
+                known: &known,
+            },
+        ];
+        jobs.iter()
+            .map(|j| {
+                let r = s.canvas(j, &[3], &mut no_progress(), &CancelToken::new()).unwrap();
+                r[0].image.to_rgb8().into_raw()
+            })
+            .collect::<Vec<_>>()
+    };
+    let reference = run(Decoding::Naive, 1);
+    assert_eq!(run(Decoding::Incremental, 16), reference);
+    assert_eq!(run(Decoding::IncrementalTensor, 3), reference);
+}
+
 #[test]
 fn naive_and_incremental_samplers_draw_the_same_images() {
     let p = model("tiny", 5);
@@ -227,6 +265,7 @@ fn naive_and_incremental_samplers_draw_the_same_images() {
                 batch_size: 4,
                 temperature: 1.0,
                 positions_per_slice: None,
+                overlap: None,
             },
         )
         .unwrap();
