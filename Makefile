@@ -8,7 +8,7 @@ CARGO ?= cargo
 SPN := target/release/spn
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup build test demo data data-256 jxl-tools install install-files gimp-deps gloo-headers
+.PHONY: setup build test demo data data-256 jxl-tools install install-files gimp-deps gloo-headers install-test-deps
 
 setup: $(TORCH_STAMP) libtorch gloo-headers
 
@@ -40,8 +40,12 @@ gimp-deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends gimp libgimp2.0-dev; \
 	fi
 
+# CMake and patchelf, for the install test (tests/tests/install.rs: a C++ host built with find_package).
+install-test-deps: patchelf
+	@command -v cmake >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends cmake; }
+
 # The held-out emoji (`make data`) are scored against libwebp by one of the tests.
-test: build gimp-deps jxl-tools data
+test: build gimp-deps jxl-tools install-test-deps data
 	$(CARGO) test --release --workspace --features spn/dist --no-fail-fast
 
 demo: build
@@ -83,16 +87,38 @@ data/styles256/.done: data/emoji/.done data/cache/iconify/.done | build
 	$(SPN) data $(addprefix --iconify ,$(ICONIFY_JSON)) --keys-from $(GOOGLE_PNG) --size 256 --out data/styles256
 	touch $@
 
-# Headers, libspn (shared and static), pkg-config and CMake files, the CLI and the default model.
+# Headers, libspn (libspn.so.VERSION with SONAME libspn.so.MAJOR and the usual links), pkg-config and CMake files
+# (with a version file), the CLI and the default model (share/spn, found relative to the library and the
+# executable). Installed binaries find each other and the libtorch copies of `make install-cuda` through a
+# RUNPATH relative to $ORIGIN, so the prefix can move and nothing points back into the checkout.
 PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
+SOVERSION := $(firstword $(subst ., ,$(VERSION)))
+.PHONY: install-cuda patchelf
 install: build install-files
-install-files:
+patchelf:
+	@command -v patchelf >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends patchelf; }
+install-files: patchelf
 	install -d $(PREFIX)/include $(PREFIX)/lib/pkgconfig $(PREFIX)/lib/cmake/spn $(PREFIX)/bin $(PREFIX)/share/spn
 	install -m 644 include/spn.h include/spn.hpp $(PREFIX)/include/
-	install -m 755 target/release/libspn.so $(PREFIX)/lib/
-	install -m 644 target/release/libspn.a $(PREFIX)/lib/
+	install -m 755 target/release/libspn.so $(PREFIX)/lib/libspn.so.$(VERSION)
+	ln -sfn libspn.so.$(VERSION) $(PREFIX)/lib/libspn.so.$(SOVERSION)
+	ln -sfn libspn.so.$(SOVERSION) $(PREFIX)/lib/libspn.so
+	patchelf --set-rpath '$$ORIGIN:$$ORIGIN/spn' $(PREFIX)/lib/libspn.so.$(VERSION)
 	install -m 755 target/release/spn $(PREFIX)/bin/
-	sed 's|@PREFIX@|$(abspath $(PREFIX))|; s|@VERSION@|$(VERSION)|' ffi/pkg/spn.pc.in > $(PREFIX)/lib/pkgconfig/spn.pc
+	patchelf --set-rpath '$$ORIGIN/../lib/spn' $(PREFIX)/bin/spn
+	sed 's|@VERSION@|$(VERSION)|' ffi/pkg/spn.pc.in > $(PREFIX)/lib/pkgconfig/spn.pc
 	sed 's|@VERSION@|$(VERSION)|' ffi/pkg/spnConfig.cmake.in > $(PREFIX)/lib/cmake/spn/spnConfig.cmake
+	sed 's|@VERSION@|$(VERSION)|' ffi/pkg/spnConfigVersion.cmake.in > $(PREFIX)/lib/cmake/spn/spnConfigVersion.cmake
 	if [ -f models/default.spn ]; then install -m 644 models/default.spn $(PREFIX)/share/spn/; fi
+
+# The libtorch libraries libspn and the CLI load (libtorch, c10 and the CUDA libraries PyTorch's wheel brings),
+# copied into $(PREFIX)/lib/spn with a RUNPATH of $ORIGIN each. Until the CPU engine runs without libtorch
+# (issue 18), every host needs them: about 2.6 GB.
+install-cuda: install-files
+	install -d $(PREFIX)/lib/spn
+	for f in $$(ldd target/release/libspn.so target/release/spn | awk '$$3 ~ /^\// {print $$3}' | sort -u); do \
+	  real=$$(readlink -f "$$f"); case "$$real" in "$$(readlink -f libtorch)"/*|"$$(readlink -f libtorch/../..)"/*) \
+	    install -m 755 "$$real" "$(PREFIX)/lib/spn/$$(basename "$$f")"; \
+	    patchelf --set-rpath '$$ORIGIN' "$(PREFIX)/lib/spn/$$(basename "$$f")";; esac; \
+	done

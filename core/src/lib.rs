@@ -55,20 +55,34 @@ fn cuda(i: usize) -> Result<tch::Device> {
     }
 }
 
-/// The bundled default model: `$SPN_MODEL`, else `models/default.spn` of the source tree this was built
-/// from, else `models/default.spn` beside or above the executable.
-pub fn default_model_path() -> Option<std::path::PathBuf> {
+/// The bundled default model for a program installed in `install_dir` (the folder of the installed library or
+/// executable), looked for in order: `share/spn/default.spn` beside that folder (`DIR/../share/spn`, where
+/// `make install` puts it), then `$SPN_MODEL`, then `models/default.spn` of the source tree this was built from,
+/// then `models/default.spn` in a folder above `install_dir` (a build inside a checkout).
+pub fn find_default_model(install_dir: Option<&std::path::Path>) -> Option<std::path::PathBuf> {
+    let installed = install_dir.and_then(|d| {
+        let p = d.join("../share/spn/default.spn");
+        p.is_file().then(|| p.canonicalize().unwrap_or(p))
+    });
+    if installed.is_some() {
+        return installed;
+    }
     if let Some(p) = std::env::var_os("SPN_MODEL") {
         return Some(p.into());
     }
     let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/default.spn");
-    if built.exists() {
+    if built.is_file() {
         return Some(built.canonicalize().unwrap_or(built));
     }
-    let exe = std::env::current_exe().ok()?;
-    exe.ancestors()
-        .skip(1)
+    install_dir?
+        .ancestors()
         .take(4)
         .map(|d| d.join("models/default.spn"))
-        .find(|p| p.exists())
+        .find(|p| p.is_file())
+}
+
+/// [`find_default_model`] for the running executable (the `spn` tool, Rust programs).
+pub fn default_model_path() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok();
+    find_default_model(exe.as_deref().and_then(std::path::Path::parent))
 }

@@ -101,10 +101,12 @@ pub unsafe extern "C" fn spn_model_load(
         // SAFETY: NULL or NUL-terminated (the caller's contract).
         let path = match unsafe { c_path(path, "path") }? {
             Some(p) => p,
-            None => spn_core::default_model_path().ok_or_else(|| {
+            None => spn_core::find_default_model(library_dir().as_deref()).ok_or_else(|| {
                 Fail(
                     SPN_ERR_MODEL,
-                    "no bundled default model found; pass a path or set SPN_MODEL".into(),
+                    "no bundled default model found (looked in share/spn beside libspn's folder, $SPN_MODEL \
+                     and the source tree); pass a path or set SPN_MODEL"
+                        .into(),
                 )
             })?,
         };
@@ -178,4 +180,22 @@ pub unsafe extern "C" fn spn_model_get_info(
         };
         Ok(())
     })
+}
+
+/// The folder libspn itself was loaded from (where `make install` put it), so the default model is found
+/// relative to the library wherever the prefix was installed or moved to.
+fn library_dir() -> Option<std::path::PathBuf> {
+    // SAFETY: Dl_info is plain data (pointers and integers), for which all zeros is a valid value.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let here = library_dir as fn() -> Option<std::path::PathBuf> as *const libc::c_void;
+    // SAFETY: dladdr only reads the address and fills `info`, a plain struct owned here.
+    if unsafe { libc::dladdr(here, &mut info) } == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dli_fname is a NUL-terminated path owned by the dynamic loader, valid while libspn is loaded.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    let path = std::path::PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
+        name.to_bytes(),
+    ));
+    path.canonicalize().ok()?.parent().map(std::path::Path::to_path_buf)
 }

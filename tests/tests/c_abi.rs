@@ -237,9 +237,11 @@ fn install_gives_pkg_config_and_cmake_files_that_work() {
         "include/spn.h",
         "include/spn.hpp",
         "lib/libspn.so",
-        "lib/libspn.a",
+        "lib/libspn.so.0",
         "lib/pkgconfig/spn.pc",
         "lib/cmake/spn/spnConfig.cmake",
+        "lib/cmake/spn/spnConfigVersion.cmake",
+        "share/spn/default.spn",
         "bin/spn",
     ] {
         assert!(prefix.join(f).exists(), "{f} not installed");
