@@ -1,7 +1,8 @@
 //! Transparency, carried beside the networks (docs/design.md section 8): the networks see colour composited
 //! over white ([`crate::data::composite_on_white`], as in training); alpha is kept exactly where pixels are
 //! known, scaled with a standard filter for size upscaling, and opaque where the model draws.
-use image::{GrayImage, Luma};
+use crate::resample::{self, Kernel};
+use image::GrayImage;
 
 /// The straight colour that, composited over white with alpha `a`, gives `c` (the inverse of
 /// `composite_on_white`, rounded and clamped); `None` for a transparent pixel, whose colour is not seen.
@@ -18,49 +19,12 @@ pub fn uncomposite(c: u8, a: u8) -> Option<u8> {
     }
 }
 
-/// Keys' cubic convolution kernel (a = -0.5, Catmull-Rom): interpolating, so samples are reproduced exactly.
-fn keys(t: f32) -> f32 {
-    let t = t.abs();
-    if t < 1.0 {
-        1.5 * t * t * t - 2.5 * t * t + 1.0
-    } else if t < 2.0 {
-        -0.5 * t * t * t + 2.5 * t * t - 4.0 * t + 2.0
-    } else {
-        0.0
-    }
-}
-
-/// Resamples one row or column of `n` values to `n * s`, output `i` sampling the input at `i / s`: input
-/// pixel `j` lands on output `j * s`, where size upscaling puts it (slice 0), and stays exact there.
-fn cubic_1d(src: impl Fn(usize) -> f32, n: usize, s: usize) -> Vec<f32> {
-    (0..n * s)
-        .map(|i| {
-            let (j, f) = (i / s, (i % s) as f32 / s as f32);
-            (-1i64..=2)
-                .map(|d| {
-                    let k = (j as i64 + d).clamp(0, n as i64 - 1) as usize;
-                    src(k) * keys(d as f32 - f)
-                })
-                .sum()
-        })
-        .collect()
-}
-
-/// An alpha channel scaled `s` times with Catmull-Rom cubic interpolation aligned to slice 0 (see
-/// [`cubic_1d`]): the small image's alpha comes back exactly at slice 0, and smoothly between.
+/// An alpha channel scaled `s` times with Catmull-Rom cubic interpolation aligned to slice 0
+/// ([`crate::resample`]): the small image's alpha comes back exactly at slice 0, and smoothly between.
 pub fn upscale_aligned(alpha: &GrayImage, s: u32) -> GrayImage {
-    let (w, h, s) = (alpha.width() as usize, alpha.height() as usize, s as usize);
-    let rows: Vec<Vec<f32>> = (0..h)
-        .map(|y| cubic_1d(|x| alpha.get_pixel(x as u32, y as u32).0[0] as f32, w, s))
-        .collect();
-    let mut out = GrayImage::new((w * s) as u32, (h * s) as u32);
-    for x in 0..w * s {
-        let col = cubic_1d(|y| rows[y][x], h, s);
-        for (y, v) in col.into_iter().enumerate() {
-            out.put_pixel(x as u32, y as u32, Luma([v.round().clamp(0.0, 255.0) as u8]));
-        }
-    }
-    out
+    let (w, h) = alpha.dimensions();
+    let up = resample::upscale_aligned(alpha.as_raw(), (w as usize, h as usize, 1), s as usize, Kernel::CatmullRom);
+    GrayImage::from_raw(w * s, h * s, up).unwrap_or_else(|| GrayImage::new(w * s, h * s))
 }
 
 #[cfg(test)]
@@ -92,7 +56,7 @@ mod tests {
 
     #[test]
     fn aligned_upscaling_keeps_the_samples_and_flat_alpha() {
-        let a = GrayImage::from_fn(5, 3, |x, y| Luma([((x * 53 + y * 97) % 256) as u8]));
+        let a = GrayImage::from_fn(5, 3, |x, y| image::Luma([((x * 53 + y * 97) % 256) as u8]));
         let up = upscale_aligned(&a, 4);
         assert_eq!(up.dimensions(), (20, 12));
         for y in 0..3 {
@@ -100,7 +64,7 @@ mod tests {
                 assert_eq!(up.get_pixel(4 * x, 4 * y), a.get_pixel(x, y));
             }
         }
-        let flat = upscale_aligned(&GrayImage::from_pixel(3, 3, Luma([0])), 4);
+        let flat = upscale_aligned(&GrayImage::from_pixel(3, 3, image::Luma([0])), 4);
         assert!(flat.pixels().all(|p| p.0[0] == 0));
     }
 }

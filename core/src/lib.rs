@@ -1,6 +1,7 @@
 //! spn: Subscale Pixel Networks with Multidimensional Upscaling (Menick & Kalchbrenner, ICLR 2019) on
 //! libtorch. See `docs/design.md` for the model and its invariants.
 pub mod alpha;
+pub mod resample;
 pub mod batch;
 pub mod bench;
 pub mod bundle;

@@ -2,6 +2,7 @@
 use crate::error::Result;
 use crate::pipeline::Pipeline;
 pub mod canvas;
+pub mod upscale;
 
 use crate::sampler::{no_progress, CancelToken, Decoding, SampleOptions, Sampler};
 use serde::Serialize;

@@ -29,6 +29,16 @@ pub struct Args {
     /// With --canvas: pixels neighbouring windows share (default: the sampler's).
     #[arg(long, requires = "canvas")]
     overlap: Option<usize>,
+    /// Size upscaling against Lanczos and Catmull-Rom from the same slice 0, in PSNR, on the images of these
+    /// folders (e.g. data/styles64/heldout/noto), and flat regions of synthetic inputs.
+    #[arg(long, num_args = 1..)]
+    upscale: Option<Vec<PathBuf>>,
+    /// With --upscale: the temperatures to compare.
+    #[arg(long, value_delimiter = ',', default_value = "1,0.7,0.5,0.3", requires = "upscale")]
+    temperatures: Vec<f64>,
+    /// With --upscale: images per folder (the first by name).
+    #[arg(long, default_value_t = 24, requires = "upscale")]
+    limit: usize,
 }
 
 pub fn run(a: Args, device: tch::Device) -> Result<()> {
@@ -48,6 +58,9 @@ pub fn run(a: Args, device: tch::Device) -> Result<()> {
             (Pipeline::load(&path, device)?, path.display().to_string())
         }
     };
+    if let Some(sets) = &a.upscale {
+        return upscale(&pipeline, &name, sets, (&a.temperatures, a.limit), a.json);
+    }
     if let Some(sizes) = &a.canvas {
         return canvas(&pipeline, &name, sizes, (a.batch_size, a.overlap), a.json);
     }
@@ -121,6 +134,29 @@ fn canvas(
                 b.ms_per_megapixel / a.ms_per_megapixel
             );
         }
+    }
+    Ok(())
+}
+
+fn upscale(p: &Pipeline, name: &str, sets: &[PathBuf], (temps, limit): (&[f64], usize), json: bool) -> Result<()> {
+    if limit == 0 || temps.is_empty() {
+        bail!("--limit and --temperatures must not be empty");
+    }
+    let r = spn::bench::upscale::run(p, name, sets, temps, limit)?;
+    if json {
+        return print_json(&r);
+    }
+    println!("{}: size upscaling x{} from slice 0, PSNR (dB), mean over images", r.model, r.scale);
+    println!("  {:<44} {:>6} {:>5} {:>8} {:>8} {:>11}", "set", "images", "T", "model", "Lanczos", "Catmull-Rom");
+    for row in &r.psnr {
+        println!(
+            "  {:<44} {:>6} {:>5} {:>8.2} {:>8.2} {:>11.2}",
+            row.set, row.images, row.temperature, row.model_psnr, row.lanczos_psnr, row.catmull_rom_psnr
+        );
+    }
+    println!("  flat regions kept flat (share within 8 levels of the input):");
+    for row in &r.flat {
+        println!("  {:<44} T {:>4}: {:>6.1}%", row.input, row.temperature, 100.0 * row.flat_kept);
     }
     Ok(())
 }

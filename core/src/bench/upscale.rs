@@ -1,0 +1,166 @@
+//! Upscaling against classic filters (`spn bench --upscale`, issue 15 item 5): on held-out images, the
+//! model's size upscaling from the image's slice 0 (every S-th pixel) against Lanczos and Catmull-Rom from the
+//! same pixels (aligned to slice 0, `resample`), in PSNR; and on inputs unlike emoji (flat colour, a gradient,
+//! line art, a coloured background), how much of a flat region stays flat.
+use crate::data::{list_images, load_rgb};
+use crate::error::{Error, Result};
+use crate::pipeline::Pipeline;
+use crate::resample::{upscale_aligned, Kernel};
+use crate::sampler::{no_progress, CancelToken, CanvasJob, SampleOptions, Sampler};
+use image::{DynamicImage, Rgb, RgbImage};
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PsnrRow {
+    pub set: String,
+    pub images: usize,
+    pub temperature: f64,
+    /// Mean over images of each one's PSNR (dB, RGB, 8 bits) against the original.
+    pub model_psnr: f64,
+    pub lanczos_psnr: f64,
+    pub catmull_rom_psnr: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FlatRow {
+    pub input: String,
+    pub temperature: f64,
+    /// Share of the pixels of the input's flat (or, for the gradient, smooth) region that come back within 8
+    /// levels (every channel) of the original.
+    pub flat_kept: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UpscaleReport {
+    pub model: String,
+    pub scale: u32,
+    pub psnr: Vec<PsnrRow>,
+    pub flat: Vec<FlatRow>,
+}
+
+/// The image's slice 0: every S-th pixel from the top-left, the input size upscaling and the filters share.
+fn slice0(img: &RgbImage, s: u32) -> RgbImage {
+    RgbImage::from_fn(img.width() / s, img.height() / s, |x, y| *img.get_pixel(s * x, s * y))
+}
+
+fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
+    let mse = a
+        .as_raw()
+        .iter()
+        .zip(b.as_raw())
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum::<f64>()
+        / a.as_raw().len() as f64;
+    if mse == 0.0 {
+        99.0
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    }
+}
+
+fn filter(small: &RgbImage, s: u32, k: Kernel) -> RgbImage {
+    let (w, h) = small.dimensions();
+    let px = upscale_aligned(small.as_raw(), (w as usize, h as usize, 3), s as usize, k);
+    RgbImage::from_raw(w * s, h * s, px).unwrap_or_default()
+}
+
+fn model_upscale(sampler: &Sampler, small: &RgbImage, seed: u64) -> Result<RgbImage> {
+    let input = DynamicImage::ImageRgb8(small.clone());
+    let out = sampler.canvas(
+        &CanvasJob::UpscaleSize { image: &input },
+        &[seed],
+        &mut no_progress(),
+        &CancelToken::new(),
+    )?;
+    Ok(out
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Other("no image".into()))?
+        .image
+        .to_rgb8())
+}
+
+/// The inputs unlike emoji, each with its flat region: (name, image, is the pixel in the flat region).
+type Synthetic = (&'static str, RgbImage, fn(u32, u32, u32) -> bool);
+
+fn synthetic(side: u32) -> Vec<Synthetic> {
+    let green = Rgb([60, 170, 80]);
+    vec![
+        ("flat green", RgbImage::from_pixel(side, side, green), |_, _, _| true),
+        (
+            "gradient",
+            RgbImage::from_fn(side, side, |x, _| Rgb([(x * 255 / side) as u8, 120, 200])),
+            |_, _, _| true,
+        ),
+        (
+            "line art on white",
+            RgbImage::from_fn(side, side, |x, y| {
+                if x % (side / 4) < 2 || (x + y) % (side / 2) < 2 { Rgb([20, 20, 20]) } else { Rgb([255; 3]) }
+            }),
+            // White away from the lines (3 pixels of margin).
+            |x, y, side| x % (side / 4) >= 5 && (x + y) % (side / 2) >= 5 && x % (side / 4) < side / 4 - 3,
+        ),
+        (
+            "disc on a coloured background",
+            RgbImage::from_fn(side, side, |x, y| {
+                let (dx, dy) = (x as f32 - side as f32 / 2.0, y as f32 - side as f32 / 2.0);
+                if dx * dx + dy * dy < (side as f32 / 4.0).powi(2) { Rgb([240, 200, 40]) } else { Rgb([40, 60, 160]) }
+            }),
+            // The background, away from the disc.
+            |x, y, side| {
+                let (dx, dy) = (x as f32 - side as f32 / 2.0, y as f32 - side as f32 / 2.0);
+                (dx * dx + dy * dy).sqrt() > side as f32 / 4.0 + 6.0
+            },
+        ),
+    ]
+}
+
+/// PSNR against the filters on each folder of `sets` (its first `limit` images, sorted by name), and flat
+/// regions on synthetic inputs, at each temperature.
+pub fn run(p: &Pipeline, name: &str, sets: &[PathBuf], temperatures: &[f64], limit: usize) -> Result<UpscaleReport> {
+    let s = p.config().scale as u32;
+    let side = p.config().width as u32;
+    let mut psnr_rows = Vec::new();
+    let mut flat_rows = Vec::new();
+    for &t in temperatures {
+        let sampler = Sampler::new(p, SampleOptions { temperature: t, batch_size: 1, ..Default::default() })?;
+        for dir in sets {
+            let files: Vec<PathBuf> = list_images(dir)?.into_iter().take(limit).collect();
+            let (mut m, mut l, mut c) = (0.0, 0.0, 0.0);
+            for (i, f) in files.iter().enumerate() {
+                let img = load_rgb(f)?;
+                let img = image::imageops::crop_imm(&img, 0, 0, img.width() / s * s, img.height() / s * s).to_image();
+                let small = slice0(&img, s);
+                m += psnr(&img, &model_upscale(&sampler, &small, i as u64)?);
+                l += psnr(&img, &filter(&small, s, Kernel::Lanczos3));
+                c += psnr(&img, &filter(&small, s, Kernel::CatmullRom));
+            }
+            let n = files.len().max(1) as f64;
+            psnr_rows.push(PsnrRow {
+                set: dir.display().to_string(),
+                images: files.len(),
+                temperature: t,
+                model_psnr: m / n,
+                lanczos_psnr: l / n,
+                catmull_rom_psnr: c / n,
+            });
+            log::info!("{} at T {t}: model {:.2} dB, Lanczos {:.2} dB", dir.display(), m / n, l / n);
+        }
+        for (input, img, flat) in synthetic(side) {
+            let up = model_upscale(&sampler, &slice0(&img, s), 0)?;
+            let (mut kept, mut total) = (0usize, 0usize);
+            for (x, y, px) in up.enumerate_pixels() {
+                if flat(x, y, side) {
+                    total += 1;
+                    let o = img.get_pixel(x, y);
+                    kept += (0..3).all(|c| (px[c] as i32 - o[c] as i32).abs() <= 8) as usize;
+                }
+            }
+            if total > 0 {
+                flat_rows.push(FlatRow { input: input.into(), temperature: t, flat_kept: kept as f64 / total as f64 });
+            }
+        }
+    }
+    Ok(UpscaleReport { model: name.into(), scale: s, psnr: psnr_rows, flat: flat_rows })
+}
