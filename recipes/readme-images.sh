@@ -25,19 +25,19 @@ rm -rf "$tmp"
 tmp=$(mktemp -d)
 mapfile -t tiles < <(ls data/emoji/heldout/*.png | awk 'NR % 5 == 2' | head -32)
 for r in 0 1 2 3; do
-  $CONVERT "${tiles[@]:$((r * 8)):8}" -background white -alpha remove -alpha off +append "$tmp/row$r.png"
+  $CONVERT -define png:exclude-chunks=date,time "${tiles[@]:$((r * 8)):8}" -background white -alpha remove -alpha off +append "$tmp/row$r.png"
 done
-$CONVERT "$tmp"/row{0,1,2,3}.png -append -alpha off $OUT/canvas.png
+$CONVERT -define png:exclude-chunks=date,time "$tmp"/row{0,1,2,3}.png -append -alpha off $OUT/canvas.png
 # Depth: only the top 3 bits of every value are given; the model draws the low 5.
-$CONVERT $OUT/canvas.png -fx "floor(u * 255 / 32) * 32 / 255" -depth 8 $OUT/canvas-3bit.png
+$CONVERT -define png:exclude-chunks=date,time $OUT/canvas.png -fx "floor(u * 255 / 32) * 32 / 255" -depth 8 $OUT/canvas-3bit.png
 $SPN upscale-depth --image $OUT/canvas-3bit.png --seed 6 --out $OUT/canvas-depth.png
 # Size: a 128x64 copy becomes slice 0 of 512x256; Lanczos from the same input beside it.
-$CONVERT $OUT/canvas.png -filter Lanczos -resize 128x64 $OUT/canvas-small.png
+$CONVERT -define png:exclude-chunks=date,time $OUT/canvas.png -filter Lanczos -resize 128x64 $OUT/canvas-small.png
 $SPN upscale-size --image $OUT/canvas-small.png --seed 7 --out $OUT/canvas-size.png
-$CONVERT $OUT/canvas-small.png -filter Lanczos -resize 512x256 $OUT/canvas-lanczos.png
+$CONVERT -define png:exclude-chunks=date,time $OUT/canvas-small.png -filter Lanczos -resize 512x256 $OUT/canvas-lanczos.png
 # Completion of an elliptical hole across several windows.
-$CONVERT -size 512x256 xc:white -fill black -draw "ellipse 256,128 100,60 0,360" $OUT/canvas-mask.png
-$CONVERT $OUT/canvas.png $OUT/canvas-mask.png -compose multiply -composite $OUT/canvas-hole.png
+$CONVERT -define png:exclude-chunks=date,time -size 512x256 xc:white -fill black -draw "ellipse 256,128 100,60 0,360" $OUT/canvas-mask.png
+$CONVERT -define png:exclude-chunks=date,time $OUT/canvas.png $OUT/canvas-mask.png -compose multiply -composite $OUT/canvas-hole.png
 $SPN complete --image $OUT/canvas.png --mask $OUT/canvas-mask.png --seed 8 --out $OUT/canvas-completed.png
 rm -rf "$tmp"
 echo "wrote $OUT/"

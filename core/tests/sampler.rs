@@ -23,6 +23,43 @@ fn images(p: &Pipeline, n: i64, seed: i64) -> Tensor {
     (up + Tensor::randint(16, [n, 3, h, w], (Kind::Int64, Device::Cpu))).clamp(0, 255)
 }
 
+/// The CPU engine's plain-Rust slice embedder and context projection (`decode::embed`) against libtorch's, on
+/// every stage of the presets and several target slices: within 1e-4.
+#[test]
+fn the_host_embedder_matches_libtorch() {
+    for preset in ["tiny", "tiny-full", "emoji"] {
+        let p = model(preset, 11);
+        let x = images(&p, 3, 5);
+        let parts = p.decompose(&x).unwrap();
+        for (si, (net, (own, cond))) in p.stages().iter().zip(p.stage_inputs(&parts).unwrap()).enumerate() {
+            let host = spn::decode::embed::HostEmbedder::new(net).unwrap();
+            let n = net.spec.slices();
+            for k in [net.spec.first_slice, n / 2, n - 1] {
+                let kk = Tensor::from_slice(&[k, k, k]);
+                let embed_in = net.condition(&own, cond.as_ref(), &kk).unwrap();
+                let ctx = net.embedder.forward_t(&embed_in, &kk, false).unwrap();
+                let proj = spn::model::layers::conv2d_same(&ctx, &net.decoder.context).unwrap();
+                let (_, cin, h, w) = embed_in.size4().unwrap();
+                let cl = |t: &Tensor| {
+                    Vec::<f32>::try_from(t.flatten(2, 3).transpose(1, 2).contiguous().flatten(0, -1)).unwrap()
+                };
+                let (cond_cl, ctx_cl, proj_cl) = (cl(&embed_in), cl(&ctx), cl(&proj));
+                let per = (h * w) as usize;
+                let (d, pw) = (host.d(), host.proj_width());
+                for i in 0..3 {
+                    let (c, pj) = host
+                        .forward(&cond_cl[i * per * cin as usize..(i + 1) * per * cin as usize], k as usize, h as usize, w as usize)
+                        .unwrap();
+                    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                    let e1 = close(&c, &ctx_cl[i * per * d..(i + 1) * per * d]);
+                    let e2 = close(&pj, &proj_cl[i * per * pw..(i + 1) * per * pw]);
+                    assert!(e1 < 1e-4 && e2 < 1e-4, "{preset} stage {si} slice {k}: {e1} {e2}");
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn incremental_logits_equal_full_pass_logits() {
     for preset in ["tiny", "tiny-full"] {
@@ -266,6 +303,7 @@ fn naive_and_incremental_samplers_draw_the_same_images() {
                 temperature: 1.0,
                 positions_per_slice: None,
                 overlap: None,
+                host_embedder: true,
             },
         )
         .unwrap();

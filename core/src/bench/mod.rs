@@ -21,6 +21,9 @@ pub struct BenchReport {
     pub threads: i64,
     /// Measured end to end (generate, all stages).
     pub incremental_ms_per_image: f64,
+    /// On the CPU: the same engine with libtorch's slice embedder instead of its own plain-Rust one
+    /// (`decode::embed`), measured in the same run.
+    pub libtorch_embedder_ms_per_image: Option<f64>,
     pub incremental_images_per_sec: f64,
     /// A full decoder pass per pixel (the naive engine through the sampler), timed over `naive_positions`
     /// positions of every slice and scaled to the image's positions.
@@ -110,6 +113,15 @@ fn naive_ms_per_image(p: &Pipeline, batch_size: usize, positions: i64) -> Result
     Ok(ms * all / ran / batch_size as f64)
 }
 
+/// Milliseconds per image of generating `images` images (after one warm-up image).
+fn incremental_ms_per_image(sampler: &Sampler, images: usize) -> Result<f64> {
+    let _ = sampler.generate(&[0], &mut no_progress(), &CancelToken::new())?;
+    let seeds: Vec<u64> = (1..=images as u64).collect();
+    let t = Instant::now();
+    let _ = sampler.generate(&seeds, &mut no_progress(), &CancelToken::new())?;
+    Ok(t.elapsed().as_secs_f64() * 1e3 / images as f64)
+}
+
 pub fn run(
     p: &Pipeline,
     model: &str,
@@ -126,12 +138,19 @@ pub fn run(
                 ..Default::default()
             },
         )?;
-        // Warm-up, then the measured run.
-        let _ = sampler.generate(&[0], &mut no_progress(), &CancelToken::new())?;
-        let seeds: Vec<u64> = (1..=images as u64).collect();
-        let t = Instant::now();
-        let _ = sampler.generate(&seeds, &mut no_progress(), &CancelToken::new())?;
-        let inc_ms = t.elapsed().as_secs_f64() * 1e3 / images as f64;
+        let inc_ms = incremental_ms_per_image(&sampler, images)?;
+        // The CPU engine with libtorch's slice embedder instead of its own, in the same run.
+        let libtorch_embedder_ms = match dev {
+            tch::Device::Cpu => {
+                let options = SampleOptions {
+                    batch_size,
+                    host_embedder: false,
+                    ..Default::default()
+                };
+                Some(incremental_ms_per_image(&Sampler::new(p, options)?, images)?)
+            }
+            _ => None,
+        };
         // Naive: the same sampler with the naive engine, on a sample of positions of every slice.
         let naive_ms = naive_ms_per_image(p, batch_size, naive_positions)?;
         let gflop = 2.0 * macs_per_image(p) / 1e9;
@@ -145,6 +164,7 @@ pub fn run(
             incremental_decoder: sampler.decoder_name().into(),
             threads: tch::get_num_threads() as i64,
             incremental_ms_per_image: inc_ms,
+            libtorch_embedder_ms_per_image: libtorch_embedder_ms,
             incremental_images_per_sec: 1e3 / inc_ms,
             naive_ms_per_image: naive_ms,
             naive_images_per_sec: 1e3 / naive_ms,

@@ -41,7 +41,7 @@ fn linear(ws: &Tensor, bs: Option<&Tensor>) -> Result<(Vec<f32>, Vec<f32>)> {
 /// `c (m x n, row stride ldc) = beta * c + a (m x k, row stride lda) * b (k x n, row-major)`.
 /// Rows of `a` may overlap (`lda < k`): a sliding window over a row of pixels is read in place.
 #[allow(clippy::too_many_arguments)]
-fn gemm(
+pub(crate) fn gemm(
     m: usize,
     k: usize,
     n: usize,

@@ -13,6 +13,7 @@
 //!
 //! All three give the same logits (tests hold them within 1e-4 of the full pass).
 pub mod cpu;
+pub mod embed;
 pub mod naive;
 pub mod tensor;
 
@@ -45,9 +46,10 @@ pub enum Decoding {
     Naive,
 }
 
-/// An engine with its per-stage weights, chosen once for a pipeline and a device.
+/// An engine with its per-stage weights, chosen once for a pipeline and a device. The CPU engine embeds slices
+/// on the host too (`embed`), unless asked to use libtorch's embedder (to compare them: `spn bench`).
 pub enum Engine {
-    Cpu(Vec<cpu::CpuStepWeights>),
+    Cpu(Vec<cpu::CpuStepWeights>, Option<Vec<embed::HostEmbedder>>),
     Tensor(Vec<tensor::StepWeights>),
     Naive,
 }
@@ -65,7 +67,8 @@ pub enum SliceInput {
 }
 
 impl Engine {
-    pub fn new(pipeline: &Pipeline, decoding: Decoding) -> Result<Self> {
+    /// `host_embedder`: on the CPU engine, embed slices on the host (else with libtorch).
+    pub fn new(pipeline: &Pipeline, decoding: Decoding, host_embedder: bool) -> Result<Self> {
         let stages = &pipeline.stages;
         Ok(match (decoding, pipeline.device()) {
             (Decoding::Naive, _) => Engine::Naive,
@@ -74,6 +77,10 @@ impl Engine {
                     .iter()
                     .map(cpu::CpuStepWeights::new)
                     .collect::<Result<_>>()?,
+                match host_embedder {
+                    true => Some(stages.iter().map(embed::HostEmbedder::new).collect::<Result<_>>()?),
+                    false => None,
+                },
             ),
             _ => Engine::Tensor(tch::no_grad(|| {
                 stages
@@ -87,7 +94,8 @@ impl Engine {
     /// `cpu`, `tensor` or `naive`.
     pub fn name(&self) -> &'static str {
         match self {
-            Engine::Cpu(_) => "cpu",
+            Engine::Cpu(_, Some(_)) => "cpu",
+            Engine::Cpu(_, None) => "cpu (libtorch embedder)",
             Engine::Tensor(_) => "tensor",
             Engine::Naive => "naive",
         }
@@ -97,26 +105,34 @@ impl Engine {
     /// the whole batch as one group and leave threading to libtorch.
     pub fn groups(&self, b: usize) -> usize {
         match self {
-            Engine::Cpu(_) => (tch::get_num_threads().max(1) as usize).min(b).max(1),
+            Engine::Cpu(..) => (tch::get_num_threads().max(1) as usize).min(b).max(1),
             _ => 1,
         }
     }
 
-    /// Prepares a slice: `ctx` is the embedder's output `(B, D, h, w)`, `values` the slice's current values
-    /// `(B, 3, h, w)` (known ones in place).
-    pub fn prepare(&self, net: &SpnNet, ctx: &Tensor, values: &Tensor) -> Result<SliceInput> {
+    /// Prepares slice `k` (per image) of stage `si`: `embed_in` is the embedder's input `(B, cin, h, w)`
+    /// (`SpnNet::condition`), `values` the slice's current values `(B, 3, h, w)` (known ones in place).
+    pub fn prepare(
+        &self,
+        net: &SpnNet,
+        si: usize,
+        (embed_in, k): (&Tensor, &Tensor),
+        values: &Tensor,
+    ) -> Result<SliceInput> {
         Ok(match self {
-            Engine::Cpu(_) => {
+            Engine::Cpu(_, Some(embedders)) => host_context(&embedders[si], embed_in, k, self.groups(k.size()[0] as usize))?,
+            Engine::Cpu(_, None) => {
+                let ctx = net.embedder.forward_t(embed_in, k, false)?;
                 let (_, _, h, w) = ctx.size4()?;
-                let proj = crate::model::layers::conv2d_same(ctx, &net.decoder.context)?;
+                let proj = crate::model::layers::conv2d_same(&ctx, &net.decoder.context)?;
                 SliceInput::Host {
-                    ctx: channel_last(ctx)?,
+                    ctx: channel_last(&ctx)?,
                     proj: channel_last(&proj)?,
                     n: (h * w) as usize,
                 }
             }
             _ => SliceInput::Device {
-                ctx: ctx.shallow_clone(),
+                ctx: net.embedder.forward_t(embed_in, k, false)?,
                 values: values.f_to_kind(Kind::Int64)?,
             },
         })
@@ -131,7 +147,7 @@ impl Engine {
         range: std::ops::Range<usize>,
     ) -> Result<cpu::CpuSliceDecoder<'a>> {
         match (self, input) {
-            (Engine::Cpu(w), SliceInput::Host { ctx, proj, n }) => {
+            (Engine::Cpu(w, _), SliceInput::Host { ctx, proj, n }) => {
                 let w = &w[si];
                 let (d, pw) = (w.channels(), w.proj_width());
                 Ok(cpu::CpuSliceDecoder::new(
@@ -157,7 +173,7 @@ impl Engine {
     ) -> Result<Box<dyn SliceDecoding + 'a>> {
         let (a, g) = (range.start as i64, range.len() as i64);
         Ok(match (self, input) {
-            (Engine::Cpu(_), _) => Box::new(self.cpu_slice(si, input, range)?),
+            (Engine::Cpu(..), _) => Box::new(self.cpu_slice(si, input, range)?),
             (Engine::Tensor(w), SliceInput::Device { ctx, .. }) => Box::new(
                 tensor::TensorSlice::new(net, &w[si], &ctx.f_narrow(0, a, g)?)?,
             ),
@@ -171,6 +187,44 @@ impl Engine {
             }
         })
     }
+}
+
+/// The host embedder's context and projection for a batch, its images split over `groups` threads.
+fn host_context(e: &embed::HostEmbedder, embed_in: &Tensor, k: &Tensor, groups: usize) -> Result<SliceInput> {
+    let (b, cin, h, w) = embed_in.size4()?;
+    let (b, n, cin) = (b as usize, (h * w) as usize, cin as usize);
+    if cin != e.cin() {
+        return Err(crate::Error::Other(format!("embedder input has {cin} channels, not {}", e.cin())));
+    }
+    let cond = channel_last(embed_in)?;
+    let ks = Vec::<i64>::try_from(k.f_to_device(tch::Device::Cpu)?)?;
+    let (d, pw) = (e.d(), e.proj_width());
+    let (mut ctx, mut proj) = (vec![0.0f32; b * n * d], vec![0.0f32; b * n * pw]);
+    let per = b.div_ceil(groups.max(1));
+    std::thread::scope(|sc| -> Result<()> {
+        let jobs: Vec<_> = ctx
+            .chunks_mut(per * n * d)
+            .zip(proj.chunks_mut(per * n * pw))
+            .enumerate()
+            .map(|(g, (cx, pj))| {
+                let (cond, ks) = (&cond, &ks);
+                sc.spawn(move || -> Result<()> {
+                    for (j, (c1, p1)) in cx.chunks_mut(n * d).zip(pj.chunks_mut(n * pw)).enumerate() {
+                        let i = g * per + j;
+                        let (c, p) = e.forward(&cond[i * n * cin..(i + 1) * n * cin], ks[i] as usize, h as usize, w as usize)?;
+                        c1.copy_from_slice(&c);
+                        p1.copy_from_slice(&p);
+                    }
+                    Ok(())
+                })
+            })
+            .collect();
+        for j in jobs {
+            j.join().map_err(|_| crate::Error::Other("an embedder thread panicked".into()))??;
+        }
+        Ok(())
+    })?;
+    Ok(SliceInput::Host { ctx, proj, n })
 }
 
 /// `(B, C, h, w)` -> `(B, h * w, C)` as a flat host vector.

@@ -6,10 +6,10 @@ use tch::{nn, Tensor};
 
 #[derive(Debug)]
 pub struct SliceEmbedder {
-    input: Conv2d,
-    blocks: Vec<(Conv2d, Conv2d)>,
+    pub(crate) input: Conv2d,
+    pub(crate) blocks: Vec<(Conv2d, Conv2d)>,
     /// Learned embedding of the target's meta-position k: tells the network which slices are present.
-    meta: Embedding,
+    pub(crate) meta: Embedding,
     dropout: f64,
 }
 

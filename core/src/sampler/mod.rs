@@ -73,6 +73,9 @@ pub struct SampleOptions {
     /// Pixels shared by neighbouring windows on a canvas larger than the model (rounded up to a multiple of
     /// the scale S); None: the measured default ([`canvas::default_overlap`]).
     pub overlap: Option<usize>,
+    /// The CPU engine embeds slices in plain Rust (`decode::embed`); false: with libtorch, to compare them
+    /// (`spn bench`).
+    pub host_embedder: bool,
 }
 
 impl Default for SampleOptions {
@@ -83,6 +86,7 @@ impl Default for SampleOptions {
             decoding: Decoding::Incremental,
             positions_per_slice: None,
             overlap: None,
+            host_embedder: true,
         }
     }
 }
@@ -140,7 +144,7 @@ impl<'a> Sampler<'a> {
         if options.batch_size == 0 {
             return Err(Error::input("batch size must be at least 1"));
         }
-        let engine = Engine::new(pipeline, options.decoding)?;
+        let engine = Engine::new(pipeline, options.decoding, options.host_embedder)?;
         Ok(Self {
             pipeline,
             engine,
@@ -497,12 +501,13 @@ impl<'a> Sampler<'a> {
                 batch.rows.done += h as u64;
                 continue;
             }
-            let ctx = st.net.context(&own_v, st.cond.as_ref(), &kk)?;
+            let embed_in = st.net.condition(&own_v, st.cond.as_ref(), &kk)?;
             let slice = Slice {
                 net: st.net,
                 si: st.si,
                 k,
-                ctx,
+                embed_in,
+                kk,
                 gumbel,
                 known: known_k,
                 target: st.own.f_select(2, k)?, // a view: writes go into `own`
@@ -578,8 +583,9 @@ struct Slice<'n> {
     net: &'n SpnNet,
     si: usize,
     k: i64,
-    /// The embedder's context `(B, D, h, w)`.
-    ctx: Tensor,
+    /// The embedder's input `(B, cin, h, w)` (`SpnNet::condition`) and each image's target slice `(B,)`.
+    embed_in: Tensor,
+    kk: Tensor,
     /// Gumbel noise, `(B, h * w, 3, L)` row-major.
     gumbel: Vec<f32>,
     /// Known sub-pixels `(B, 3, h, w)`; `target` holds the slice's values and receives the result.

@@ -44,7 +44,9 @@ impl Sampler<'_> {
         let (b, _, h, w) = sl.target.size4()?;
         let (b, n) = (b as usize, (h * w) as usize);
         let levels = sl.net.spec.levels() as usize;
-        let input = self.engine.prepare(sl.net, &sl.ctx, &sl.target)?;
+        let input = self
+            .engine
+            .prepare(sl.net, sl.si, (&sl.embed_in, &sl.kk), &sl.target)?;
         let known = Vec::<u8>::try_from(&channel_last(&sl.known, Kind::Uint8)?)?;
         let flat = Vec::<i64>::try_from(&channel_last(&sl.target, Kind::Int64)?)?;
         let mut values: Vec<[i64; 3]> = flat.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();

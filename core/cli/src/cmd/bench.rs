@@ -82,6 +82,13 @@ pub fn run(a: Args, device: tch::Device) -> Result<()> {
         "  incremental {:>10.1} ms/image {:>8.2} images/s ({} engine)",
         r.incremental_ms_per_image, r.incremental_images_per_sec, r.incremental_decoder
     );
+    if let Some(ms) = r.libtorch_embedder_ms_per_image {
+        println!(
+            "  same with libtorch's slice embedder {:>6.1} ms/image ({:+.1}% for the plain-Rust one)",
+            ms,
+            100.0 * (r.incremental_ms_per_image / ms - 1.0)
+        );
+    }
     println!(
         "  naive       {:>10.1} ms/image {:>8.3} images/s (timed over {} positions per slice)",
         r.naive_ms_per_image, r.naive_images_per_sec, r.naive_positions

@@ -1,0 +1,142 @@
+//! The slice embedder (docs/design.md section 3) and the decoder's context projection as plain convolutions on
+//! the host (im2col and `matrixmultiply`), for the CPU engine: the embedder's 3x3 convolutions were the last
+//! libtorch kernels a CPU slice ran before its step loop, and a libspn without libtorch needs them in plain Rust
+//! (issue 18). Tests hold its output to the libtorch embedder's within 1e-4.
+use super::cpu::{gemm, to_vec};
+use crate::error::{Error, Result};
+use crate::model::layers::Conv2d;
+use crate::model::SpnNet;
+
+/// A convolution with "same" padding, as a `(kh * kw * cin, cout)` matrix over channel-last input.
+struct HostConv {
+    cin: usize,
+    cout: usize,
+    kh: usize,
+    kw: usize,
+    w: Vec<f32>,
+    b: Vec<f32>,
+}
+
+impl HostConv {
+    fn new(c: &Conv2d) -> Result<Self> {
+        let [cout, cin, kh, kw] = match c.ws.size()[..] {
+            [a, b, c, d] => [a as usize, b as usize, c as usize, d as usize],
+            _ => return Err(Error::Other("conv weight is not 4-D".into())),
+        };
+        // (cout, cin, kh, kw) -> (kh, kw, cin, cout): row (ky * kw + kx) * cin + ci, column co.
+        let w = to_vec(&c.ws.f_permute([2, 3, 1, 0])?)?;
+        let b = match &c.bs {
+            Some(b) => to_vec(b)?,
+            None => vec![0.0; cout],
+        };
+        Ok(Self { cin, cout, kh, kw, w, b })
+    }
+
+    /// `x`: `(h * w, cin)` channel-last -> `(h * w, cout)`.
+    fn forward(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
+        let (ph, pw) = (self.kh / 2, self.kw / 2);
+        let k = self.kh * self.kw * self.cin;
+        let mut out: Vec<f32> = (0..h * w).flat_map(|_| self.b.iter().copied()).collect();
+        if self.kh == 1 && self.kw == 1 {
+            gemm(h * w, k, self.cout, x, k, &self.w, &mut out, self.cout, 1.0);
+            return out;
+        }
+        let mut cols = vec![0.0f32; h * w * k];
+        for y in 0..h {
+            for xx in 0..w {
+                let row = &mut cols[(y * w + xx) * k..(y * w + xx + 1) * k];
+                for ky in 0..self.kh {
+                    let sy = y as isize + ky as isize - ph as isize;
+                    if sy < 0 || sy >= h as isize {
+                        continue;
+                    }
+                    for kx in 0..self.kw {
+                        let sx = xx as isize + kx as isize - pw as isize;
+                        if sx < 0 || sx >= w as isize {
+                            continue;
+                        }
+                        let src = (sy as usize * w + sx as usize) * self.cin;
+                        let dst = (ky * self.kw + kx) * self.cin;
+                        row[dst..dst + self.cin].copy_from_slice(&x[src..src + self.cin]);
+                    }
+                }
+            }
+        }
+        gemm(h * w, k, self.cout, &cols, k, &self.w, &mut out, self.cout, 1.0);
+        out
+    }
+}
+
+fn relu(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| x.max(0.0)).collect()
+}
+
+/// One stage's slice embedder and context projection on the host.
+pub struct HostEmbedder {
+    input: HostConv,
+    blocks: Vec<(HostConv, HostConv)>,
+    /// `(slices, D)`: the learned embedding of the target slice index.
+    meta: Vec<f32>,
+    context: HostConv,
+    d: usize,
+}
+
+impl HostEmbedder {
+    pub fn new(net: &SpnNet) -> Result<Self> {
+        tch::no_grad(|| {
+            let e = &net.embedder;
+            Ok(Self {
+                input: HostConv::new(&e.input)?,
+                blocks: e
+                    .blocks
+                    .iter()
+                    .map(|(a, b)| Ok((HostConv::new(a)?, HostConv::new(b)?)))
+                    .collect::<Result<_>>()?,
+                meta: to_vec(&e.meta.ws)?,
+                context: HostConv::new(&net.decoder.context)?,
+                d: net.spec.net.channels as usize,
+            })
+        })
+    }
+
+    /// Width of the context (D).
+    pub fn d(&self) -> usize {
+        self.d
+    }
+
+    /// Input channels of the embedder.
+    pub fn cin(&self) -> usize {
+        self.input.cin
+    }
+
+    /// Width of the context projection.
+    pub fn proj_width(&self) -> usize {
+        self.context.cout
+    }
+
+    /// The context `(h * w, D)` and its projection `(h * w, proj_width)` of one image, channel-last, from its
+    /// embedder input `cond` `(h * w, cin)` channel-last and its target slice `k`: the same arithmetic as
+    /// `SliceEmbedder::forward_t` (not training) and the decoder's context convolution.
+    pub fn forward(&self, cond: &[f32], k: usize, h: usize, w: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let d = self.d;
+        let meta = self
+            .meta
+            .get(k * d..(k + 1) * d)
+            .ok_or_else(|| Error::Other(format!("slice {k} has no meta embedding")))?;
+        let mut x = self.input.forward(cond, h, w);
+        for px in x.chunks_mut(d) {
+            for (v, m) in px.iter_mut().zip(meta) {
+                *v += m;
+            }
+        }
+        for (c1, c2) in &self.blocks {
+            let hdn = relu(&c1.forward(&relu(&x), h, w));
+            let y = c2.forward(&hdn, h, w);
+            for (a, b) in x.iter_mut().zip(y) {
+                *a += b;
+            }
+        }
+        let proj = self.context.forward(&x, h, w);
+        Ok((x, proj))
+    }
+}
