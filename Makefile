@@ -104,6 +104,9 @@ install-files: patchelf
 	install -m 755 target/release/libspn.so $(PREFIX)/lib/libspn.so.$(VERSION)
 	ln -sfn libspn.so.$(VERSION) $(PREFIX)/lib/libspn.so.$(SOVERSION)
 	ln -sfn libspn.so.$(SOVERSION) $(PREFIX)/lib/libspn.so
+	# The SONAME is set here rather than at link time, so that hosts built in the tree keep needing the
+	# tree's own libspn.so.
+	patchelf --set-soname libspn.so.$(SOVERSION) $(PREFIX)/lib/libspn.so.$(VERSION)
 	patchelf --set-rpath '$$ORIGIN:$$ORIGIN/spn' $(PREFIX)/lib/libspn.so.$(VERSION)
 	install -m 755 target/release/spn $(PREFIX)/bin/
 	patchelf --set-rpath '$$ORIGIN/../lib/spn' $(PREFIX)/bin/spn

@@ -23,7 +23,12 @@ pub fn uncomposite(c: u8, a: u8) -> Option<u8> {
 /// ([`crate::resample`]): the small image's alpha comes back exactly at slice 0, and smoothly between.
 pub fn upscale_aligned(alpha: &GrayImage, s: u32) -> GrayImage {
     let (w, h) = alpha.dimensions();
-    let up = resample::upscale_aligned(alpha.as_raw(), (w as usize, h as usize, 1), s as usize, Kernel::CatmullRom);
+    let up = resample::upscale_aligned(
+        alpha.as_raw(),
+        (w as usize, h as usize, 1),
+        s as usize,
+        Kernel::CatmullRom,
+    );
     GrayImage::from_raw(w * s, h * s, up).unwrap_or_else(|| GrayImage::new(w * s, h * s))
 }
 

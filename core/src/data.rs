@@ -210,7 +210,11 @@ pub fn load_batch(files: &[PathBuf], height: i64, width: i64) -> Result<Tensor> 
 /// method 6, quality 100), the baseline a likelihood model has to beat. The `image` crate's own WebP
 /// encoder is far weaker (about 40% larger files on emoji), so it is not used here.
 pub fn webp_lossless(img: &RgbImage) -> Result<Vec<u8>> {
-    webp_encode(webp::Encoder::from_rgb(img.as_raw(), img.width(), img.height()))
+    webp_encode(webp::Encoder::from_rgb(
+        img.as_raw(),
+        img.width(),
+        img.height(),
+    ))
 }
 
 /// [`webp_lossless`] of an RGB or RGBA image (alpha kept).
@@ -342,7 +346,10 @@ pub fn save_any(img: &DynamicImage, path: &Path) -> Result<()> {
     let img = match (format, img.color().has_alpha()) {
         (_, false) => DynamicImage::ImageRgb8(img.to_rgb8()),
         (image::ImageFormat::Jpeg, true) => {
-            log::info!("JPEG has no alpha: {} is written over white", path.display());
+            log::info!(
+                "JPEG has no alpha: {} is written over white",
+                path.display()
+            );
             DynamicImage::ImageRgb8(composite_on_white(img))
         }
         (_, true) => DynamicImage::ImageRgba8(img.to_rgba8()),

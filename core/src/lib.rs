@@ -1,7 +1,6 @@
 //! spn: Subscale Pixel Networks with Multidimensional Upscaling (Menick & Kalchbrenner, ICLR 2019) on
 //! libtorch. See `docs/design.md` for the model and its invariants.
 pub mod alpha;
-pub mod resample;
 pub mod batch;
 pub mod bench;
 pub mod bundle;
@@ -19,6 +18,7 @@ pub mod iconify;
 pub mod model;
 pub mod pipeline;
 pub mod prepare;
+pub mod resample;
 pub mod sampler;
 pub mod subscale;
 pub mod train;

@@ -85,7 +85,11 @@ mod tests {
             for y in 0..4 {
                 for x in 0..5 {
                     for c in 0..3 {
-                        assert_eq!(up[((4 * y) * 20 + 4 * x) * 3 + c], px[(y * 5 + x) * 3 + c], "{k:?}");
+                        assert_eq!(
+                            up[((4 * y) * 20 + 4 * x) * 3 + c],
+                            px[(y * 5 + x) * 3 + c],
+                            "{k:?}"
+                        );
                     }
                 }
             }

@@ -31,7 +31,12 @@ fn the_host_embedder_matches_libtorch() {
         let p = model(preset, 11);
         let x = images(&p, 3, 5);
         let parts = p.decompose(&x).unwrap();
-        for (si, (net, (own, cond))) in p.stages().iter().zip(p.stage_inputs(&parts).unwrap()).enumerate() {
+        for (si, (net, (own, cond))) in p
+            .stages()
+            .iter()
+            .zip(p.stage_inputs(&parts).unwrap())
+            .enumerate()
+        {
             let host = spn::decode::embed::HostEmbedder::new(net).unwrap();
             let n = net.spec.slices();
             for k in [net.spec.first_slice, n / 2, n - 1] {
@@ -41,19 +46,35 @@ fn the_host_embedder_matches_libtorch() {
                 let proj = spn::model::layers::conv2d_same(&ctx, &net.decoder.context).unwrap();
                 let (_, cin, h, w) = embed_in.size4().unwrap();
                 let cl = |t: &Tensor| {
-                    Vec::<f32>::try_from(t.flatten(2, 3).transpose(1, 2).contiguous().flatten(0, -1)).unwrap()
+                    Vec::<f32>::try_from(
+                        t.flatten(2, 3).transpose(1, 2).contiguous().flatten(0, -1),
+                    )
+                    .unwrap()
                 };
                 let (cond_cl, ctx_cl, proj_cl) = (cl(&embed_in), cl(&ctx), cl(&proj));
                 let per = (h * w) as usize;
                 let (d, pw) = (host.d(), host.proj_width());
                 for i in 0..3 {
                     let (c, pj) = host
-                        .forward(&cond_cl[i * per * cin as usize..(i + 1) * per * cin as usize], k as usize, h as usize, w as usize)
+                        .forward(
+                            &cond_cl[i * per * cin as usize..(i + 1) * per * cin as usize],
+                            k as usize,
+                            h as usize,
+                            w as usize,
+                        )
                         .unwrap();
-                    let close = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+                    let close = |a: &[f32], b: &[f32]| {
+                        a.iter()
+                            .zip(b)
+                            .map(|(x, y)| (x - y).abs())
+                            .fold(0f32, f32::max)
+                    };
                     let e1 = close(&c, &ctx_cl[i * per * d..(i + 1) * per * d]);
                     let e2 = close(&pj, &proj_cl[i * per * pw..(i + 1) * per * pw]);
-                    assert!(e1 < 1e-4 && e2 < 1e-4, "{preset} stage {si} slice {k}: {e1} {e2}");
+                    assert!(
+                        e1 < 1e-4 && e2 < 1e-4,
+                        "{preset} stage {si} slice {k}: {e1} {e2}"
+                    );
                 }
             }
         }
@@ -281,7 +302,9 @@ fn every_engine_draws_the_same_canvas() {
         ];
         jobs.iter()
             .map(|j| {
-                let r = s.canvas(j, &[3], &mut no_progress(), &CancelToken::new()).unwrap();
+                let r = s
+                    .canvas(j, &[3], &mut no_progress(), &CancelToken::new())
+                    .unwrap();
                 r[0].image.to_rgb8().into_raw()
             })
             .collect::<Vec<_>>()

@@ -215,9 +215,13 @@ pub unsafe extern "C" fn spn_image_write_png(
         let buf = unsafe { std::slice::from_raw_parts(im.data, len) }.to_vec();
         let bad = || invalid("bad image size");
         let img = if im.channels == 4 {
-            DynamicImage::ImageRgba8(image::RgbaImage::from_raw(im.width, im.height, buf).ok_or_else(bad)?)
+            DynamicImage::ImageRgba8(
+                image::RgbaImage::from_raw(im.width, im.height, buf).ok_or_else(bad)?,
+            )
         } else {
-            DynamicImage::ImageRgb8(image::RgbImage::from_raw(im.width, im.height, buf).ok_or_else(bad)?)
+            DynamicImage::ImageRgb8(
+                image::RgbImage::from_raw(im.width, im.height, buf).ok_or_else(bad)?,
+            )
         };
         spn_core::data::save_any(&img, &path).map_err(|e| Fail(SPN_ERR_IO, e.to_string()))?;
         Ok(())

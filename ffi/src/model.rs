@@ -194,8 +194,11 @@ fn library_dir() -> Option<std::path::PathBuf> {
     }
     // SAFETY: dli_fname is a NUL-terminated path owned by the dynamic loader, valid while libspn is loaded.
     let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
-    let path = std::path::PathBuf::from(<std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(
-        name.to_bytes(),
-    ));
-    path.canonicalize().ok()?.parent().map(std::path::Path::to_path_buf)
+    let path = std::path::PathBuf::from(
+        <std::ffi::OsStr as std::os::unix::ffi::OsStrExt>::from_bytes(name.to_bytes()),
+    );
+    path.canonicalize()
+        .ok()?
+        .parent()
+        .map(std::path::Path::to_path_buf)
 }

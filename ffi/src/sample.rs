@@ -78,10 +78,20 @@ const MAX_BATCH_BYTES: u64 = 1 << 30;
 
 /// A call's inputs, read from the host's views: what the canvas job borrows.
 pub enum Inputs {
-    Generate { width: u32, height: u32 },
-    Complete { image: DynamicImage, known: Vec<bool> },
-    UpscaleSize { image: DynamicImage },
-    UpscaleDepth { image: DynamicImage },
+    Generate {
+        width: u32,
+        height: u32,
+    },
+    Complete {
+        image: DynamicImage,
+        known: Vec<bool>,
+    },
+    UpscaleSize {
+        image: DynamicImage,
+    },
+    UpscaleDepth {
+        image: DynamicImage,
+    },
 }
 
 impl Inputs {
@@ -300,7 +310,8 @@ pub unsafe extern "C" fn spn_complete(
     let read = |_: &SpnModel, _: &spn_sample_params| {
         // The mask must be the image's size: compared before any row of either is read.
         // SAFETY: NULL or valid views by the caller's contract.
-        let ((iw, ih), (mw, mh)) = unsafe { (view_size(image, "image")?, view_size(mask, "mask")?) };
+        let ((iw, ih), (mw, mh)) =
+            unsafe { (view_size(image, "image")?, view_size(mask, "mask")?) };
         if (iw, ih) != (mw, mh) {
             return Err(invalid(format!(
                 "mask is {mw}x{mh} but the image is {iw}x{ih}"
@@ -335,7 +346,16 @@ pub unsafe extern "C" fn spn_upscale_size(
         Ok(Inputs::UpscaleSize { image })
     };
     // SAFETY: the caller's contract is sample's.
-    unsafe { sample("spn_upscale_size", model, params, out_images, out_count, read) }
+    unsafe {
+        sample(
+            "spn_upscale_size",
+            model,
+            params,
+            out_images,
+            out_count,
+            read,
+        )
+    }
 }
 
 /// # Safety
@@ -354,5 +374,14 @@ pub unsafe extern "C" fn spn_upscale_depth(
         Ok(Inputs::UpscaleDepth { image })
     };
     // SAFETY: the caller's contract is sample's.
-    unsafe { sample("spn_upscale_depth", model, params, out_images, out_count, read) }
+    unsafe {
+        sample(
+            "spn_upscale_depth",
+            model,
+            params,
+            out_images,
+            out_count,
+            read,
+        )
+    }
 }

@@ -261,7 +261,13 @@ fn install_gives_pkg_config_and_cmake_files_that_work() {
         .arg(&obj)
         .args(flags.split_whitespace().filter(|f| f.starts_with("-I")));
     run(&mut c);
-    assert!(flags.contains(&format!("-L{}", prefix.join("lib/pkgconfig/../../lib").display())), "{flags}");
+    assert!(
+        flags.contains(&format!(
+            "-L{}",
+            prefix.join("lib/pkgconfig/../../lib").display()
+        )),
+        "{flags}"
+    );
     // The library links by its SONAME, through the usual links.
     let link = std::fs::read_link(prefix.join("lib/libspn.so")).unwrap();
     assert_eq!(link, Path::new("libspn.so.0"));

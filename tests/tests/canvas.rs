@@ -43,14 +43,28 @@ fn complete_keeps_known_pixels_and_their_alpha_exactly_at_any_size() {
         let img = sprite(w, h);
         // Known: everything but an ellipse (and, for 1x1, nothing).
         let mask = RgbaImage::from_fn(w, h, |x, y| {
-            let (dx, dy) = ((x as f32 + 0.5) / w as f32 - 0.5, (y as f32 + 0.5) / h as f32 - 0.5);
+            let (dx, dy) = (
+                (x as f32 + 0.5) / w as f32 - 0.5,
+                (y as f32 + 0.5) / h as f32 - 0.5,
+            );
             let inside = dx * dx + dy * dy < 0.1 || (w, h) == (1, 1);
             Rgba(if inside { [0, 0, 0, 255] } else { [255; 4] })
         });
-        let (ip, mp) = (save(&img, dir.path(), "i.png"), save(&mask, dir.path(), "m.png"));
+        let (ip, mp) = (
+            save(&img, dir.path(), "i.png"),
+            save(&mask, dir.path(), "m.png"),
+        );
         let out = dir.path().join(format!("c{w}x{h}.png"));
         spn_ok(&[
-            "complete", "--model", s(&model), "--image", s(&ip), "--mask", s(&mp), "--out", s(&out),
+            "complete",
+            "--model",
+            s(&model),
+            "--image",
+            s(&ip),
+            "--mask",
+            s(&mp),
+            "--out",
+            s(&out),
         ]);
         let got = image::open(&out).unwrap();
         assert!(got.color().has_alpha(), "RGBA in must give RGBA out");
@@ -58,7 +72,11 @@ fn complete_keeps_known_pixels_and_their_alpha_exactly_at_any_size() {
         assert_eq!(got.dimensions(), (w, h));
         for (x, y, p) in got.enumerate_pixels() {
             if mask.get_pixel(x, y).0[0] == 255 {
-                assert_eq!(p, img.get_pixel(x, y), "{w}x{h}: known pixel ({x},{y}) changed");
+                assert_eq!(
+                    p,
+                    img.get_pixel(x, y),
+                    "{w}x{h}: known pixel ({x},{y}) changed"
+                );
             } else {
                 assert_eq!(p.0[3], 255, "{w}x{h}: drawn pixel ({x},{y}) is not opaque");
             }
@@ -76,7 +94,15 @@ fn upscale_depth_keeps_top_bits_and_alpha_at_any_size() {
         let p = dir.path().join("rgb.png");
         rgb.save(&p).unwrap();
         let out = dir.path().join("d.png");
-        spn_ok(&["upscale-depth", "--model", s(&model), "--image", s(&p), "--out", s(&out)]);
+        spn_ok(&[
+            "upscale-depth",
+            "--model",
+            s(&model),
+            "--image",
+            s(&p),
+            "--out",
+            s(&out),
+        ]);
         let got = image::open(&out).unwrap();
         assert!(!got.color().has_alpha());
         let got = got.to_rgb8();
@@ -88,7 +114,15 @@ fn upscale_depth_keeps_top_bits_and_alpha_at_any_size() {
         let rgba = sprite(w, h);
         let p = save(&rgba, dir.path(), "rgba.png");
         let out = dir.path().join("d.webp");
-        spn_ok(&["upscale-depth", "--model", s(&model), "--image", s(&p), "--out", s(&out)]);
+        spn_ok(&[
+            "upscale-depth",
+            "--model",
+            s(&model),
+            "--image",
+            s(&p),
+            "--out",
+            s(&out),
+        ]);
         let got = image::open(&out).unwrap().to_rgba8();
         for (a, b) in rgba.pixels().zip(got.pixels()) {
             assert_eq!(a.0[3], b.0[3], "alpha changed (WebP keeps alpha)");
@@ -110,7 +144,15 @@ fn upscale_size_puts_the_small_image_at_slice_0_at_any_size() {
         let small = sprite(w, h);
         let p = save(&small, dir.path(), "small.png");
         let out = dir.path().join("u.png");
-        spn_ok(&["upscale-size", "--model", s(&model), "--image", s(&p), "--out", s(&out)]);
+        spn_ok(&[
+            "upscale-size",
+            "--model",
+            s(&model),
+            "--image",
+            s(&p),
+            "--out",
+            s(&out),
+        ]);
         let got = image::open(&out).unwrap().to_rgba8();
         assert_eq!(got.dimensions(), (2 * w, 2 * h), "S = 2 times the size");
         for (x, y, p) in small.enumerate_pixels() {
@@ -125,7 +167,15 @@ fn generate_takes_a_width_and_a_height() {
     let out = dir.path().join("g.png");
     let model = tiny();
     spn_ok(&[
-        "generate", "--model", s(&model), "--width", "45", "--height", "19", "--out", s(&out),
+        "generate",
+        "--model",
+        s(&model),
+        "--width",
+        "45",
+        "--height",
+        "19",
+        "--out",
+        s(&out),
     ]);
     assert_eq!(image::open(&out).unwrap().dimensions(), (45, 19));
 }
@@ -139,14 +189,36 @@ fn a_canvas_does_not_depend_on_the_batch_size() {
     for job in ["upscale-depth", "upscale-size"] {
         let run = |bs: &str| {
             let out = dir.path().join(format!("{job}-{bs}.png"));
-            spn_ok(&[job, "--model", s(&model), "--image", s(&img), "--out", s(&out), "--batch-size", bs]);
+            spn_ok(&[
+                job,
+                "--model",
+                s(&model),
+                "--image",
+                s(&img),
+                "--out",
+                s(&out),
+                "--batch-size",
+                bs,
+            ]);
             image::open(&out).unwrap().to_rgba8()
         };
         assert!(run("1") == run("64"), "{job}: batch 1 and batch 64 differ");
     }
     let gen = |bs: &str| {
         let out = dir.path().join(format!("g-{bs}.png"));
-        spn_ok(&["generate", "--model", s(&model), "--width", "30", "--height", "20", "--out", s(&out), "--batch-size", bs]);
+        spn_ok(&[
+            "generate",
+            "--model",
+            s(&model),
+            "--width",
+            "30",
+            "--height",
+            "20",
+            "--out",
+            s(&out),
+            "--batch-size",
+            bs,
+        ]);
         image::open(&out).unwrap().to_rgb8()
     };
     assert!(gen("1") == gen("7"));
@@ -160,11 +232,23 @@ fn bad_canvas_sizes_are_refused_naming_the_sizes_and_nothing_is_written() {
     let img = save(&sprite(20, 10), dir.path(), "i.png");
     let mask = save(&sprite(10, 20), dir.path(), "m.png");
     let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["generate", "--width", "70000", "--height", "8"], "70000x8"),
+        (
+            vec!["generate", "--width", "70000", "--height", "8"],
+            "70000x8",
+        ),
         (vec!["generate", "--width", "0", "--height", "8"], "0x8"),
-        (vec!["generate", "--width", "60000", "--height", "60000"], "60000x60000"),
-        (vec!["complete", "--image", s(&img), "--mask", s(&mask)], "10x20"),
-        (vec!["upscale-size", "--image", s(&img), "--overlap", "9"], "overlap 9"),
+        (
+            vec!["generate", "--width", "60000", "--height", "60000"],
+            "60000x60000",
+        ),
+        (
+            vec!["complete", "--image", s(&img), "--mask", s(&mask)],
+            "10x20",
+        ),
+        (
+            vec!["upscale-size", "--image", s(&img), "--overlap", "9"],
+            "overlap 9",
+        ),
     ];
     for (args, says) in cases {
         let mut a = args.clone();
@@ -178,7 +262,11 @@ fn bad_canvas_sizes_are_refused_naming_the_sizes_and_nothing_is_written() {
 /// The held-out emoji of `make data` used for the seam test: the first few by name.
 fn heldout_emoji(n: usize) -> Vec<PathBuf> {
     let dir = root().join("data/emoji/heldout");
-    assert!(dir.is_dir(), "{} is missing: run `make data`", dir.display());
+    assert!(
+        dir.is_dir(),
+        "{} is missing: run `make data`",
+        dir.display()
+    );
     let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -225,7 +313,15 @@ fn upscaling_a_large_canvas_leaves_no_seams() {
                 let ip = dir.path().join("in.png");
                 input.save(&ip).unwrap();
                 let out = dir.path().join(format!("{job}.png"));
-                spn_ok(&[job, "--model", s(&model_path), "--image", s(&ip), "--out", s(&out)]);
+                spn_ok(&[
+                    job,
+                    "--model",
+                    s(&model_path),
+                    "--image",
+                    s(&ip),
+                    "--out",
+                    s(&out),
+                ]);
                 let got = image::open(&out).unwrap().to_rgb8();
                 let j = match job {
                     "upscale-depth" => CanvasJob::UpscaleDepth { image: input },

@@ -233,16 +233,26 @@ fn every_procedure_works_on_a_layer_of_any_size() {
     assert_eq!(out.dimensions(), (800, 600), "{text}");
     let (mut inside, mut drawn) = (0, 0);
     for (x, y, p) in out.enumerate_pixels() {
-        let (u, v) = ((x as f64 + 0.5 - 380.0) / 80.0, (y as f64 + 0.5 - 250.0) / 50.0);
+        let (u, v) = (
+            (x as f64 + 0.5 - 380.0) / 80.0,
+            (y as f64 + 0.5 - 250.0) / 50.0,
+        );
         let d = u * u + v * v;
         if d > 1.1 {
-            assert_eq!(p, big.get_pixel(x, y), "({x},{y}) outside the selection changed");
+            assert_eq!(
+                p,
+                big.get_pixel(x, y),
+                "({x},{y}) outside the selection changed"
+            );
         } else if d < 0.9 {
             inside += 1;
             drawn += (p != big.get_pixel(x, y)) as usize;
         }
     }
-    assert!(drawn * 2 > inside, "only {drawn} of {inside} pixels inside the selection were drawn");
+    assert!(
+        drawn * 2 > inside,
+        "only {drawn} of {inside} pixels inside the selection were drawn"
+    );
     assert_eq!(load(&work.path().join("gen.png")).dimensions(), (21, 13));
     assert_eq!(load(&work.path().join("up.png")).dimensions(), (60, 40));
 }

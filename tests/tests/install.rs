@@ -29,15 +29,22 @@ fn check_hidden(prefix: &Path, work: &Path) -> String {
     // As root a mount namespace is enough; otherwise a user namespace maps us to root inside it.
     let is_root = run_ok(Command::new("id").arg("-u")).trim() == "0";
     let mut cmd = Command::new("unshare");
-    cmd.args(if is_root { vec!["-m"] } else { vec!["-r", "-m"] })
-        .args(["--propagation", "private", "bash", "-c", &script]);
+    cmd.args(if is_root {
+        vec!["-m"]
+    } else {
+        vec!["-r", "-m"]
+    })
+    .args(["--propagation", "private", "bash", "-c", &script]);
     run_ok(&mut cmd)
 }
 
 #[test]
 fn an_installed_prefix_works_without_the_checkout_and_after_moving() {
     let dir = tempfile::tempdir().unwrap();
-    assert!(!dir.path().starts_with(root()), "the prefix must lie outside the checkout");
+    assert!(
+        !dir.path().starts_with(root()),
+        "the prefix must lie outside the checkout"
+    );
     let prefix = dir.path().join("prefix");
     run_ok(
         Command::new("make")
@@ -47,17 +54,32 @@ fn an_installed_prefix_works_without_the_checkout_and_after_moving() {
     );
     let lib = prefix.join("lib/libspn.so.0");
     let dynamic = run_ok(Command::new("readelf").arg("-d").arg(&lib));
-    assert!(dynamic.contains("Library soname: [libspn.so.0]"), "{dynamic}");
-    assert!(dynamic.contains("[$ORIGIN:$ORIGIN/spn]"), "RUNPATH: {dynamic}");
-    assert!(prefix.join("lib/cmake/spn/spnConfigVersion.cmake").is_file());
+    assert!(
+        dynamic.contains("Library soname: [libspn.so.0]"),
+        "{dynamic}"
+    );
+    assert!(
+        dynamic.contains("[$ORIGIN:$ORIGIN/spn]"),
+        "RUNPATH: {dynamic}"
+    );
+    assert!(prefix
+        .join("lib/cmake/spn/spnConfigVersion.cmake")
+        .is_file());
     let checkout = root().display().to_string();
     for f in [lib.clone(), prefix.join("bin/spn")] {
         let ldd = run_ok(Command::new("ldd").arg(&f));
-        assert!(!ldd.contains(&checkout), "{} loads from the checkout: {ldd}", f.display());
+        assert!(
+            !ldd.contains(&checkout),
+            "{} loads from the checkout: {ldd}",
+            f.display()
+        );
         assert!(!ldd.contains("not found"), "{}: {ldd}", f.display());
     }
     // What the check builds, copied out of the checkout before it is hidden.
-    for (i, p) in [prefix.clone(), dir.path().join("moved/elsewhere")].iter().enumerate() {
+    for (i, p) in [prefix.clone(), dir.path().join("moved/elsewhere")]
+        .iter()
+        .enumerate()
+    {
         if i == 1 {
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
             std::fs::rename(&prefix, p).unwrap();
@@ -68,7 +90,11 @@ fn an_installed_prefix_works_without_the_checkout_and_after_moving() {
         for f in ["host.c", "host.cpp", "CMakeLists.txt", "check.sh"] {
             std::fs::copy(root().join("tests/install").join(f), src.join(f)).unwrap();
         }
-        std::fs::copy(root().join("plugins/gimp/spn-gimp.c"), src.join("spn-gimp.c")).unwrap();
+        std::fs::copy(
+            root().join("plugins/gimp/spn-gimp.c"),
+            src.join("spn-gimp.c"),
+        )
+        .unwrap();
         let text = check_hidden(p, &work);
         assert!(text.contains("install check passed"), "{text}");
         assert!(text.contains("generated 64x64"), "{text}");

@@ -35,7 +35,8 @@ pub const JOBS: [&str; 3] = ["upscale-depth", "upscale-size", "complete-half"];
 /// and dark strokes; the same for every run.
 pub fn test_canvas(side: u32) -> RgbImage {
     let f = side as f32;
-    let disc = |x: f32, y: f32, cx: f32, cy: f32, r: f32| (x - cx).powi(2) + (y - cy).powi(2) < r * r;
+    let disc =
+        |x: f32, y: f32, cx: f32, cy: f32, r: f32| (x - cx).powi(2) + (y - cy).powi(2) < r * r;
     RgbImage::from_fn(side, side, |x, y| {
         let (u, v) = (x as f32 / f, y as f32 / f);
         if ((u - v).abs() < 0.01) || ((u + v - 1.2).abs() < 0.008) {
@@ -83,7 +84,10 @@ pub fn run(
                 },
             };
             rows.push(time_job(&sampler, &j, job, s as usize)?);
-            log::info!("{job} at {n}x{n}: {:.1} s", rows.last().map_or(0.0, |r| r.seconds));
+            log::info!(
+                "{job} at {n}x{n}: {:.1} s",
+                rows.last().map_or(0.0, |r| r.seconds)
+            );
         }
     }
     Ok(CanvasReport {
@@ -99,10 +103,7 @@ fn time_job(sampler: &Sampler, job: &CanvasJob, name: &str, s: usize) -> Result<
     let t = Instant::now();
     let out = sampler.canvas(job, &[0], &mut no_progress(), &CancelToken::new())?;
     let seconds = t.elapsed().as_secs_f64();
-    let img = out
-        .first()
-        .map(|c| c.image.to_rgb8())
-        .unwrap_or_default();
+    let img = out.first().map(|c| c.image.to_rgb8()).unwrap_or_default();
     let owners = sampler.window_owners(job)?;
     let px = img.width() as f64 * img.height() as f64;
     Ok(CanvasRow {

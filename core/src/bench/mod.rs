@@ -147,7 +147,10 @@ pub fn run(
                     host_embedder: false,
                     ..Default::default()
                 };
-                Some(incremental_ms_per_image(&Sampler::new(p, options)?, images)?)
+                Some(incremental_ms_per_image(
+                    &Sampler::new(p, options)?,
+                    images,
+                )?)
             }
             _ => None,
         };

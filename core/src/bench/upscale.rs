@@ -41,7 +41,9 @@ pub struct UpscaleReport {
 
 /// The image's slice 0: every S-th pixel from the top-left, the input size upscaling and the filters share.
 fn slice0(img: &RgbImage, s: u32) -> RgbImage {
-    RgbImage::from_fn(img.width() / s, img.height() / s, |x, y| *img.get_pixel(s * x, s * y))
+    RgbImage::from_fn(img.width() / s, img.height() / s, |x, y| {
+        *img.get_pixel(s * x, s * y)
+    })
 }
 
 fn psnr(a: &RgbImage, b: &RgbImage) -> f64 {
@@ -87,7 +89,11 @@ type Synthetic = (&'static str, RgbImage, fn(u32, u32, u32) -> bool);
 fn synthetic(side: u32) -> Vec<Synthetic> {
     let green = Rgb([60, 170, 80]);
     vec![
-        ("flat green", RgbImage::from_pixel(side, side, green), |_, _, _| true),
+        (
+            "flat green",
+            RgbImage::from_pixel(side, side, green),
+            |_, _, _| true,
+        ),
         (
             "gradient",
             RgbImage::from_fn(side, side, |x, _| Rgb([(x * 255 / side) as u8, 120, 200])),
@@ -96,16 +102,26 @@ fn synthetic(side: u32) -> Vec<Synthetic> {
         (
             "line art on white",
             RgbImage::from_fn(side, side, |x, y| {
-                if x % (side / 4) < 2 || (x + y) % (side / 2) < 2 { Rgb([20, 20, 20]) } else { Rgb([255; 3]) }
+                if x % (side / 4) < 2 || (x + y) % (side / 2) < 2 {
+                    Rgb([20, 20, 20])
+                } else {
+                    Rgb([255; 3])
+                }
             }),
             // White away from the lines (3 pixels of margin).
-            |x, y, side| x % (side / 4) >= 5 && (x + y) % (side / 2) >= 5 && x % (side / 4) < side / 4 - 3,
+            |x, y, side| {
+                x % (side / 4) >= 5 && (x + y) % (side / 2) >= 5 && x % (side / 4) < side / 4 - 3
+            },
         ),
         (
             "disc on a coloured background",
             RgbImage::from_fn(side, side, |x, y| {
                 let (dx, dy) = (x as f32 - side as f32 / 2.0, y as f32 - side as f32 / 2.0);
-                if dx * dx + dy * dy < (side as f32 / 4.0).powi(2) { Rgb([240, 200, 40]) } else { Rgb([40, 60, 160]) }
+                if dx * dx + dy * dy < (side as f32 / 4.0).powi(2) {
+                    Rgb([240, 200, 40])
+                } else {
+                    Rgb([40, 60, 160])
+                }
             }),
             // The background, away from the disc.
             |x, y, side| {
@@ -118,19 +134,39 @@ fn synthetic(side: u32) -> Vec<Synthetic> {
 
 /// PSNR against the filters on each folder of `sets` (its first `limit` images, sorted by name), and flat
 /// regions on synthetic inputs, at each temperature.
-pub fn run(p: &Pipeline, name: &str, sets: &[PathBuf], temperatures: &[f64], limit: usize) -> Result<UpscaleReport> {
+pub fn run(
+    p: &Pipeline,
+    name: &str,
+    sets: &[PathBuf],
+    temperatures: &[f64],
+    limit: usize,
+) -> Result<UpscaleReport> {
     let s = p.config().scale as u32;
     let side = p.config().width as u32;
     let mut psnr_rows = Vec::new();
     let mut flat_rows = Vec::new();
     for &t in temperatures {
-        let sampler = Sampler::new(p, SampleOptions { temperature: t, batch_size: 1, ..Default::default() })?;
+        let sampler = Sampler::new(
+            p,
+            SampleOptions {
+                temperature: t,
+                batch_size: 1,
+                ..Default::default()
+            },
+        )?;
         for dir in sets {
             let files: Vec<PathBuf> = list_images(dir)?.into_iter().take(limit).collect();
             let (mut m, mut l, mut c) = (0.0, 0.0, 0.0);
             for (i, f) in files.iter().enumerate() {
                 let img = load_rgb(f)?;
-                let img = image::imageops::crop_imm(&img, 0, 0, img.width() / s * s, img.height() / s * s).to_image();
+                let img = image::imageops::crop_imm(
+                    &img,
+                    0,
+                    0,
+                    img.width() / s * s,
+                    img.height() / s * s,
+                )
+                .to_image();
                 let small = slice0(&img, s);
                 m += psnr(&img, &model_upscale(&sampler, &small, i as u64)?);
                 l += psnr(&img, &filter(&small, s, Kernel::Lanczos3));
@@ -145,7 +181,12 @@ pub fn run(p: &Pipeline, name: &str, sets: &[PathBuf], temperatures: &[f64], lim
                 lanczos_psnr: l / n,
                 catmull_rom_psnr: c / n,
             });
-            log::info!("{} at T {t}: model {:.2} dB, Lanczos {:.2} dB", dir.display(), m / n, l / n);
+            log::info!(
+                "{} at T {t}: model {:.2} dB, Lanczos {:.2} dB",
+                dir.display(),
+                m / n,
+                l / n
+            );
         }
         for (input, img, flat) in synthetic(side) {
             let up = model_upscale(&sampler, &slice0(&img, s), 0)?;
@@ -158,9 +199,18 @@ pub fn run(p: &Pipeline, name: &str, sets: &[PathBuf], temperatures: &[f64], lim
                 }
             }
             if total > 0 {
-                flat_rows.push(FlatRow { input: input.into(), temperature: t, flat_kept: kept as f64 / total as f64 });
+                flat_rows.push(FlatRow {
+                    input: input.into(),
+                    temperature: t,
+                    flat_kept: kept as f64 / total as f64,
+                });
             }
         }
     }
-    Ok(UpscaleReport { model: name.into(), scale: s, psnr: psnr_rows, flat: flat_rows })
+    Ok(UpscaleReport {
+        model: name.into(),
+        scale: s,
+        psnr: psnr_rows,
+        flat: flat_rows,
+    })
 }

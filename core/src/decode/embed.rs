@@ -29,7 +29,14 @@ impl HostConv {
             Some(b) => to_vec(b)?,
             None => vec![0.0; cout],
         };
-        Ok(Self { cin, cout, kh, kw, w, b })
+        Ok(Self {
+            cin,
+            cout,
+            kh,
+            kw,
+            w,
+            b,
+        })
     }
 
     /// `x`: `(h * w, cin)` channel-last -> `(h * w, cout)`.
@@ -62,7 +69,17 @@ impl HostConv {
                 }
             }
         }
-        gemm(h * w, k, self.cout, &cols, k, &self.w, &mut out, self.cout, 1.0);
+        gemm(
+            h * w,
+            k,
+            self.cout,
+            &cols,
+            k,
+            &self.w,
+            &mut out,
+            self.cout,
+            1.0,
+        );
         out
     }
 }
@@ -117,7 +134,13 @@ impl HostEmbedder {
     /// The context `(h * w, D)` and its projection `(h * w, proj_width)` of one image, channel-last, from its
     /// embedder input `cond` `(h * w, cin)` channel-last and its target slice `k`: the same arithmetic as
     /// `SliceEmbedder::forward_t` (not training) and the decoder's context convolution.
-    pub fn forward(&self, cond: &[f32], k: usize, h: usize, w: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    pub fn forward(
+        &self,
+        cond: &[f32],
+        k: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<(Vec<f32>, Vec<f32>)> {
         let d = self.d;
         let meta = self
             .meta

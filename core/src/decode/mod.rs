@@ -78,7 +78,12 @@ impl Engine {
                     .map(cpu::CpuStepWeights::new)
                     .collect::<Result<_>>()?,
                 match host_embedder {
-                    true => Some(stages.iter().map(embed::HostEmbedder::new).collect::<Result<_>>()?),
+                    true => Some(
+                        stages
+                            .iter()
+                            .map(embed::HostEmbedder::new)
+                            .collect::<Result<_>>()?,
+                    ),
                     false => None,
                 },
             ),
@@ -120,7 +125,12 @@ impl Engine {
         values: &Tensor,
     ) -> Result<SliceInput> {
         Ok(match self {
-            Engine::Cpu(_, Some(embedders)) => host_context(&embedders[si], embed_in, k, self.groups(k.size()[0] as usize))?,
+            Engine::Cpu(_, Some(embedders)) => host_context(
+                &embedders[si],
+                embed_in,
+                k,
+                self.groups(k.size()[0] as usize),
+            )?,
             Engine::Cpu(_, None) => {
                 let ctx = net.embedder.forward_t(embed_in, k, false)?;
                 let (_, _, h, w) = ctx.size4()?;
@@ -190,11 +200,19 @@ impl Engine {
 }
 
 /// The host embedder's context and projection for a batch, its images split over `groups` threads.
-fn host_context(e: &embed::HostEmbedder, embed_in: &Tensor, k: &Tensor, groups: usize) -> Result<SliceInput> {
+fn host_context(
+    e: &embed::HostEmbedder,
+    embed_in: &Tensor,
+    k: &Tensor,
+    groups: usize,
+) -> Result<SliceInput> {
     let (b, cin, h, w) = embed_in.size4()?;
     let (b, n, cin) = (b as usize, (h * w) as usize, cin as usize);
     if cin != e.cin() {
-        return Err(crate::Error::Other(format!("embedder input has {cin} channels, not {}", e.cin())));
+        return Err(crate::Error::Other(format!(
+            "embedder input has {cin} channels, not {}",
+            e.cin()
+        )));
     }
     let cond = channel_last(embed_in)?;
     let ks = Vec::<i64>::try_from(k.f_to_device(tch::Device::Cpu)?)?;
@@ -209,9 +227,15 @@ fn host_context(e: &embed::HostEmbedder, embed_in: &Tensor, k: &Tensor, groups: 
             .map(|(g, (cx, pj))| {
                 let (cond, ks) = (&cond, &ks);
                 sc.spawn(move || -> Result<()> {
-                    for (j, (c1, p1)) in cx.chunks_mut(n * d).zip(pj.chunks_mut(n * pw)).enumerate() {
+                    for (j, (c1, p1)) in cx.chunks_mut(n * d).zip(pj.chunks_mut(n * pw)).enumerate()
+                    {
                         let i = g * per + j;
-                        let (c, p) = e.forward(&cond[i * n * cin..(i + 1) * n * cin], ks[i] as usize, h as usize, w as usize)?;
+                        let (c, p) = e.forward(
+                            &cond[i * n * cin..(i + 1) * n * cin],
+                            ks[i] as usize,
+                            h as usize,
+                            w as usize,
+                        )?;
                         c1.copy_from_slice(&c);
                         p1.copy_from_slice(&p);
                     }
@@ -220,7 +244,8 @@ fn host_context(e: &embed::HostEmbedder, embed_in: &Tensor, k: &Tensor, groups: 
             })
             .collect();
         for j in jobs {
-            j.join().map_err(|_| crate::Error::Other("an embedder thread panicked".into()))??;
+            j.join()
+                .map_err(|_| crate::Error::Other("an embedder thread panicked".into()))??;
         }
         Ok(())
     })?;

@@ -347,7 +347,11 @@ impl Sampler<'_> {
         let (h, w) = self.hw();
         let (hu, wu) = (h as usize, w as usize);
         let n = at.len() * 3 * hu * wu;
-        let (mut init, mut km, mut kl) = (Vec::with_capacity(n), Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut init, mut km, mut kl) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for &(i, j) in at {
             let (wk, win) = (&works[i], plan.windows[j]);
             for c in 0..3 {
@@ -379,7 +383,11 @@ impl Sampler<'_> {
         img: &Tensor,
     ) -> Result<()> {
         let (wu, hu) = plan.win;
-        let v = Vec::<u8>::try_from(img.f_to_kind(Kind::Uint8)?.f_contiguous()?.f_flatten(0, -1)?)?;
+        let v = Vec::<u8>::try_from(
+            img.f_to_kind(Kind::Uint8)?
+                .f_contiguous()?
+                .f_flatten(0, -1)?,
+        )?;
         for (b, &(i, j)) in at.iter().enumerate() {
             let (wk, win) = (&mut works[i], plan.windows[j]);
             let keep = plan.keep(j);
@@ -501,7 +509,14 @@ impl Plan {
     }
 
     fn keep(&self, j: usize) -> Vec<bool> {
-        windows::keep_mask(&self.windows, &self.index, j, self.win, self.canvas, self.margin)
+        windows::keep_mask(
+            &self.windows,
+            &self.index,
+            j,
+            self.win,
+            self.canvas,
+            self.margin,
+        )
     }
 
     fn widest_wave(&self) -> usize {
@@ -510,7 +525,8 @@ impl Plan {
 
     /// Batches a job of `images` canvases runs, sampled `group` canvases at a time.
     fn batches(&self, images: usize, group: usize, bs: usize) -> usize {
-        let per = |g: usize| -> usize { self.waves.iter().map(|w| (w.len() * g).div_ceil(bs)).sum() };
+        let per =
+            |g: usize| -> usize { self.waves.iter().map(|w| (w.len() * g).div_ceil(bs)).sum() };
         let full = images / group;
         let rest = images % group;
         full * per(group) + if rest > 0 { per(rest) } else { 0 }

@@ -25,7 +25,11 @@ pub fn measure(img: &RgbImage, owners: &[u32], s: usize) -> Option<Seams> {
     let (w, h) = (img.width() as usize, img.height() as usize);
     let px = |x: usize, y: usize| img.get_pixel(x as u32, y as u32).0;
     let diff = |a: [u8; 3], b: [u8; 3]| -> f64 {
-        a.iter().zip(b).map(|(&u, v)| (u as f64 - v as f64).abs()).sum::<f64>() / 3.0
+        a.iter()
+            .zip(b)
+            .map(|(&u, v)| (u as f64 - v as f64).abs())
+            .sum::<f64>()
+            / 3.0
     };
     // Pairs by kind: (direction, x mod s, y mod s) of the first pixel.
     let kinds = 2 * s * s;

@@ -18,7 +18,10 @@ pub fn origins(len: usize, win: usize, overlap: usize) -> Vec<usize> {
         return vec![0];
     }
     let stride = (win - overlap).max(1);
-    let mut v: Vec<usize> = (0..).map(|i| i * stride).take_while(|&o| o + win < len).collect();
+    let mut v: Vec<usize> = (0..)
+        .map(|i| i * stride)
+        .take_while(|&o| o + win < len)
+        .collect();
     v.push(len - win);
     v.dedup();
     v
@@ -99,7 +102,8 @@ impl Neighbours {
     pub fn around(&self, w: Window) -> impl Iterator<Item = usize> + '_ {
         let rows = w.row.saturating_sub(2)..(w.row + 3).min(self.rows);
         rows.flat_map(move |r| {
-            (w.col.saturating_sub(2)..(w.col + 3).min(self.cols)).map(move |c| self.at[r * self.cols + c])
+            (w.col.saturating_sub(2)..(w.col + 3).min(self.cols))
+                .map(move |c| self.at[r * self.cols + c])
         })
         .filter(|&i| i != usize::MAX)
     }
@@ -188,8 +192,14 @@ mod tests {
         }
     }
 
-    const SIZES: [(usize, usize, usize); 6] =
-        [(300, 200, 8), (64, 64, 0), (130, 500, 32), (1024, 70, 16), (113, 177, 32), (200, 200, 24)];
+    const SIZES: [(usize, usize, usize); 6] = [
+        (300, 200, 8),
+        (64, 64, 0),
+        (130, 500, 32),
+        (1024, 70, 16),
+        (113, 177, 32),
+        (200, 200, 24),
+    ];
 
     #[test]
     fn windows_of_a_wave_never_overlap_and_follow_what_they_overlap() {

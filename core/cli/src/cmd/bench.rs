@@ -34,7 +34,12 @@ pub struct Args {
     #[arg(long, num_args = 1..)]
     upscale: Option<Vec<PathBuf>>,
     /// With --upscale: the temperatures to compare.
-    #[arg(long, value_delimiter = ',', default_value = "1,0.7,0.5,0.3", requires = "upscale")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1,0.7,0.5,0.3",
+        requires = "upscale"
+    )]
     temperatures: Vec<f64>,
     /// With --upscale: images per folder (the first by name).
     #[arg(long, default_value_t = 24, requires = "upscale")]
@@ -123,7 +128,10 @@ fn canvas(
         "{} on {} ({} threads) at batch {}: windowed jobs on a synthetic canvas",
         r.model, r.device, r.threads, r.batch_size
     );
-    println!("  {:<14} {:>6} {:>10} {:>12} {:>12}", "job", "side", "seconds", "ms/MP", "seam ratio");
+    println!(
+        "  {:<14} {:>6} {:>10} {:>12} {:>12}",
+        "job", "side", "seconds", "ms/MP", "seam ratio"
+    );
     for row in &r.rows {
         let seam = row
             .seams
@@ -145,7 +153,13 @@ fn canvas(
     Ok(())
 }
 
-fn upscale(p: &Pipeline, name: &str, sets: &[PathBuf], (temps, limit): (&[f64], usize), json: bool) -> Result<()> {
+fn upscale(
+    p: &Pipeline,
+    name: &str,
+    sets: &[PathBuf],
+    (temps, limit): (&[f64], usize),
+    json: bool,
+) -> Result<()> {
     if limit == 0 || temps.is_empty() {
         bail!("--limit and --temperatures must not be empty");
     }
@@ -153,17 +167,33 @@ fn upscale(p: &Pipeline, name: &str, sets: &[PathBuf], (temps, limit): (&[f64], 
     if json {
         return print_json(&r);
     }
-    println!("{}: size upscaling x{} from slice 0, PSNR (dB), mean over images", r.model, r.scale);
-    println!("  {:<44} {:>6} {:>5} {:>8} {:>8} {:>11}", "set", "images", "T", "model", "Lanczos", "Catmull-Rom");
+    println!(
+        "{}: size upscaling x{} from slice 0, PSNR (dB), mean over images",
+        r.model, r.scale
+    );
+    println!(
+        "  {:<44} {:>6} {:>5} {:>8} {:>8} {:>11}",
+        "set", "images", "T", "model", "Lanczos", "Catmull-Rom"
+    );
     for row in &r.psnr {
         println!(
             "  {:<44} {:>6} {:>5} {:>8.2} {:>8.2} {:>11.2}",
-            row.set, row.images, row.temperature, row.model_psnr, row.lanczos_psnr, row.catmull_rom_psnr
+            row.set,
+            row.images,
+            row.temperature,
+            row.model_psnr,
+            row.lanczos_psnr,
+            row.catmull_rom_psnr
         );
     }
     println!("  flat regions kept flat (share within 8 levels of the input):");
     for row in &r.flat {
-        println!("  {:<44} T {:>4}: {:>6.1}%", row.input, row.temperature, 100.0 * row.flat_kept);
+        println!(
+            "  {:<44} T {:>4}: {:>6.1}%",
+            row.input,
+            row.temperature,
+            100.0 * row.flat_kept
+        );
     }
     Ok(())
 }

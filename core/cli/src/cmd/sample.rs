@@ -114,7 +114,12 @@ pub fn run_generate(a: GenerateArgs, device: tch::Device) -> Result<()> {
     let mut for_grid = Vec::new();
     for ci in 0..n_chunks {
         let chunk: Vec<u64> = seeds.by_ref().take(per).collect();
-        let r = sampler.canvas(&job, &chunk, &mut sample_bar_part(&pb, ci, n_chunks), &cancel)?;
+        let r = sampler.canvas(
+            &job,
+            &chunk,
+            &mut sample_bar_part(&pb, ci, n_chunks),
+            &cancel,
+        )?;
         for c in &r {
             if let Some(f) = out_file {
                 data::save_any(&c.image, f)?;
