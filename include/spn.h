@@ -209,7 +209,8 @@ typedef struct spn_sample_params {
                                  at most half the model's width; -1 (default): 3/8 of the model's width,
                                  measured to leave no visible seams (24 for 64x64 models) */
     uint32_t keep_alpha;      /* 1 (default): RGBA inputs give RGBA outputs; 0: inputs are composited over
-                                 white and outputs are RGB. A host built against an older header gets 0. */
+                                 white and outputs are RGB. A host built against an older header, or passing
+                                 NULL params, gets 0. */
 } spn_sample_params;
 
 void spn_sample_params_init(spn_sample_params *params);

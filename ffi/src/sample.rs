@@ -252,7 +252,8 @@ unsafe fn sample(
     })
 }
 
-/// The host's parameters, defaults past its struct_size; a host built before ABI 3 gets RGB results.
+/// The host's parameters, defaults past its struct_size; a host built before ABI 3, or passing NULL, gets RGB
+/// results.
 ///
 /// # Safety
 /// `params` is NULL or a struct of at least its `struct_size` bytes.
@@ -269,7 +270,8 @@ unsafe fn read_params(params: *const spn_sample_params) -> Result<spn_sample_par
     }?;
     // SAFETY: non-null structs start with their u32 struct_size (read_sized has read it too).
     let given = (!params.is_null()).then(|| unsafe { (params as *const u32).read_unaligned() });
-    if given.is_some_and(|size| size < spn_sample_params::KEEP_ALPHA_END) {
+    // NULL says nothing of the host's header, so it gets RGB as every ABI before 3 gave.
+    if given.is_none_or(|size| size < spn_sample_params::KEEP_ALPHA_END) {
         p.keep_alpha = 0;
     }
     Ok(p)

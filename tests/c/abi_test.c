@@ -546,6 +546,9 @@ static void test_compat(void) {
     CHECK(spn_upscale_depth(model, &rv, (const spn_sample_params *)&v2, &imgs, &n) == SPN_OK, "v2 struct");
     CHECK(imgs[0].channels == 3 && imgs[0].stride == 24, "an older host gets RGB: %u", imgs[0].channels);
     spn_images_free(imgs, n);
+    /* NULL params say nothing of the host's header: RGB too. */
+    CHECK(spn_upscale_depth(model, &rv, NULL, &imgs, &n) == SPN_OK && imgs[0].channels == 3, "NULL params: RGB");
+    spn_images_free(imgs, n);
     /* An info struct from an older header: only its fields are written. */
     struct {
         uint32_t struct_size, width, height;
