@@ -30,6 +30,18 @@ pub fn spn_bin() -> PathBuf {
     bin
 }
 
+/// Runs a command and returns its stdout and stderr, failing the test with both when it fails.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
+    text
+}
+
 pub fn spn(args: &[&str]) -> Output {
     Command::new(spn_bin())
         .args(args)

@@ -5,7 +5,7 @@ use crate::boundary::{
     SPN_ERR_IO,
 };
 use image::DynamicImage;
-use spn_core::sampler::{CanvasImage, MAX_CANVAS_PIXELS};
+use spn_core::sampler::CanvasImage;
 use std::ffi::c_char;
 use tch::Tensor;
 
@@ -81,13 +81,8 @@ pub unsafe fn read_image(
     if let Some((ew, eh)) = expect.filter(|&e| e != (w, h)) {
         return Err(invalid(format!("{what} is {w}x{h}; it must be {ew}x{eh}")));
     }
-    if w as u64 * h as u64 > MAX_CANVAS_PIXELS {
-        return Err(invalid(format!(
-            "{what} is {w}x{h}, {} megapixels: over the {} megapixels a job can hold in memory",
-            w as u64 * h as u64 / 1_000_000,
-            MAX_CANVAS_PIXELS / 1_000_000
-        )));
-    }
+    // The canvas's one size rule (sides, pixels a job can hold), before a single row is read.
+    spn_core::sampler::check_canvas_size(what, w as u64, h as u64)?;
     if !matches!(ch, 1 | 3 | 4) {
         return Err(invalid(format!("{what} has {ch} channels: use 1, 3 or 4")));
     }

@@ -18,17 +18,6 @@ fn libspn() -> PathBuf {
     p
 }
 
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed:\n{text}");
-    text
-}
-
 fn compile(compiler: &str, std: &str, src: &Path, out: &Path, extra: &[&str]) {
     let inc = root().join("include");
     let lib = target_dir();
@@ -41,7 +30,7 @@ fn compile(compiler: &str, std: &str, src: &Path, out: &Path, extra: &[&str]) {
     c.arg(format!("-L{}", lib.display()))
         .arg(format!("-Wl,-rpath,{}", lib.display()));
     c.args(extra);
-    run(&mut c);
+    run_ok(&mut c);
 }
 
 /// The C hosts that feed libspn bad input run under AddressSanitizer: a read or write of the host's memory
@@ -67,10 +56,12 @@ fn c_host_end_to_end_bad_input_threads_and_compat() {
         &exe,
         &[ASAN, "-fno-omit-frame-pointer", "-lspn", "-lpthread"],
     );
-    let out = run(Command::new(&exe)
-        .arg(&model)
-        .current_dir(dir.path())
-        .env("ASAN_OPTIONS", ASAN_OPTIONS));
+    let out = run_ok(
+        Command::new(&exe)
+            .arg(&model)
+            .current_dir(dir.path())
+            .env("ASAN_OPTIONS", ASAN_OPTIONS),
+    );
     assert!(out.contains(" passed, 0 failed"), "{out}");
 }
 
@@ -87,7 +78,7 @@ fn cpp_wrapper_end_to_end() {
         &exe,
         &["-lspn", "-lpthread"],
     );
-    let out = run(Command::new(&exe).arg(&model));
+    let out = run_ok(Command::new(&exe).arg(&model));
     assert!(out.contains("0 failed"), "{out}");
 }
 
@@ -106,7 +97,7 @@ fn cpp_progress_callback_exceptions_reach_the_caller() {
         &exe,
         &[s(&alone), "-lspn", "-lpthread", "-ldl"],
     );
-    let out = run(Command::new(&exe).arg(&model));
+    let out = run_ok(Command::new(&exe).arg(&model));
     assert!(out.contains(" passed, 0 failed"), "{out}");
 }
 
@@ -123,11 +114,13 @@ fn hosts_that_load_libspn_at_run_time() {
         &exe,
         &["-ldl"],
     );
-    let out = run(Command::new(&exe)
-        .arg(&lib)
-        .arg(&model)
-        .arg(dir.path())
-        .args(["3", "10"]));
+    let out = run_ok(
+        Command::new(&exe)
+            .arg(&lib)
+            .arg(&model)
+            .arg(dir.path())
+            .args(["3", "10"]),
+    );
     for seed in 10..13 {
         let png = dir.path().join(format!("asset-{seed}.png"));
         assert_eq!(
@@ -137,11 +130,13 @@ fn hosts_that_load_libspn_at_run_time() {
         );
     }
     let rust_host = target_dir().join("spn-rust-host");
-    let out = run(Command::new(&rust_host)
-        .arg(&lib)
-        .arg(&model)
-        .arg(dir.path())
-        .arg("2"));
+    let out = run_ok(
+        Command::new(&rust_host)
+            .arg(&lib)
+            .arg(&model)
+            .arg(dir.path())
+            .arg("2"),
+    );
     assert!(dir.path().join("rust-asset-1.png").exists(), "{out}");
 }
 
@@ -165,25 +160,29 @@ fn headers_compile_alone_in_c_and_cpp() {
             format!("#include \"{file}\"\n#include \"{file}\"\nint main(void) {{ return 0; }}\n"),
         )
         .unwrap();
-        run(Command::new(compiler)
-            .args([
-                std,
-                "-Wall",
-                "-Wextra",
-                "-Wpedantic",
-                "-Werror",
-                "-fsyntax-only",
-            ])
-            .arg(format!("-I{}", inc.display()))
-            .arg(&src));
+        run_ok(
+            Command::new(compiler)
+                .args([
+                    std,
+                    "-Wall",
+                    "-Wextra",
+                    "-Wpedantic",
+                    "-Werror",
+                    "-fsyntax-only",
+                ])
+                .arg(format!("-I{}", inc.display()))
+                .arg(&src),
+        );
     }
 }
 
 #[test]
 fn exported_symbols_are_exactly_the_headers_functions() {
-    let out = run(Command::new("nm")
-        .args(["-D", "--defined-only"])
-        .arg(libspn()));
+    let out = run_ok(
+        Command::new("nm")
+            .args(["-D", "--defined-only"])
+            .arg(libspn()),
+    );
     let exported: BTreeSet<String> = out
         .lines()
         .filter_map(|l| {
@@ -228,11 +227,13 @@ fn install_gives_pkg_config_and_cmake_files_that_work() {
     libspn();
     let dir = tempfile::tempdir().unwrap();
     let prefix = dir.path().join("prefix");
-    run(Command::new("make")
-        .arg("-s")
-        .arg("install-files")
-        .arg(format!("PREFIX={}", prefix.display()))
-        .current_dir(root()));
+    run_ok(
+        Command::new("make")
+            .arg("-s")
+            .arg("install-files")
+            .arg(format!("PREFIX={}", prefix.display()))
+            .current_dir(root()),
+    );
     for f in [
         "include/spn.h",
         "include/spn.hpp",
@@ -246,9 +247,11 @@ fn install_gives_pkg_config_and_cmake_files_that_work() {
     ] {
         assert!(prefix.join(f).exists(), "{f} not installed");
     }
-    let flags = run(Command::new("pkg-config")
-        .args(["--cflags", "--libs", "spn"])
-        .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")));
+    let flags = run_ok(
+        Command::new("pkg-config")
+            .args(["--cflags", "--libs", "spn"])
+            .env("PKG_CONFIG_PATH", prefix.join("lib/pkgconfig")),
+    );
     let src = dir.path().join("v.c");
     std::fs::write(&src, "#include <spn.h>\n#include <stdio.h>\nint main(void) { printf(\"abi %u\\n\", spn_abi_version()); return spn_init(SPN_ABI_VERSION); }\n").unwrap();
     // Compiled against the prefix's header; linking and running need the libtorch libraries of
@@ -260,7 +263,7 @@ fn install_gives_pkg_config_and_cmake_files_that_work() {
         .arg("-o")
         .arg(&obj)
         .args(flags.split_whitespace().filter(|f| f.starts_with("-I")));
-    run(&mut c);
+    run_ok(&mut c);
     assert!(
         flags.contains(&format!(
             "-L{}",
@@ -316,7 +319,7 @@ fn the_cli_and_the_abi_read_an_rgba_mask_by_the_same_rule() {
         &["-lspn"],
     );
     let abi_out = d.join("abi.png");
-    run(Command::new(&exe).args([
+    run_ok(Command::new(&exe).args([
         s(&model),
         &w.to_string(),
         &h.to_string(),
@@ -368,9 +371,11 @@ fn hostile_input_through_the_abi_under_address_sanitizer() {
         &exe,
         &[ASAN, "-fno-omit-frame-pointer", "-lspn"],
     );
-    let out = run(Command::new(&exe)
-        .arg(&model)
-        .env("ASAN_OPTIONS", ASAN_OPTIONS));
+    let out = run_ok(
+        Command::new(&exe)
+            .arg(&model)
+            .env("ASAN_OPTIONS", ASAN_OPTIONS),
+    );
     assert!(out.contains(" passed, 0 failed"), "{out}");
     assert!(!out.contains("panicked"), "libspn printed a panic: {out}");
 }

@@ -6,17 +6,6 @@ use spn_tests::*;
 use std::path::Path;
 use std::process::Command;
 
-fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "{cmd:?} failed: {text}");
-    text
-}
-
 /// Runs the check on `prefix` with the checkout out of reach.
 fn check_hidden(prefix: &Path, work: &Path) -> String {
     let script = format!(
