@@ -6,9 +6,13 @@ TORCH_VERSION := 2.11.0
 TORCH_STAMP := $(VENV)/.torch-$(TORCH_VERSION)
 CARGO ?= cargo
 SPN := target/release/spn
+# The tool built without libtorch (sampling on the CPU engine only): what `make demo` runs and `make install`
+# installs. Its own target folder, so that it and the full tool (training, evaluation, CUDA) never replace each
+# other.
+SPN_CPU := target/cpu/release/spn
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup build test demo data data-256 jxl-tools install install-files gimp-deps gloo-headers install-test-deps
+.PHONY: setup build cpu-cli test demo data data-256 jxl-tools install install-files gimp-deps gloo-headers install-test-deps
 
 setup: $(TORCH_STAMP) libtorch gloo-headers
 
@@ -27,8 +31,17 @@ $(TORCH_STAMP):
 libtorch: $(TORCH_STAMP)
 	ln -sfn "$$($(VENV)/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" libtorch
 
+# libspn (spn-ffi) is built on its own: in one cargo run with the crates that use libtorch, features unify and
+# it would link libtorch too. libspn must not (issue 18): it loads the libtorch backend (libspn_torch.so) at run
+# time instead.
 build: setup
-	$(CARGO) build --release --workspace --features spn/dist
+	$(CARGO) build --release --workspace --exclude spn-ffi --features spn/dist
+	$(CARGO) build --release -p spn-ffi
+	@! ldd target/release/libspn.so | grep -q torch || { echo "libspn.so links libtorch" >&2; exit 1; }
+
+# Generation alone: the CLI without libtorch. Needs no PyTorch.
+cpu-cli:
+	$(CARGO) build --release -p spn-cli --no-default-features --target-dir target/cpu
 
 # libjxl's cjxl, the JPEG XL baseline `spn eval` reports beside PNG and WebP (Debian package).
 jxl-tools:
@@ -45,12 +58,13 @@ install-test-deps: patchelf
 	@command -v cmake >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends cmake; }
 
 # The held-out emoji (`make data`) are scored against libwebp by one of the tests.
-test: build gimp-deps jxl-tools install-test-deps data
-	$(CARGO) test --release --workspace --features spn/dist --no-fail-fast
+test: build cpu-cli gimp-deps jxl-tools install-test-deps data
+	$(CARGO) test --release --workspace --exclude spn-ffi --features spn/dist --no-fail-fast
 
-demo: build
+# Generation with the bundled model on the CPU engine: builds only what that needs, downloads no PyTorch.
+demo: cpu-cli
 	mkdir -p out
-	$(SPN) generate --count 16 --seed 1 --grid out/demo.png --out out/demo
+	$(SPN_CPU) generate --count 16 --seed 1 --grid out/demo.png --out out/demo
 	@echo "wrote out/demo.png"
 
 # The emoji data set (npm package emoji-datasource-google 16.0.0), composited on white and split; and the
@@ -88,14 +102,15 @@ data/styles256/.done: data/emoji/.done data/cache/iconify/.done | build
 	touch $@
 
 # Headers, libspn (libspn.so.VERSION with SONAME libspn.so.MAJOR and the usual links), pkg-config and CMake files
-# (with a version file), the CLI and the default model (share/spn, found relative to the library and the
-# executable). Installed binaries find each other and the libtorch copies of `make install-cuda` through a
+# (with a version file), the CLI built without libtorch and the default model (share/spn, found relative to the
+# library and the executable): what a CPU host ships, with no libtorch at all. `make install-cuda` adds the
+# libtorch backend and the full CLI. Installed binaries find each other and the libtorch copies through a
 # RUNPATH relative to $ORIGIN, so the prefix can move and nothing points back into the checkout.
 PREFIX ?= /usr/local
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 SOVERSION := $(firstword $(subst ., ,$(VERSION)))
 .PHONY: install-cuda patchelf
-install: build install-files
+install: build cpu-cli install-files
 patchelf:
 	@command -v patchelf >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends patchelf; }
 install-files: patchelf
@@ -107,20 +122,23 @@ install-files: patchelf
 	# The SONAME is set here rather than at link time, so that hosts built in the tree keep needing the
 	# tree's own libspn.so.
 	patchelf --set-soname libspn.so.$(SOVERSION) $(PREFIX)/lib/libspn.so.$(VERSION)
-	patchelf --set-rpath '$$ORIGIN:$$ORIGIN/spn' $(PREFIX)/lib/libspn.so.$(VERSION)
-	install -m 755 target/release/spn $(PREFIX)/bin/
-	patchelf --set-rpath '$$ORIGIN/../lib/spn' $(PREFIX)/bin/spn
+	patchelf --set-rpath '$$ORIGIN' $(PREFIX)/lib/libspn.so.$(VERSION)
+	install -m 755 $(SPN_CPU) $(PREFIX)/bin/
 	sed 's|@VERSION@|$(VERSION)|' ffi/pkg/spn.pc.in > $(PREFIX)/lib/pkgconfig/spn.pc
 	sed 's|@VERSION@|$(VERSION)|' ffi/pkg/spnConfig.cmake.in > $(PREFIX)/lib/cmake/spn/spnConfig.cmake
 	sed 's|@VERSION@|$(VERSION)|' ffi/pkg/spnConfigVersion.cmake.in > $(PREFIX)/lib/cmake/spn/spnConfigVersion.cmake
 	if [ -f models/default.spn ]; then install -m 644 models/default.spn $(PREFIX)/share/spn/; fi
 
-# The libtorch libraries libspn and the CLI load (libtorch, c10 and the CUDA libraries PyTorch's wheel brings),
-# copied into $(PREFIX)/lib/spn with a RUNPATH of $ORIGIN each. Until the CPU engine runs without libtorch
-# (issue 18), every host needs them: about 2.6 GB.
+# The CUDA add-on: the libtorch backend libspn loads at run time (lib/libspn_torch.so, beside libspn), the full
+# CLI (training, evaluation, CUDA) in place of the CPU one, and the libtorch and CUDA libraries both load
+# (PyTorch's wheel), copied into $(PREFIX)/lib/spn with a RUNPATH of $ORIGIN each.
 install-cuda: install-files
 	install -d $(PREFIX)/lib/spn
-	for f in $$(ldd target/release/libspn.so target/release/spn | awk '$$3 ~ /^\// {print $$3}' | sort -u); do \
+	install -m 755 target/release/libspn_torch.so $(PREFIX)/lib/
+	patchelf --set-rpath '$$ORIGIN/spn' $(PREFIX)/lib/libspn_torch.so
+	install -m 755 $(SPN) $(PREFIX)/bin/
+	patchelf --set-rpath '$$ORIGIN/../lib/spn' $(PREFIX)/bin/spn
+	for f in $$(ldd target/release/libspn_torch.so target/release/spn | awk '$$3 ~ /^\// {print $$3}' | sort -u); do \
 	  real=$$(readlink -f "$$f"); case "$$real" in "$$(readlink -f libtorch)"/*|"$$(readlink -f libtorch/../..)"/*) \
 	    install -m 755 "$$real" "$(PREFIX)/lib/spn/$$(basename "$$f")"; \
 	    patchelf --set-rpath '$$ORIGIN' "$(PREFIX)/lib/spn/$$(basename "$$f")";; esac; \

@@ -8,14 +8,14 @@
  *   A loaded model (spn_model) is read-only and may be used by many threads at once: every job runs
  *   independently. spn_job_cancel may be called from any thread at any time. Error messages are kept per
  *   thread (spn_last_error). The log callback may be called from any thread that runs a job.
- *   On the CPU a sampling call also runs helper threads of its own for the time of the call (one per
- *   libtorch intra-op thread, each decoding its share of the batch); the progress callback is only ever
- *   called from the calling thread.
+ *   On the CPU a sampling call also runs helper threads of its own for the time of the call (one per core,
+ *   or $SPN_THREADS, each decoding its share of the batch); the progress callback is only ever called from
+ *   the calling thread.
  *
  * ERRORS
  *   Every fallible call returns an spn_status; SPN_OK is 0. On failure, output parameters are left
  *   untouched and spn_last_error() returns a UTF-8 message for the calling thread. No call ever unwinds
- *   or aborts the host: Rust panics and libtorch exceptions become SPN_ERR_INTERNAL. Nothing is printed to the
+ *   or aborts the host: Rust panics and libtorch errors become SPN_ERR_INTERNAL. Nothing is printed to the
  *   host's stdout or stderr: messages go to spn_last_error and the log callback.
  *
  * VERSIONING
@@ -49,6 +49,14 @@
  *   that meet the mask). A canvas smaller than the model is padded with white, known, and cropped after.
  *   Progress counts over all windows; spn_job_cancel works within and between windows. Memory: the canvas
  *   (a few copies of it: the input, the working canvas, the result) plus one batch of windows.
+ *
+ * DEVICES AND BACKENDS
+ *   libspn samples and scores on the CPU with its own engine (plain Rust: it links no libtorch). CUDA runs in
+ *   the libtorch backend, libspn_torch.so, a separate library that libspn loads at run time only when asked
+ *   for CUDA (or SPN_DEVICE_AUTO, to see whether a GPU exists): from $SPN_BACKEND if set, else from
+ *   libspn's own folder, where `make install-cuda` puts it with the libtorch libraries it needs (in lib/spn).
+ *   Without it SPN_DEVICE_AUTO uses the CPU, and SPN_DEVICE_CUDA fails with SPN_ERR_DEVICE saying what to
+ *   install. Both engines draw the same images from the same seeds.
  */
 #ifndef SPN_H
 #define SPN_H
@@ -61,7 +69,7 @@ extern "C" {
 #endif
 
 /* The ABI this header describes. Bumped only when a new call or struct field is added. */
-#define SPN_ABI_VERSION 3
+#define SPN_ABI_VERSION 4
 
 typedef enum spn_status {
     SPN_OK = 0,
@@ -76,9 +84,11 @@ typedef enum spn_status {
 } spn_status;
 
 typedef enum spn_device {
-    SPN_DEVICE_AUTO = 0, /* CUDA when present, else CPU */
-    SPN_DEVICE_CPU = 1,
-    SPN_DEVICE_CUDA = 2
+    SPN_DEVICE_AUTO = 0,     /* CUDA when the libtorch backend is installed and sees a GPU, else the CPU */
+    SPN_DEVICE_CPU = 1,      /* libspn's own CPU engine */
+    SPN_DEVICE_CUDA = 2,     /* the libtorch backend on GPU cuda_index; SPN_ERR_DEVICE without it */
+    SPN_DEVICE_TORCH_CPU = 3 /* since ABI 4: the libtorch backend on the CPU, the reference engine to check
+                                the CPU engine against (same images from the same seeds); slow */
 } spn_device;
 
 typedef enum spn_log_level {

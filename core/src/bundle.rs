@@ -2,12 +2,12 @@
 //! paths, a format version and the training record. Written atomically; read defensively.
 use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
+use crate::weights::{HostTensor, Weights};
 use safetensors::{tensor::TensorView, Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::path::Path;
-use tch::{Kind, Tensor};
 
 pub const FORMAT: &str = "spn-bundle";
 /// Bumped when a change would make older readers misread a bundle. Readers refuse newer versions.
@@ -27,10 +27,10 @@ pub struct TrainingInfo {
     pub ema: bool,
 }
 
-/// Raw contents of a bundle or checkpoint file.
+/// Raw contents of a bundle or checkpoint file: its metadata and its tensors as host arrays.
 pub struct Contents {
     pub meta: HashMap<String, String>,
-    pub tensors: BTreeMap<String, Tensor>,
+    pub tensors: BTreeMap<String, HostTensor>,
 }
 
 fn bundle_err(path: &Path, msg: impl Into<String>) -> Error {
@@ -44,20 +44,15 @@ fn bundle_err(path: &Path, msg: impl Into<String>) -> Error {
 pub fn write(
     path: &Path,
     meta: HashMap<String, String>,
-    tensors: &[(String, Tensor)],
+    tensors: &[(String, HostTensor)],
 ) -> Result<()> {
-    let mut bufs = Vec::with_capacity(tensors.len());
-    for (name, t) in tensors {
-        let t = t
-            .f_detach()?
-            .f_to_device(tch::Device::Cpu)?
-            .f_to_kind(Kind::Float)?
-            .f_contiguous()?;
-        let shape: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-        let v = Vec::<f32>::try_from(t.f_flatten(0, -1)?)?;
-        let bytes: Vec<u8> = v.iter().flat_map(|f| f.to_le_bytes()).collect();
-        bufs.push((name.clone(), shape, bytes));
-    }
+    let bufs: Vec<_> = tensors
+        .iter()
+        .map(|(name, t)| {
+            let bytes: Vec<u8> = t.data.iter().flat_map(|f| f.to_le_bytes()).collect();
+            (name.clone(), t.shape.clone(), bytes)
+        })
+        .collect();
     let views = bufs
         .iter()
         .map(|(n, s, b)| {
@@ -217,10 +212,12 @@ fn parse(path: &Path, data: &[u8]) -> Result<Contents> {
                 format!("tensor {name} holds a value that is not finite (NaN or infinity) at element {i}: the weights are damaged"),
             ));
         }
-        // The shape was checked above: every dimension fits in an i64.
-        let shape: Vec<i64> = view.shape().iter().map(|&d| d as i64).collect();
-        let t = Tensor::f_from_data_size(view.data(), &shape, Kind::Float)?;
-        tensors.insert(name, t);
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        tensors.insert(name, HostTensor::new(view.shape().to_vec(), data)?);
     }
     Ok(Contents { meta, tensors })
 }
@@ -267,6 +264,43 @@ fn check_tensors(path: &Path, md: &safetensors::tensor::Metadata) -> Result<()> 
     Ok(())
 }
 
+/// The error for a training checkpoint given where a model is wanted.
+pub fn checkpoint_not_model(path: &Path) -> Error {
+    bundle_err(
+        path,
+        "this is a training checkpoint (for --resume), not a model: use the bundle it was saved beside (the same name without .ckpt)",
+    )
+}
+
+/// Holds the weights `prefix + name` of a file to its config before anything is built from them: the network
+/// the config describes must have exactly as many weights as the file holds, counted from the config's sizes
+/// alone ([`PipelineConfig::parameter_count`]). So a config that would need more memory than its file never
+/// allocates it; the builders then compare names and shapes one by one.
+pub fn check_weight_count(
+    path: &Path,
+    config: &PipelineConfig,
+    weights: &Weights,
+    prefix: &str,
+) -> Result<()> {
+    config.validate()?;
+    // `__` names are not weights.
+    let found = weights
+        .0
+        .iter()
+        .filter(|(k, _)| k.strip_prefix(prefix).is_some_and(|k| !k.starts_with("__")))
+        .fold(0u64, |n, (_, t)| n.saturating_add(t.numel() as u64));
+    let needed = config.parameter_count();
+    if found != needed {
+        return Err(bundle_err(
+            path,
+            format!(
+                "its tensors hold {found} weights but the network its config describes has {needed}: the weights do not have the shapes the config needs"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Metadata every bundle carries.
 pub fn base_meta(config: &PipelineConfig, info: &TrainingInfo) -> Result<HashMap<String, String>> {
     let mut m = HashMap::new();
@@ -303,7 +337,8 @@ pub fn parse_meta(
     Ok((config, info))
 }
 
-#[cfg(test)]
+// The tests make bundles with libtorch.
+#[cfg(all(test, feature = "torch"))]
 pub(crate) mod tests {
     use super::*;
     use std::time::Duration;

@@ -3,6 +3,7 @@
 use crate::error::{Error, Result};
 use image::{imageops::FilterType, DynamicImage, ImageDecoder, ImageEncoder, RgbImage};
 use std::path::{Path, PathBuf};
+#[cfg(feature = "torch")]
 use tch::{Kind, Tensor};
 
 pub const IMAGE_EXTENSIONS: &[&str] = &["png", "jpg", "jpeg", "webp"];
@@ -65,6 +66,7 @@ pub fn composite_on_white(img: &DynamicImage) -> RgbImage {
     })
 }
 
+#[cfg(feature = "torch")]
 /// The one mask rule of completion, shared by the CLI, the C ABI and (through the ABI) the GIMP plug-in: a
 /// mask pixel marks its image pixel as known where it is opaque (alpha >= 128) and light (the Rec. 709 luma of
 /// its colour composited over white is above 127). Dark or transparent mask pixels are drawn by the model.
@@ -106,6 +108,7 @@ pub fn fit(img: RgbImage, height: u32, width: u32) -> RgbImage {
     image::imageops::resize(&cropped, width, height, FilterType::Lanczos3)
 }
 
+#[cfg(feature = "torch")]
 /// `(3, H, W)` uint8 tensor of an image.
 pub fn to_tensor(img: &RgbImage) -> Result<Tensor> {
     let (w, h) = (img.width() as i64, img.height() as i64);
@@ -115,6 +118,7 @@ pub fn to_tensor(img: &RgbImage) -> Result<Tensor> {
         .f_contiguous()?)
 }
 
+#[cfg(feature = "torch")]
 /// An image from a `(3, H, W)` tensor with values in 0..=255.
 pub fn from_tensor(t: &Tensor) -> Result<RgbImage> {
     let (c, h, w) = t.size3()?;
@@ -194,6 +198,7 @@ pub fn split_files(dir: &Path, split: Split, heldout_percent: u32) -> Result<Vec
         .collect())
 }
 
+#[cfg(feature = "torch")]
 /// Loads files into one `(N, 3, H, W)` uint8 tensor, fitting each to the size.
 pub fn load_batch(files: &[PathBuf], height: i64, width: i64) -> Result<Tensor> {
     let mut ts = Vec::with_capacity(files.len());
@@ -417,9 +422,12 @@ pub(crate) fn cannot_write(path: &Path, e: std::io::Error) -> Error {
     ))
 }
 
-/// Tiles `(N, 3, H, W)` images into one picture, as square as possible, with a 2-pixel white border.
-pub fn grid(images: &Tensor) -> Result<RgbImage> {
-    let (n, _, h, w) = images.size4()?;
+/// Tiles images of one size into one picture, as square as possible, with a 2-pixel white border.
+pub fn grid_of(images: &[RgbImage]) -> RgbImage {
+    let n = images.len() as i64;
+    let (w, h) = images
+        .first()
+        .map_or((0, 0), |i| (i.width() as i64, i.height() as i64));
     let cols = (n as f64).sqrt().ceil().max(1.0) as i64;
     let rows = (n + cols - 1) / cols;
     let gap = 2i64;
@@ -428,12 +436,22 @@ pub fn grid(images: &Tensor) -> Result<RgbImage> {
         (rows * (h + gap) + gap) as u32,
         image::Rgb([255, 255, 255]),
     );
-    for i in 0..n {
-        let img = from_tensor(&images.f_get(i)?)?;
+    for (i, img) in images.iter().enumerate() {
+        let i = i as i64;
         let (x, y) = (gap + (i % cols) * (w + gap), gap + (i / cols) * (h + gap));
-        image::imageops::replace(&mut out, &img, x, y);
+        image::imageops::replace(&mut out, img, x, y);
     }
-    Ok(out)
+    out
+}
+
+/// [`grid_of`] for `(N, 3, H, W)` images.
+#[cfg(feature = "torch")]
+pub fn grid(images: &Tensor) -> Result<RgbImage> {
+    let n = images.size4()?.0;
+    let imgs = (0..n)
+        .map(|i| from_tensor(&images.f_get(i)?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(grid_of(&imgs))
 }
 
 #[cfg(test)]

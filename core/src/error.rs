@@ -21,6 +21,7 @@ pub enum Error {
     // (anyhow's `{:#}`) would print its text twice.
     #[error("{0}")]
     Io(std::io::Error),
+    #[cfg(feature = "torch")]
     #[error("libtorch: {0}")]
     Torch(tch::TchError),
     #[error("cancelled")]
@@ -35,6 +36,7 @@ impl From<std::io::Error> for Error {
     }
 }
 
+#[cfg(feature = "torch")]
 impl From<tch::TchError> for Error {
     fn from(e: tch::TchError) -> Self {
         Error::Torch(e)

@@ -1,7 +1,13 @@
 //! spn: Subscale Pixel Networks with Multidimensional Upscaling (Menick & Kalchbrenner, ICLR 2019) on
 //! libtorch. See `docs/design.md` for the model and its invariants.
+//!
+//! Without the `torch` feature the crate is what sampling on a CPU needs and links no libtorch: configs,
+//! bundles (read with `safetensors`), the plain-Rust CPU engine (`decode::host`) and the sampler. Training,
+//! exact evaluation, the libtorch engines (CUDA) and the benchmarks need the feature (issue 18).
 pub mod alpha;
+pub mod backend;
 pub mod batch;
+#[cfg(feature = "torch")]
 pub mod bench;
 pub mod bundle;
 pub mod config;
@@ -9,25 +15,34 @@ pub mod data;
 pub mod decode;
 #[cfg(feature = "dist")]
 pub mod dist;
-#[cfg(not(feature = "dist"))]
+#[cfg(all(feature = "torch", not(feature = "dist")))]
 #[path = "dist/stub.rs"]
 pub mod dist;
 pub mod error;
+#[cfg(feature = "torch")]
 pub mod eval;
 pub mod iconify;
+#[cfg(feature = "torch")]
 pub mod model;
+#[cfg(feature = "torch")]
 pub mod pipeline;
 pub mod prepare;
 pub mod resample;
 pub mod sampler;
 pub mod subscale;
+#[cfg(feature = "torch")]
 pub mod train;
+pub mod weights;
 
 pub use config::{NetConfig, PipelineConfig, StageKind, StageSpec};
+pub use decode::host::HostModel;
+pub use decode::Network;
 pub use error::{Error, Result};
+#[cfg(feature = "torch")]
 pub use pipeline::Pipeline;
 
 /// Parses a device name: `cpu`, `cuda`, `cuda:N` or `auto` (CUDA when present).
+#[cfg(feature = "torch")]
 pub fn parse_device(name: &str) -> Result<tch::Device> {
     match name {
         "auto" => Ok(tch::Device::cuda_if_available()),
@@ -45,6 +60,7 @@ pub fn parse_device(name: &str) -> Result<tch::Device> {
     }
 }
 
+#[cfg(feature = "torch")]
 fn cuda(i: usize) -> Result<tch::Device> {
     let n = tch::Cuda::device_count() as usize;
     if i < n {

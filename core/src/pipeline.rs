@@ -6,6 +6,7 @@ use crate::error::{Error, Result};
 use crate::model::values::Values;
 use crate::model::{nll, SpnNet};
 use crate::subscale::from_slices;
+use crate::weights::Weights;
 use std::path::Path;
 use tch::{nn, Device, Kind, Tensor};
 
@@ -86,51 +87,45 @@ impl Pipeline {
         v
     }
 
+    /// The weights as host arrays, named as a bundle stores them (for the CPU engine, `decode::host`).
+    pub fn host_weights(&self) -> Result<Weights> {
+        Ok(Weights(
+            crate::weights::from_tensors(&self.named_weights())?
+                .into_iter()
+                .collect(),
+        ))
+    }
+
     pub fn save(&self, path: &Path) -> Result<()> {
         let meta = bundle::base_meta(&self.config, &self.info)?;
-        bundle::write(path, meta, &self.named_weights())
+        bundle::write(
+            path,
+            meta,
+            &crate::weights::from_tensors(&self.named_weights())?,
+        )
     }
 
     pub fn load(path: &Path, device: Device) -> Result<Self> {
         let contents = bundle::read(path)?;
         if contents.meta.contains_key("train_state") {
-            return Err(Error::Bundle {
-                path: path.to_path_buf(),
-                msg: "this is a training checkpoint (for --resume), not a model: use the bundle it was saved beside (the same name without .ckpt)".into(),
-            });
+            return Err(bundle::checkpoint_not_model(path));
         }
         let (config, info) = bundle::parse_meta(path, &contents.meta)?;
-        Self::from_tensors(path, config, info, &contents.tensors, "", device)
+        Self::from_tensors(path, config, info, &Weights(contents.tensors), "", device)
     }
 
     /// The pipeline of `config` with the weights `prefix + name` of `tensors` (read from `path`, a bundle or
-    /// a checkpoint), the two held to each other before anything is allocated: the network the config
-    /// describes must have exactly as many weights as the file holds, counted from the config's sizes alone
-    /// ([`PipelineConfig::parameter_count`]). So a config that would need more memory than its file never
-    /// allocates it; [`Self::load_weights`] then compares names and shapes one by one.
+    /// a checkpoint), the two held to each other before anything is allocated
+    /// ([`bundle::check_weight_count`]); [`Self::load_weights`] then compares names and shapes one by one.
     pub fn from_tensors(
         path: &Path,
         config: PipelineConfig,
         info: TrainingInfo,
-        tensors: &std::collections::BTreeMap<String, Tensor>,
+        tensors: &Weights,
         prefix: &str,
         device: Device,
     ) -> Result<Self> {
-        config.validate()?;
-        // The tensors `load_weights` reads: `__` names are not weights.
-        let found = tensors
-            .iter()
-            .filter(|(k, _)| k.strip_prefix(prefix).is_some_and(|k| !k.starts_with("__")))
-            .fold(0u64, |n, (_, t)| n.saturating_add(t.numel() as u64));
-        let needed = config.parameter_count();
-        if found != needed {
-            return Err(Error::Bundle {
-                path: path.to_path_buf(),
-                msg: format!(
-                    "its tensors hold {found} weights but the network its config describes has {needed}: the weights do not have the shapes the config needs"
-                ),
-            });
-        }
+        bundle::check_weight_count(path, &config, tensors, prefix)?;
         let mut p = Self::new(config, device)?;
         p.info = info;
         p.load_weights(path, tensors, prefix)?;
@@ -138,34 +133,31 @@ impl Pipeline {
     }
 
     /// Copies `prefix + name` tensors into the VarStore, checking that names and shapes match exactly.
-    pub fn load_weights(
-        &mut self,
-        path: &Path,
-        tensors: &std::collections::BTreeMap<String, Tensor>,
-        prefix: &str,
-    ) -> Result<()> {
+    pub fn load_weights(&mut self, path: &Path, tensors: &Weights, prefix: &str) -> Result<()> {
         let err = |m: String| Error::Bundle {
             path: path.to_path_buf(),
             msg: m,
         };
         let vars = self.vs.variables();
         for (name, var) in &vars {
-            let src = tensors.get(&format!("{prefix}{name}")).ok_or_else(|| {
+            let src = tensors.0.get(&format!("{prefix}{name}")).ok_or_else(|| {
                 err(format!(
                     "missing weight '{name}': the bundle does not match its config"
                 ))
             })?;
-            if src.size() != var.size() {
+            let size: Vec<usize> = var.size().iter().map(|&d| d as usize).collect();
+            if src.shape != size {
                 return Err(err(format!(
-                    "weight '{name}' has shape {:?}, expected {:?}",
-                    src.size(),
-                    var.size()
+                    "weight '{name}' has shape {:?}, expected {size:?}",
+                    src.shape
                 )));
             }
             let mut var = var.shallow_clone();
-            tch::no_grad(|| var.f_copy_(src))?;
+            let src = src.to_tensor()?;
+            tch::no_grad(|| var.f_copy_(&src))?;
         }
         let extra = tensors
+            .0
             .keys()
             .filter_map(|k| k.strip_prefix(prefix))
             .filter(|k| !k.starts_with("__") && !vars.contains_key(*k))

@@ -1,11 +1,69 @@
 //! Subscale ordering and the depth split (docs/design.md sections 1 and 2): the one slicing implementation,
 //! tested against the definition.
 //!
-//! Images are `(B, C, H, W)` integer tensors. Slice `k = i*S + j` holds the pixels `x[i + S*r, j + S*c]`;
-//! the slice stack is `(B, C, S*S, H/S, W/S)`.
+//! Images are `(B, C, H, W)` integer arrays. Slice `k = i*S + j` holds the pixels `x[i + S*r, j + S*c]`;
+//! the slice stack is `(B, C, S*S, H/S, W/S)`. The sampler works on host arrays ([`to_slices_host`]); training
+//! and exact evaluation on libtorch tensors ([`to_slices`]): tests hold the two to each other.
 use crate::error::{Error, Result};
+#[cfg(feature = "torch")]
 use tch::{Kind, Tensor};
 
+/// [`to_slices`] on a host array: `x` `(lead, H, W)` -> `(lead, S*S, H/S, W/S)`.
+pub fn to_slices_host<T: Copy + Default>(
+    x: &[T],
+    (h, w): (usize, usize),
+    s: usize,
+) -> Result<Vec<T>> {
+    if s < 1 || h % s != 0 || w % s != 0 || x.len() % (h * w).max(1) != 0 {
+        return Err(Error::input(format!("scale {s} must divide {w}x{h}")));
+    }
+    let (sh, sw) = (h / s, w / s);
+    let mut out = vec![T::default(); x.len()];
+    for (img, o) in x.chunks_exact(h * w).zip(out.chunks_exact_mut(h * w)) {
+        for y in 0..h {
+            for xx in 0..w {
+                let k = (y % s) * s + xx % s;
+                o[(k * sh + y / s) * sw + xx / s] = img[y * w + xx];
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Inverse of [`to_slices_host`]: `(lead, S*S, h, w)` -> `(lead, h*S, w*S)`; `(h, w)` is the full size.
+pub fn from_slices_host<T: Copy + Default>(
+    x: &[T],
+    (h, w): (usize, usize),
+    s: usize,
+) -> Result<Vec<T>> {
+    if s < 1 || h % s != 0 || w % s != 0 || x.len() % (h * w).max(1) != 0 {
+        return Err(Error::input(format!("scale {s} must divide {w}x{h}")));
+    }
+    let (sh, sw) = (h / s, w / s);
+    let mut out = vec![T::default(); x.len()];
+    for (sl, o) in x.chunks_exact(h * w).zip(out.chunks_exact_mut(h * w)) {
+        for y in 0..h {
+            for xx in 0..w {
+                let k = (y % s) * s + xx % s;
+                o[y * w + xx] = sl[(k * sh + y / s) * sw + xx / s];
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// [`split_depth`] of one value: its `b` most significant bits and its `8-b` low bits.
+pub fn split_value(v: i64, b: u32) -> (i64, i64) {
+    let shift = 8 - b.clamp(1, 8);
+    (v >> shift, v & ((1 << shift) - 1))
+}
+
+/// Inverse of [`split_value`].
+pub fn merge_value(m: i64, l: i64, b: u32) -> i64 {
+    (m << (8 - b.clamp(1, 8))) + l
+}
+
+#[cfg(feature = "torch")]
 /// The subscale split over the last two dims: `(..., H, W)` -> `(..., S*S, H/S, W/S)`, slice `k = i*S + j`
 /// holding the pixels `x[..., i + S*r, j + S*c]`. The leading dims are anything (batch, channel, one-hot level).
 pub fn to_slices(x: &Tensor, s: i64) -> Result<Tensor> {
@@ -29,6 +87,7 @@ pub fn to_slices(x: &Tensor, s: i64) -> Result<Tensor> {
     Ok(x.f_reshape(shape)?.f_permute(perm)?.f_reshape(out)?)
 }
 
+#[cfg(feature = "torch")]
 /// Inverse of [`to_slices`]: `(..., S*S, h, w)` -> `(..., h*S, w*S)`.
 pub fn from_slices(x: &Tensor, s: i64) -> Result<Tensor> {
     let size = x.size();
@@ -52,6 +111,7 @@ pub fn from_slices(x: &Tensor, s: i64) -> Result<Tensor> {
     Ok(x.f_reshape(shape)?.f_permute(perm)?.f_reshape(out)?)
 }
 
+#[cfg(feature = "torch")]
 /// Splits 8-bit values into their `b` most significant bits and the `8-b` low bits.
 pub fn split_depth(x: &Tensor, b: u32) -> Result<(Tensor, Tensor)> {
     check_bits(b)?;
@@ -62,6 +122,7 @@ pub fn split_depth(x: &Tensor, b: u32) -> Result<(Tensor, Tensor)> {
     Ok((msb, lsb))
 }
 
+#[cfg(feature = "torch")]
 /// Inverse of [`split_depth`]: `(m << (8-b)) | l`.
 pub fn merge_depth(msb: &Tensor, lsb: &Tensor, b: u32) -> Result<Tensor> {
     check_bits(b)?;
@@ -72,6 +133,7 @@ pub fn merge_depth(msb: &Tensor, lsb: &Tensor, b: u32) -> Result<Tensor> {
         .f_add(&lsb.f_to_kind(Kind::Int64)?)?)
 }
 
+#[cfg(feature = "torch")]
 fn check_bits(b: u32) -> Result<()> {
     if !(1..=8).contains(&b) {
         return Err(Error::input(format!(
@@ -81,7 +143,7 @@ fn check_bits(b: u32) -> Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "torch"))]
 mod tests {
     use super::*;
 
@@ -100,6 +162,12 @@ mod tests {
                 }
                 let sl = to_slices(&x, s).unwrap();
                 assert_eq!(sl.size(), vec![2, 3, s * s, h / s, w / s]);
+                // The host arrays' slicing is the same permutation.
+                let flat = Vec::<i64>::try_from(x.flatten(0, -1)).unwrap();
+                let hs = to_slices_host(&flat, (h as usize, w as usize), s as usize).unwrap();
+                assert_eq!(hs, Vec::<i64>::try_from(sl.flatten(0, -1)).unwrap());
+                let back = from_slices_host(&hs, (h as usize, w as usize), s as usize).unwrap();
+                assert_eq!(back, flat);
                 assert!(from_slices(&sl, s).unwrap().equal(&x), "h={h} w={w} s={s}");
             }
         }
@@ -154,6 +222,11 @@ mod tests {
                 assert_eq!(l.int64_value(&[0, 0, r, c]), v & ((1 << (8 - b)) - 1));
             }
             assert!(merge_depth(&m, &l, b).unwrap().equal(&x));
+            for v in 0..256i64 {
+                let (mv, lv) = split_value(v, b);
+                assert_eq!((mv, lv), (v >> (8 - b), v & ((1 << (8 - b)) - 1)));
+                assert_eq!(merge_value(mv, lv, b), v);
+            }
         }
         assert!(split_depth(&x, 0).is_err());
         assert!(split_depth(&x, 9).is_err());

@@ -272,7 +272,14 @@ fn resume_pipeline(
         saved.stages = opts.stages.clone();
     }
     *opts = saved;
-    let p = Pipeline::from_tensors(ckpt, cfg, info, &c.tensors, "model.", device)?;
+    let p = Pipeline::from_tensors(
+        ckpt,
+        cfg,
+        info,
+        &crate::weights::Weights(c.tensors.clone()),
+        "model.",
+        device,
+    )?;
     Ok((p, state.step, state.seconds))
 }
 
@@ -385,7 +392,7 @@ fn optimiser_state(
     let get = |prefix: &str, n: &str| {
         c.tensors
             .get(&format!("{prefix}{n}"))
-            .map(|t| t.f_to_device(device))
+            .map(|t| -> Result<Tensor> { Ok(t.to_tensor()?.f_to_device(device)?) })
             .transpose()?
             .ok_or_else(|| Error::Bundle {
                 path: ckpt.to_path_buf(),
@@ -400,7 +407,7 @@ fn optimiser_state(
             continue;
         };
         if matches!(prefix, "adam_m" | "adam_v" | "ema") && !trained.contains(n) {
-            carried.push((key.clone(), t.f_to_device(device)?));
+            carried.push((key.clone(), t.to_tensor()?.f_to_device(device)?));
         }
     }
     for (i, n) in names.iter().enumerate() {
@@ -730,7 +737,11 @@ impl Trainer {
                 .iter()
                 .map(|(k, t)| (k.clone(), t.shallow_clone())),
         );
-        bundle::write(&checkpoint_path(&self.opts.out), meta, &tensors)?;
+        bundle::write(
+            &checkpoint_path(&self.opts.out),
+            meta,
+            &crate::weights::from_tensors(&tensors)?,
+        )?;
         self.write_bundle()
     }
 
@@ -750,7 +761,11 @@ impl Trainer {
             }
         }
         let meta = bundle::base_meta(&self.pipeline.config, &self.pipeline.info)?;
-        bundle::write(&self.opts.out, meta, &weights)
+        bundle::write(
+            &self.opts.out,
+            meta,
+            &crate::weights::from_tensors(&weights)?,
+        )
     }
 
     /// The last checkpoint and bundle; other ranks' weights when asked; the held-out score of a finished

@@ -1,6 +1,7 @@
 //! docs/design.md invariants 2-5 for the sampler: incremental = full, teacher-forced log-probabilities = parallel
 //! NLL, clamping, determinism and batch independence, cancellation, and sampling that follows the model.
 use spn::decode::cpu::{CpuSliceDecoder, CpuStepWeights};
+use spn::decode::full::FullPass;
 use spn::decode::tensor::{SliceDecoder, StepWeights};
 use spn::model::Values;
 use spn::sampler::{no_progress, CancelToken, Decoding, SampleOptions, Sampler};
@@ -37,7 +38,8 @@ fn the_host_embedder_matches_libtorch() {
             .zip(p.stage_inputs(&parts).unwrap())
             .enumerate()
         {
-            let host = spn::decode::embed::HostEmbedder::new(net).unwrap();
+            let hw = p.host_weights().unwrap().under(net.spec.kind.name());
+            let host = spn::decode::embed::HostEmbedder::new(&net.spec, &hw).unwrap();
             let n = net.spec.slices();
             for k in [net.spec.first_slice, n / 2, n - 1] {
                 let kk = Tensor::from_slice(&[k, k, k]);
@@ -165,7 +167,9 @@ fn cpu_decoder_logits_equal_full_pass_logits() {
         tch::no_grad(|| {
             for (si, (own, cond)) in inputs.iter().enumerate() {
                 let net = &p.stages()[si];
-                let w = CpuStepWeights::new(net).unwrap();
+                let hw = p.host_weights().unwrap().under(net.spec.kind.name());
+                let w = CpuStepWeights::new(&net.spec, &hw).unwrap();
+                let fullpass = FullPass::new(&net.spec, &hw).unwrap();
                 let own_t = own.tensor();
                 for k in net.spec.first_slice..net.spec.slices() {
                     let kk = Tensor::full([3], k, (Kind::Int64, Device::Cpu));
@@ -182,10 +186,41 @@ fn cpu_decoder_logits_equal_full_pass_logits() {
                     let (h, wd) = net.spec.slice_hw();
                     let n = (h * wd) as usize;
                     let target = own_t.select(2, k);
+                    // The plain-Rust full pass (`decode::full`, which scores known slices): every
+                    // image's teacher-forced logits.
+                    let d = net.spec.net.channels as usize;
+                    let pw = w.proj_width();
+                    for i in 0..3usize {
+                        let t = target.select(0, i as i64); // (3, h, w)
+                        let vals: Vec<[i64; 3]> = (0..n as i64)
+                            .map(|pos| {
+                                let px = t.select(1, pos / wd).select(1, pos % wd);
+                                [0, 1, 2].map(|c| px.int64_value(&[c]))
+                            })
+                            .collect();
+                        let fp = fullpass.logits(
+                            &w,
+                            &ctx_v[i * n * d..(i + 1) * n * d],
+                            &proj_v[i * n * pw..(i + 1) * n * pw],
+                            &vals,
+                        );
+                        // (3, L, h, w) -> (h * w, 3, L)
+                        let reference = Vec::<f32>::try_from(
+                            full.select(0, i as i64)
+                                .flatten(2, 3)
+                                .permute([2, 0, 1])
+                                .contiguous()
+                                .flatten(0, -1),
+                        )
+                        .unwrap();
+                        assert_eq!(fp.len(), reference.len());
+                        for (a, b) in fp.iter().zip(&reference) {
+                            worst = worst.max((a - b).abs() as f64);
+                            checked += 1;
+                        }
+                    }
                     // Groups: images {0, 1} together, then {2} alone.
                     for (start, size) in [(0usize, 2usize), (2, 1)] {
-                        let d = net.spec.net.channels as usize;
-                        let pw = w.proj_width();
                         let mut dec = CpuSliceDecoder::new(
                             &w,
                             size,
@@ -235,7 +270,7 @@ fn cpu_decoder_logits_equal_full_pass_logits() {
         assert!(checked > 1000, "{preset}: only {checked} logits compared");
         assert!(
             worst < 1e-4,
-            "{preset}: CPU decoder logits differ from the full pass by {worst}"
+            "{preset}: CPU decoder or host full-pass logits differ from libtorch's full pass by {worst}"
         );
     }
 }
@@ -283,9 +318,17 @@ fn every_engine_draws_the_same_canvas() {
         image::Rgb([(x * 12) as u8, (y * 17) as u8, 99])
     }));
     let known: Vec<bool> = (0..20 * 14).map(|i| i % 20 < 7).collect();
-    let run = |decoding, batch_size| {
+    let small = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(9, 6, |x, y| {
+        image::Rgb([(x * 25) as u8, 200, (y * 40) as u8])
+    }));
+    // The same weights read from a bundle without libtorch: the engine libspn runs on CPU hosts.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.spn");
+    p.save(&path).unwrap();
+    let host = spn::HostModel::load(&path).unwrap();
+    let run = |model: &dyn spn::Network, decoding, batch_size| {
         let s = Sampler::new(
-            &p,
+            model,
             SampleOptions {
                 decoding,
                 batch_size,
@@ -299,6 +342,7 @@ fn every_engine_draws_the_same_canvas() {
                 image: &img,
                 known: &known,
             },
+            spn::sampler::CanvasJob::UpscaleSize { image: &small },
         ];
         jobs.iter()
             .map(|j| {
@@ -309,9 +353,10 @@ fn every_engine_draws_the_same_canvas() {
             })
             .collect::<Vec<_>>()
     };
-    let reference = run(Decoding::Naive, 1);
-    assert_eq!(run(Decoding::Incremental, 16), reference);
-    assert_eq!(run(Decoding::IncrementalTensor, 3), reference);
+    let reference = run(&p, Decoding::Naive, 1);
+    assert_eq!(run(&p, Decoding::Incremental, 16), reference);
+    assert_eq!(run(&p, Decoding::IncrementalTensor, 3), reference);
+    assert_eq!(run(&host, Decoding::Incremental, 5), reference);
 }
 
 #[test]

@@ -34,7 +34,7 @@ impl From<Error> for Fail {
             Error::Bundle { .. } | Error::BundleVersion { .. } => SPN_ERR_MODEL,
             Error::Io(_) => SPN_ERR_IO,
             Error::Cancelled => SPN_ERR_CANCELLED,
-            Error::Torch(_) | Error::Other(_) => SPN_ERR_INTERNAL,
+            _ => SPN_ERR_INTERNAL,
         };
         Fail(status, e.to_string())
     }
@@ -167,7 +167,7 @@ pub unsafe fn c_path(p: *const c_char, what: &str) -> Result<Option<std::path::P
 
 /// 1: the first ABI. 2: `spn_mask_known` added (nothing else changed). 3: the sampling calls take any size;
 /// `spn_sample_params` gains width, height, overlap and keep_alpha; RGBA inputs give RGBA results.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 #[no_mangle]
 pub extern "C" fn spn_abi_version() -> u32 {

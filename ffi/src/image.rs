@@ -7,7 +7,6 @@ use crate::boundary::{
 use image::DynamicImage;
 use spn_core::sampler::CanvasImage;
 use std::ffi::c_char;
-use tch::Tensor;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -31,8 +30,8 @@ pub struct spn_image {
 }
 
 /// The size `(width, height)` of a model's images (scoring takes exactly that size).
-pub fn model_size(p: &spn_core::Pipeline) -> (u32, u32) {
-    let c = &p.config();
+pub fn model_size(p: &dyn spn_core::Network) -> (u32, u32) {
+    let c = p.config();
     (c.width as u32, c.height as u32)
 }
 
@@ -120,7 +119,7 @@ pub unsafe fn read_image(
     })
 }
 
-/// A host's image as the `(3, H, W)` uint8 tensor the sampler takes (composited on white, gray replicated).
+/// A host's image as the RGB image the sampler takes (composited on white, gray replicated).
 ///
 /// # Safety
 /// As [`read_image`].
@@ -128,12 +127,10 @@ pub unsafe fn read_view(
     v: *const spn_image_view,
     what: &str,
     expect: (u32, u32),
-) -> Result<Tensor, Fail> {
+) -> Result<image::RgbImage, Fail> {
     // SAFETY: the caller's contract is read_image's.
     let img = unsafe { read_image(v, what, Some(expect)) }?;
-    Ok(spn_core::data::to_tensor(
-        &spn_core::data::composite_on_white(&img),
-    )?)
+    Ok(spn_core::data::composite_on_white(&img))
 }
 
 /// Hands results to the host: each pixel buffer is a boxed slice of exactly `stride * height` bytes (RGB, or

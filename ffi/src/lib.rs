@@ -1,9 +1,11 @@
 //! libspn: the C ABI of spn, documented in `include/spn.h`. One module per C object, after rustls-ffi:
 //! - `boundary`: statuses, the per-thread message, the panic boundary every export goes through, versions;
 //! - `handles`: ids for models and jobs, never reused;
-//! - `model`, `job`, `image`, `sample`, `score`, `log`: the calls on each object.
+//! - `model`, `job`, `image`, `sample`, `score`, `log`: the calls on each object;
+//! - `backend`: the libtorch backend, loaded at run time for CUDA (libspn itself links no libtorch).
 #![allow(non_camel_case_types)]
 
+mod backend;
 mod boundary;
 mod handles;
 mod image;

@@ -3,19 +3,14 @@ use crate::boundary::{
     boundary, c_path, invalid, quiet, read_sized, spn_status, Fail, SPN_ERR_DEVICE, SPN_ERR_MODEL,
 };
 use crate::handles::Registry;
-use spn_core::Pipeline;
+use spn_core::{HostModel, Network};
 use std::ffi::{c_char, c_int};
 
-/// A loaded model. Its weights are only read after loading, and libtorch allows concurrent reads of
-/// tensors (inference on shared weights from many threads; grad mode is per thread).
+/// A loaded model: on the CPU the plain-Rust engine in libspn itself, on CUDA the libtorch backend loaded at
+/// run time (`backend.rs`). Its weights are only read after loading, so calls may share it across threads.
 pub struct SpnModel {
-    pub pipeline: Pipeline,
+    pub net: Box<dyn Network + Send + Sync>,
 }
-// SAFETY: the pipeline's tensors are never written after loading, and libtorch supports concurrent reads
-// of tensors from many threads (see the struct's comment).
-unsafe impl Sync for SpnModel {}
-// SAFETY: libtorch tensors may move between threads; nothing here is tied to the loading thread.
-unsafe impl Send for SpnModel {}
 
 pub static MODELS: Registry<SpnModel> = Registry::new("model");
 
@@ -54,13 +49,27 @@ pub unsafe extern "C" fn spn_model_params_init(params: *mut spn_model_params) {
     })
 }
 
-fn device_of(params: &spn_model_params) -> Result<tch::Device, Fail> {
+/// The model at `path` on the device the host asked for: the CPU engine, or the libtorch backend for CUDA
+/// (SPN_DEVICE_AUTO takes CUDA when the backend is installed and finds a GPU, else the CPU).
+fn load(path: &std::path::Path, params: &spn_model_params) -> Result<SpnModel, Fail> {
+    let cpu = || -> Result<SpnModel, Fail> {
+        Ok(SpnModel {
+            net: Box::new(HostModel::load(path)?),
+        })
+    };
     match params.device {
-        0 => Ok(tch::Device::cuda_if_available()),
-        1 => Ok(tch::Device::Cpu),
+        0 => match crate::backend::Backend::find() {
+            Some(b) if b.cuda_devices() > 0 => Ok(SpnModel {
+                net: Box::new(b.load(path, 0)?),
+            }),
+            _ => cpu(),
+        },
+        1 => cpu(),
         2 => {
-            let n = tch::Cuda::device_count();
-            if params.cuda_index < 0 || params.cuda_index as i64 >= n {
+            let b = crate::backend::Backend::find()
+                .ok_or_else(|| Fail(SPN_ERR_DEVICE, crate::backend::missing_message()))?;
+            let n = b.cuda_devices();
+            if params.cuda_index < 0 || params.cuda_index >= n {
                 return Err(Fail(
                     SPN_ERR_DEVICE,
                     format!(
@@ -69,7 +78,17 @@ fn device_of(params: &spn_model_params) -> Result<tch::Device, Fail> {
                     ),
                 ));
             }
-            Ok(tch::Device::Cuda(params.cuda_index as usize))
+            Ok(SpnModel {
+                net: Box::new(b.load(path, params.cuda_index)?),
+            })
+        }
+        // The libtorch backend on the CPU: the reference engine, for checking the CPU engine against it.
+        3 => {
+            let b = crate::backend::Backend::find()
+                .ok_or_else(|| Fail(SPN_ERR_DEVICE, crate::backend::missing_message()))?;
+            Ok(SpnModel {
+                net: Box::new(b.load(path, spn_core::backend::TORCH_CPU)?),
+            })
         }
         d => Err(invalid(format!("unknown device {d}"))),
     }
@@ -110,16 +129,18 @@ pub unsafe extern "C" fn spn_model_load(
                 )
             })?,
         };
-        let device = device_of(&params)?;
+        if !matches!(params.device, 0..=3) {
+            return Err(invalid(format!("unknown device {}", params.device)));
+        }
         if !path.exists() {
             return Err(Fail(
                 SPN_ERR_MODEL,
                 format!("model file {} does not exist", path.display()),
             ));
         }
-        let pipeline = Pipeline::load(&path, device)?;
-        log::info!("loaded {} on {device:?}", path.display());
-        let handle = MODELS.insert(SpnModel { pipeline })?;
+        let model = load(&path, &params)?;
+        log::info!("loaded {}", path.display());
+        let handle = MODELS.insert(model)?;
         // SAFETY: non-null (checked) and writable (the caller's contract).
         unsafe { *out_model = handle };
         Ok(())
@@ -162,7 +183,7 @@ pub unsafe extern "C" fn spn_model_get_info(
                 "spn_model_info.struct_size must be set to sizeof(spn_model_info)",
             ));
         }
-        let c = &m.pipeline.config();
+        let c = m.net.config();
         let n = size.min(std::mem::size_of::<spn_model_info>());
         let full = spn_model_info {
             struct_size: n as u32,
@@ -170,8 +191,8 @@ pub unsafe extern "C" fn spn_model_get_info(
             height: c.height as u32,
             scale: c.scale as u32,
             msb_bits: c.msb_bits.unwrap_or(0),
-            stages: m.pipeline.stages().len() as u32,
-            parameters: m.pipeline.parameter_count(None) as u64,
+            stages: c.stages().len() as u32,
+            parameters: c.parameter_count(),
         };
         // SAFETY: the caller's struct has `size` >= n writable bytes; only the fields it has are written
         // (an output struct may end inside a field: that field is then cut, never over-written past n).
@@ -184,7 +205,7 @@ pub unsafe extern "C" fn spn_model_get_info(
 
 /// The folder libspn itself was loaded from (where `make install` put it), so the default model is found
 /// relative to the library wherever the prefix was installed or moved to.
-fn library_dir() -> Option<std::path::PathBuf> {
+pub(crate) fn library_dir() -> Option<std::path::PathBuf> {
     // SAFETY: Dl_info is plain data (pointers and integers), for which all zeros is a valid value.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     let here = library_dir as fn() -> Option<std::path::PathBuf> as *const libc::c_void;

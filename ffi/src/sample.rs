@@ -187,7 +187,7 @@ fn plan(
         )));
     }
     // A batch is of model-size windows, whatever the canvas.
-    let cfg = &m.pipeline.config();
+    let cfg = &m.net.config();
     let window_bytes = (cfg.height * cfg.width * 3) as u64;
     let fit = (MAX_BATCH_BYTES / (8 * window_bytes)).max(1);
     let batch = (p.batch_size as u64).min(fit).min(MAX_BATCH_IMAGES) as usize;
@@ -220,7 +220,7 @@ unsafe fn sample(
         if !keep_alpha {
             inputs.flatten_alpha();
         }
-        let scale = m.pipeline.config().scale as u64;
+        let scale = m.net.config().scale as u64;
         let (seeds, batch_size) = plan(&p, &m, inputs.result_size(scale, keep_alpha))?;
         let token = match job_ref(p.job)? {
             Some(j) => j.token.clone(),
@@ -232,7 +232,7 @@ unsafe fn sample(
             overlap: (p.overlap >= 0).then_some(p.overlap as usize),
             ..Default::default()
         };
-        let sampler = Sampler::new(&m.pipeline, options)?;
+        let sampler = Sampler::new(&*m.net, options)?;
         let (cb, user) = (p.progress, p.user_data);
         let mut progress = |pr: &SampleProgress| match cb {
             Some(f) => f(user, pr.done, pr.total) != 0,
@@ -287,7 +287,7 @@ pub unsafe extern "C" fn spn_generate(
     out_count: *mut u32,
 ) -> spn_status {
     let read = |m: &SpnModel, p: &spn_sample_params| {
-        let cfg = m.pipeline.config();
+        let cfg = m.net.config();
         let or = |v: u32, model: i64| if v == 0 { model as u32 } else { v };
         Ok(Inputs::Generate {
             width: or(p.width, cfg.width),

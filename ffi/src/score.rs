@@ -2,6 +2,7 @@
 use crate::boundary::{boundary, invalid, spn_status, Fail, SPN_ERR_BUFFER_TOO_SMALL};
 use crate::image::{model_size, read_view, spn_image_view};
 use crate::model::{SpnModel, MODELS};
+use spn_core::sampler::{SampleOptions, Sampler};
 
 /// # Safety
 /// `image` is NULL or a valid view; `out_total_bits` NULL or writable; `per_subpixel` NULL or `capacity`
@@ -20,17 +21,16 @@ pub unsafe extern "C" fn spn_score(
             return Err(invalid("out_total_bits is NULL"));
         }
         // SAFETY: a valid view by the caller's contract.
-        let img = unsafe { read_view(image, "image", model_size(&m.pipeline)) }?;
-        let (h, w) = (img.size()[1], img.size()[2]);
-        let needed = (h * w * 3) as usize;
+        let rgb = unsafe { read_view(image, "image", model_size(&*m.net)) }?;
+        let needed = (rgb.height() * rgb.width() * 3) as usize;
         if !per_subpixel.is_null() && capacity < needed {
             return Err(Fail(
                 SPN_ERR_BUFFER_TOO_SMALL,
                 format!("per_subpixel holds {capacity} floats; {needed} needed"),
             ));
         }
-        let rgb = spn_core::data::from_tensor(&img)?;
-        let r = spn_core::eval::score(&m.pipeline, &rgb)?;
+        let sampler = Sampler::new(&*m.net, SampleOptions::default())?;
+        let r = sampler.score(&rgb)?;
         // SAFETY: out_total_bits is non-null and writable; per_subpixel, when non-null, holds `capacity` >=
         // needed == r.bits.len() floats (checked above; score returns one value a sub-pixel).
         unsafe {

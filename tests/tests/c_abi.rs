@@ -65,6 +65,32 @@ fn c_host_end_to_end_bad_input_threads_and_compat() {
     assert!(out.contains(" passed, 0 failed"), "{out}");
 }
 
+/// The libtorch backend, loaded by libspn from beside itself (`target/release/libspn_torch.so`), against the CPU
+/// engine built into libspn: the same images, bits and scores (tests/c/backend_test.c).
+#[test]
+fn the_libtorch_backend_draws_what_the_cpu_engine_draws() {
+    libspn();
+    assert!(
+        target_dir().join("libspn_torch.so").is_file(),
+        "libspn_torch.so missing: run `make build`"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny(dir.path());
+    let exe = dir.path().join("backend_test");
+    compile(
+        "gcc",
+        "-std=c11",
+        &root().join("tests/c/backend_test.c"),
+        &exe,
+        &["-lspn", "-lm"],
+    );
+    let out = run_ok(Command::new(&exe).arg(&model).env_remove("SPN_BACKEND"));
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+    // libspn itself links no libtorch: only the backend does.
+    let ldd = run_ok(Command::new("ldd").arg(libspn()));
+    assert!(!ldd.contains("torch"), "{ldd}");
+}
+
 #[test]
 fn cpp_wrapper_end_to_end() {
     libspn();
@@ -254,16 +280,17 @@ fn install_gives_pkg_config_and_cmake_files_that_work() {
     );
     let src = dir.path().join("v.c");
     std::fs::write(&src, "#include <spn.h>\n#include <stdio.h>\nint main(void) { printf(\"abi %u\\n\", spn_abi_version()); return spn_init(SPN_ABI_VERSION); }\n").unwrap();
-    // Compiled against the prefix's header; linking and running need the libtorch libraries of
-    // `make install-cuda`, which tests/tests/install.rs checks with the checkout out of reach.
-    let obj = dir.path().join("v.o");
+    // Compiled and linked against the prefix alone, and run: a CPU install needs no libtorch.
+    let exe = dir.path().join("v");
     let mut c = Command::new("gcc");
-    c.arg("-c")
-        .arg(&src)
+    c.arg(&src)
         .arg("-o")
-        .arg(&obj)
-        .args(flags.split_whitespace().filter(|f| f.starts_with("-I")));
+        .arg(&exe)
+        .args(flags.split_whitespace())
+        .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()));
     run_ok(&mut c);
+    let out = run_ok(&mut Command::new(&exe));
+    assert!(out.contains("abi 4"), "{out}");
     assert!(
         flags.contains(&format!(
             "-L{}",

@@ -1,6 +1,8 @@
 //! Files in and out for the commands: models, images, output checks made before any long work.
+use crate::Device;
 use anyhow::{bail, Context, Result};
-use spn::{data, Pipeline};
+use spn::decode::Decoding;
+use spn::{data, HostModel, Network};
 use std::path::{Path, PathBuf};
 
 pub fn model_path(given: Option<PathBuf>) -> Result<PathBuf> {
@@ -10,9 +12,28 @@ pub fn model_path(given: Option<PathBuf>) -> Result<PathBuf> {
     }
 }
 
-pub fn load(model: Option<PathBuf>, device: tch::Device) -> Result<Pipeline> {
+/// The model to sample with: on the CPU the plain-Rust engine (no libtorch), else the libtorch pipeline on the
+/// device (and on the CPU too for the libtorch engines, `--naive`).
+pub fn load(
+    model: Option<PathBuf>,
+    device: &Device,
+    decoding: Decoding,
+) -> Result<Box<dyn Network>> {
     let path = model_path(model)?;
-    Ok(Pipeline::load(&path, device)?)
+    if device.is_cpu() && decoding == Decoding::Incremental {
+        return Ok(Box::new(HostModel::load(&path)?));
+    }
+    #[cfg(feature = "torch")]
+    return Ok(Box::new(spn::Pipeline::load(&path, device.torch()?)?));
+    #[cfg(not(feature = "torch"))]
+    anyhow::bail!("this spn was built without libtorch: it samples with the CPU engine only")
+}
+
+/// The libtorch pipeline on `device`: training, evaluation and scoring.
+#[cfg(feature = "torch")]
+pub fn load_pipeline(model: Option<PathBuf>, device: tch::Device) -> Result<spn::Pipeline> {
+    let path = model_path(model)?;
+    Ok(spn::Pipeline::load(&path, device)?)
 }
 
 pub fn print_json(v: &impl serde::Serialize) -> Result<()> {

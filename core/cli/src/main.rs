@@ -26,8 +26,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    #[cfg(feature = "torch")]
     Train(cmd::train::Args),
+    #[cfg(feature = "torch")]
     Eval(cmd::eval::EvalArgs),
+    #[cfg(feature = "torch")]
     Score(cmd::eval::ScoreArgs),
     Data(cmd::data::Args),
     Generate(cmd::sample::GenerateArgs),
@@ -35,8 +38,34 @@ enum Cmd {
     UpscaleSize(cmd::sample::UpscaleArgs),
     UpscaleDepth(cmd::sample::UpscaleArgs),
     Batch(cmd::batch::Args),
+    #[cfg(feature = "torch")]
     Bench(cmd::bench::Args),
     Info(cmd::info::Args),
+}
+
+/// The device a command was asked to run on (`--device`): sampling on the CPU runs the plain-Rust engine,
+/// anything else libtorch, which a build without the `torch` feature (`make demo`) does not have.
+#[derive(Clone, Debug)]
+pub struct Device(String);
+
+impl Device {
+    /// Whether this is the CPU: `cpu`, or `auto` where no GPU is present (or libtorch is not built in).
+    pub fn is_cpu(&self) -> bool {
+        match self.0.as_str() {
+            "cpu" => true,
+            #[cfg(feature = "torch")]
+            "auto" => !tch::Cuda::is_available(),
+            #[cfg(not(feature = "torch"))]
+            "auto" => true,
+            _ => false,
+        }
+    }
+
+    /// The libtorch device.
+    #[cfg(feature = "torch")]
+    pub fn torch(&self) -> spn::Result<tch::Device> {
+        spn::parse_device(&self.0)
+    }
 }
 
 fn main() {
@@ -48,7 +77,7 @@ fn main() {
     // Like other Unix tools, end quietly when the reader of stdout goes away (`spn info | head`). Not in
     // training, whose sockets to other ranks must report a dead peer as an error, not die of SIGPIPE.
     #[cfg(unix)]
-    if !matches!(cli.cmd, Cmd::Train(_)) {
+    if !cli.cmd.is_train() {
         // SAFETY: restoring the default disposition of SIGPIPE at start-up, before any thread exists.
         unsafe {
             libc::signal(libc::SIGPIPE, libc::SIG_DFL);
@@ -70,19 +99,42 @@ fn main() {
     }
 }
 
+impl Cmd {
+    fn is_train(&self) -> bool {
+        #[cfg(feature = "torch")]
+        if matches!(self, Cmd::Train(_)) {
+            return true;
+        }
+        false
+    }
+}
+
 fn run(cli: Cli, given: Vec<String>) -> Result<()> {
-    let device = spn::parse_device(&cli.device)?;
+    let device = Device(cli.device.clone());
+    #[cfg(not(feature = "torch"))]
+    let _ = &given;
+    #[cfg(not(feature = "torch"))]
+    if !matches!(device.0.as_str(), "cpu" | "auto") {
+        anyhow::bail!(
+            "device '{}': this spn was built without libtorch and samples on the CPU only (build it with `make build` for CUDA)",
+            device.0
+        );
+    }
     match cli.cmd {
-        Cmd::Train(a) => cmd::train::run(a, given, device),
-        Cmd::Eval(a) => cmd::eval::run_eval(a, device),
-        Cmd::Score(a) => cmd::eval::run_score(a, device),
+        #[cfg(feature = "torch")]
+        Cmd::Train(a) => cmd::train::run(a, given, device.torch()?),
+        #[cfg(feature = "torch")]
+        Cmd::Eval(a) => cmd::eval::run_eval(a, device.torch()?),
+        #[cfg(feature = "torch")]
+        Cmd::Score(a) => cmd::eval::run_score(a, device.torch()?),
         Cmd::Data(a) => cmd::data::run(a),
         Cmd::Generate(a) => cmd::sample::run_generate(a, device),
         Cmd::Complete(a) => cmd::sample::run_complete(a, device),
         Cmd::UpscaleSize(a) => cmd::sample::run_upscale(a, device, cmd::sample::Upscale::Size),
         Cmd::UpscaleDepth(a) => cmd::sample::run_upscale(a, device, cmd::sample::Upscale::Depth),
         Cmd::Batch(a) => cmd::batch::run(a, device),
-        Cmd::Bench(a) => cmd::bench::run(a, device),
+        #[cfg(feature = "torch")]
+        Cmd::Bench(a) => cmd::bench::run(a, device.torch()?),
         Cmd::Info(a) => cmd::info::run(a),
     }
 }

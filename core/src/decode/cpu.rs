@@ -12,30 +12,56 @@
 //! logits of all three to the same tolerance.
 // Index loops over several equal-length rows at once read more plainly here than zipped iterators.
 #![allow(clippy::needless_range_loop)]
+use crate::config::StageSpec;
 use crate::error::Result;
-use crate::model::SpnNet;
-use tch::{Device, Kind, Tensor};
+use crate::weights::{HostTensor, Weights};
 
-const LAYER_NORM_EPS: f32 = crate::model::layers::LAYER_NORM_EPS as f32;
+/// libtorch's default, which the network was trained with (`model::layers::layer_norm`).
+pub(crate) const LAYER_NORM_EPS: f32 = 1e-5;
 
-/// A tensor as a flat `f32` vector on the host, in row-major order.
-pub(crate) fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
-    let t = t
-        .f_to_device(Device::Cpu)?
-        .f_to_kind(Kind::Float)?
-        .f_contiguous()?
-        .f_flatten(0, -1)?;
-    Ok(Vec::<f32>::try_from(&t)?)
+/// A linear layer `name` from `cin` to `cout` as an `(in, out)` row-major matrix, and its bias.
+pub(crate) fn linear(
+    w: &Weights,
+    name: &str,
+    cin: usize,
+    cout: usize,
+) -> Result<(Vec<f32>, Vec<f32>)> {
+    Ok((
+        w.get(&format!("{name}.weight"), &[cout, cin])?
+            .transposed()
+            .data,
+        w.get(&format!("{name}.bias"), &[cout])?.data.clone(),
+    ))
 }
 
-/// A linear layer's `(out, in)` weight as an `(in, out)` row-major matrix, and its bias (zeros if none).
-fn linear(ws: &Tensor, bs: Option<&Tensor>) -> Result<(Vec<f32>, Vec<f32>)> {
-    let w = to_vec(&ws.f_transpose(0, 1)?)?;
-    let b = match bs {
-        Some(b) => to_vec(b)?,
-        None => vec![0.0; ws.size()[0] as usize],
+/// A 1x1 convolution `name` as a linear layer.
+fn conv1x1(w: &Weights, name: &str, cin: usize, cout: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+    let ws = w.get(&format!("{name}.weight"), &[cout, cin, 1, 1])?;
+    Ok((
+        HostTensor::new(vec![cout, cin], ws.data.clone())?
+            .transposed()
+            .data,
+        w.get(&format!("{name}.bias"), &[cout])?.data.clone(),
+    ))
+}
+
+/// A causal self-attention layer `name` (`model::layers::CausalSelfAttention`).
+fn attention(w: &Weights, name: &str, d: usize, n: usize, heads: usize) -> Result<AttnWeights> {
+    let get = |t: &str, shape: &[usize]| -> Result<Vec<f32>> {
+        Ok(w.get(&format!("{name}.{t}"), shape)?.data.clone())
     };
-    Ok((w, b))
+    let lin = |t: &str, cin, cout| linear(w, &format!("{name}.{t}"), cin, cout);
+    Ok(AttnWeights {
+        ln_w: get("norm.weight", &[d])?,
+        ln_b: get("norm.bias", &[d])?,
+        pos: get("pos", &[n, d])?,
+        q: lin("q", d, d)?,
+        kv: lin("kv", d, 2 * d)?,
+        pixel: lin("pixel", 3, d)?,
+        out: lin("out", d, d)?,
+        sink: get("sink", &[2, d])?,
+        heads,
+    })
 }
 
 /// `c (m x n, row stride ldc) = beta * c + a (m x k, row stride lda) * b (k x n, row-major)`.
@@ -152,12 +178,12 @@ fn madd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
 }
 
 #[inline(always)]
-fn sigmoid(x: f32) -> f32 {
+pub(super) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp(-x))
 }
 
 #[inline(always)]
-fn tanh(x: f32) -> f32 {
+pub(super) fn tanh(x: f32) -> f32 {
     1.0 - 2.0 / (1.0 + exp(2.0 * x))
 }
 
@@ -172,133 +198,117 @@ fn cpu_has_avx2_fma() -> bool {
     }
 }
 
-struct AttnWeights {
-    ln_w: Vec<f32>,
-    ln_b: Vec<f32>,
+pub(super) struct AttnWeights {
+    pub(super) ln_w: Vec<f32>,
+    pub(super) ln_b: Vec<f32>,
     /// Learned position embeddings `(n, D)`.
-    pos: Vec<f32>,
-    q: (Vec<f32>, Vec<f32>),
-    kv: (Vec<f32>, Vec<f32>),
-    pixel: (Vec<f32>, Vec<f32>),
-    out: (Vec<f32>, Vec<f32>),
+    pub(super) pos: Vec<f32>,
+    pub(super) q: (Vec<f32>, Vec<f32>),
+    pub(super) kv: (Vec<f32>, Vec<f32>),
+    pub(super) pixel: (Vec<f32>, Vec<f32>),
+    pub(super) out: (Vec<f32>, Vec<f32>),
     /// The sink's key and value, `(2, D)`.
-    sink: Vec<f32>,
-    heads: usize,
+    pub(super) sink: Vec<f32>,
+    pub(super) heads: usize,
 }
 
-struct BlockWeights {
+pub(super) struct BlockWeights {
     /// The 3x3 conv's taps on the row above, `(3 * D, 2D)` in `[dx][c_in]` order.
-    above: Vec<f32>,
+    pub(super) above: Vec<f32>,
     /// Its taps on the own row (left neighbour and centre), `(2 * D, 2D)`.
-    current: Vec<f32>,
-    bias: Vec<f32>,
-    out: (Vec<f32>, Vec<f32>),
-    attention: Option<AttnWeights>,
+    pub(super) current: Vec<f32>,
+    pub(super) bias: Vec<f32>,
+    pub(super) out: (Vec<f32>, Vec<f32>),
+    pub(super) attention: Option<AttnWeights>,
 }
 
-struct HeadWeights {
-    proj: (Vec<f32>, Vec<f32>),
+pub(super) struct HeadWeights {
+    pub(super) proj: (Vec<f32>, Vec<f32>),
     /// Embeddings `(L, D)` of R for G, R for B, G for B.
-    r_to_g: Vec<f32>,
-    r_to_b: Vec<f32>,
-    g_to_b: Vec<f32>,
-    out: [(Vec<f32>, Vec<f32>); 3],
+    pub(super) r_to_g: Vec<f32>,
+    pub(super) r_to_b: Vec<f32>,
+    pub(super) g_to_b: Vec<f32>,
+    pub(super) out: [(Vec<f32>, Vec<f32>); 3],
 }
 
 /// One stage's decoder and head weights, rearranged once per sampler for the CPU step.
 pub struct CpuStepWeights {
-    d: usize,
+    pub(super) d: usize,
     /// Half the first conv's kernel: the rows above it sees and the columns to the left on its own row.
-    p: usize,
-    kernel: usize,
-    levels: usize,
-    h: usize,
-    w: usize,
+    pub(super) p: usize,
+    pub(super) kernel: usize,
+    pub(super) levels: usize,
+    pub(super) h: usize,
+    pub(super) w: usize,
     /// First conv's taps on the `p` rows above, `(p * k * 3, D)` in `[dy][dx][c_in]` order.
-    in_above: Vec<f32>,
+    pub(super) in_above: Vec<f32>,
     /// Its taps on the own row, `(p * 3, D)` in `[dx][c_in]` order.
-    in_left: Vec<f32>,
-    in_bias: Vec<f32>,
-    blocks: Vec<BlockWeights>,
-    head: HeadWeights,
+    pub(super) in_left: Vec<f32>,
+    pub(super) in_bias: Vec<f32>,
+    pub(super) blocks: Vec<BlockWeights>,
+    pub(super) head: HeadWeights,
     /// Run the step compiled for AVX2 and FMA (detected at run time).
-    avx2_fma: bool,
+    pub(super) avx2_fma: bool,
 }
 
 impl CpuStepWeights {
-    pub fn new(net: &SpnNet) -> Result<Self> {
-        tch::no_grad(|| Self::build(net))
-    }
-
-    fn build(net: &SpnNet) -> Result<Self> {
-        let dec = &net.decoder;
-        let d = dec.channels;
-        let k = dec.input.kernel;
+    /// The stage `spec`'s decoder and head from its weights `w` (names under the stage, `decoder.input.weight`),
+    /// each held to the shape the spec gives it.
+    pub fn new(spec: &StageSpec, w: &Weights) -> Result<Self> {
+        let net = &spec.net;
+        let d = net.channels as usize;
+        let k = net.first_kernel as usize;
         let p = k / 2;
-        let win = dec.input.masked_weight()?; // (D, 3, k, k)
-        let in_above = to_vec(&win.f_narrow(2, 0, p)?.f_permute([2, 3, 1, 0])?)?;
-        let in_left = to_vec(
-            &win.f_select(2, p)?
-                .f_narrow(2, 0, p)?
-                .f_permute([2, 1, 0])?,
-        )?;
+        let levels = spec.levels() as usize;
+        let (h, wd) = spec.slice_hw();
+        let (h, wd) = (h as usize, wd as usize);
+        // Only the taps the masks let through are read (docs/design.md section 4): rows above, and on the
+        // own row the columns to the left (the first conv) or the left and the centre (the blocks).
+        let win = w.get("decoder.input.weight", &[d, 3, k, k])?;
+        let in_above = win.narrow(2, 0, p).permute(&[2, 3, 1, 0]).data;
+        let in_left = win.select(2, p).narrow(2, 0, p).permute(&[2, 1, 0]).data;
         let mut blocks = Vec::new();
-        for b in &dec.blocks {
-            let wc = b.conv.masked_weight()?; // (2D, D, 3, 3)
-            let above = to_vec(&wc.f_select(2, 0)?.f_permute([2, 1, 0])?)?;
-            let current = to_vec(&wc.f_select(2, 1)?.f_narrow(2, 0, 2)?.f_permute([2, 1, 0])?)?;
-            let out = linear(&b.out.ws.f_reshape([d, d])?, b.out.bs.as_ref())?;
-            let attention = match &b.attention {
-                None => None,
-                Some(a) => Some(AttnWeights {
-                    ln_w: match &a.norm.ws {
-                        Some(w) => to_vec(w)?,
-                        None => vec![1.0; d as usize],
-                    },
-                    ln_b: match &a.norm.bs {
-                        Some(b) => to_vec(b)?,
-                        None => vec![0.0; d as usize],
-                    },
-                    pos: to_vec(&a.pos)?,
-                    q: linear(&a.q.ws, a.q.bs.as_ref())?,
-                    kv: linear(&a.kv.ws, a.kv.bs.as_ref())?,
-                    pixel: linear(&a.pixel.ws, a.pixel.bs.as_ref())?,
-                    out: linear(&a.out.ws, a.out.bs.as_ref())?,
-                    sink: to_vec(&a.sink)?,
-                    heads: a.heads as usize,
-                }),
-            };
+        for i in 0..net.decoder_blocks as usize {
+            let b = |n: &str| format!("decoder.blocks.{i}.{n}");
+            let wc = w.get(&b("conv.weight"), &[2 * d, d, 3, 3])?;
+            let attention = (net.attention_every > 0
+                && (i + 1) % net.attention_every as usize == 0)
+                .then(|| attention(w, &b("attention"), d, h * wd, net.heads as usize))
+                .transpose()?;
             blocks.push(BlockWeights {
-                above,
-                current,
-                bias: to_vec(&b.conv.bias)?,
-                out,
+                above: wc.select(2, 0).permute(&[2, 1, 0]).data,
+                current: wc.select(2, 1).narrow(2, 0, 2).permute(&[2, 1, 0]).data,
+                bias: w.get(&b("conv.bias"), &[2 * d])?.data.clone(),
+                out: conv1x1(w, &b("out"), d, d)?,
                 attention,
             });
         }
-        let hd = &net.head;
+        let emb = |n: &str| -> Result<Vec<f32>> {
+            Ok(w.get(&format!("head.{n}.weight"), &[levels, d])?
+                .data
+                .clone())
+        };
         let head = HeadWeights {
-            proj: linear(&hd.proj.ws, hd.proj.bs.as_ref())?,
-            r_to_g: to_vec(&hd.r_to_g.ws)?,
-            r_to_b: to_vec(&hd.r_to_b.ws)?,
-            g_to_b: to_vec(&hd.g_to_b.ws)?,
+            proj: linear(w, "head.proj", d, d)?,
+            r_to_g: emb("r_to_g")?,
+            r_to_b: emb("r_to_b")?,
+            g_to_b: emb("g_to_b")?,
             out: [
-                linear(&hd.out[0].ws, hd.out[0].bs.as_ref())?,
-                linear(&hd.out[1].ws, hd.out[1].bs.as_ref())?,
-                linear(&hd.out[2].ws, hd.out[2].bs.as_ref())?,
+                linear(w, "head.out_r", d, levels)?,
+                linear(w, "head.out_g", d, levels)?,
+                linear(w, "head.out_b", d, levels)?,
             ],
         };
-        let (h, w) = net.spec.slice_hw();
         Ok(Self {
-            d: d as usize,
-            p: p as usize,
-            kernel: k as usize,
-            levels: net.spec.levels() as usize,
-            h: h as usize,
-            w: w as usize,
+            d,
+            p,
+            kernel: k,
+            levels,
+            h,
+            w: wd,
             in_above,
             in_left,
-            in_bias: to_vec(&dec.input.bias)?,
+            in_bias: w.get("decoder.input.bias", &[d])?.data.clone(),
             blocks,
             head,
             avx2_fma: cpu_has_avx2_fma(),

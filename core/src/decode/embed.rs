@@ -2,13 +2,13 @@
 //! the host (im2col and `matrixmultiply`), for the CPU engine: the embedder's 3x3 convolutions were the last
 //! libtorch kernels a CPU slice ran before its step loop, and a libspn without libtorch needs them in plain Rust
 //! (issue 18). Tests hold its output to the libtorch embedder's within 1e-4.
-use super::cpu::{gemm, to_vec};
+use super::cpu::gemm;
+use crate::config::StageSpec;
 use crate::error::{Error, Result};
-use crate::model::layers::Conv2d;
-use crate::model::SpnNet;
+use crate::weights::{HostTensor, Weights};
 
 /// A convolution with "same" padding, as a `(kh * kw * cin, cout)` matrix over channel-last input.
-struct HostConv {
+pub(crate) struct HostConv {
     cin: usize,
     cout: usize,
     kh: usize,
@@ -18,29 +18,32 @@ struct HostConv {
 }
 
 impl HostConv {
-    fn new(c: &Conv2d) -> Result<Self> {
-        let [cout, cin, kh, kw] = match c.ws.size()[..] {
-            [a, b, c, d] => [a as usize, b as usize, c as usize, d as usize],
-            _ => return Err(Error::Other("conv weight is not 4-D".into())),
-        };
+    /// The convolution `name` (`name.weight` `(cout, cin, k, k)`, `name.bias`).
+    fn new(w: &Weights, name: &str, cin: usize, cout: usize, k: usize) -> Result<Self> {
+        let ws = w.get(&format!("{name}.weight"), &[cout, cin, k, k])?;
+        Ok(Self::from_parts(
+            ws,
+            w.get(&format!("{name}.bias"), &[cout])?.data.clone(),
+        ))
+    }
+
+    /// From a `(cout, cin, kh, kw)` weight (masked or not) and a bias.
+    pub(crate) fn from_parts(ws: &HostTensor, b: Vec<f32>) -> Self {
+        let [cout, cin, kh, kw] = [ws.shape[0], ws.shape[1], ws.shape[2], ws.shape[3]];
         // (cout, cin, kh, kw) -> (kh, kw, cin, cout): row (ky * kw + kx) * cin + ci, column co.
-        let w = to_vec(&c.ws.f_permute([2, 3, 1, 0])?)?;
-        let b = match &c.bs {
-            Some(b) => to_vec(b)?,
-            None => vec![0.0; cout],
-        };
-        Ok(Self {
+        let w = ws.permute(&[2, 3, 1, 0]).data;
+        Self {
             cin,
             cout,
             kh,
             kw,
             w,
             b,
-        })
+        }
     }
 
     /// `x`: `(h * w, cin)` channel-last -> `(h * w, cout)`.
-    fn forward(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
+    pub(crate) fn forward(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
         let (ph, pw) = (self.kh / 2, self.kw / 2);
         let k = self.kh * self.kw * self.cin;
         let mut out: Vec<f32> = (0..h * w).flat_map(|_| self.b.iter().copied()).collect();
@@ -99,20 +102,35 @@ pub struct HostEmbedder {
 }
 
 impl HostEmbedder {
-    pub fn new(net: &SpnNet) -> Result<Self> {
-        tch::no_grad(|| {
-            let e = &net.embedder;
-            Ok(Self {
-                input: HostConv::new(&e.input)?,
-                blocks: e
-                    .blocks
-                    .iter()
-                    .map(|(a, b)| Ok((HostConv::new(a)?, HostConv::new(b)?)))
-                    .collect::<Result<_>>()?,
-                meta: to_vec(&e.meta.ws)?,
-                context: HostConv::new(&net.decoder.context)?,
-                d: net.spec.net.channels as usize,
-            })
+    /// The stage `spec`'s embedder and the decoder's context projection from its weights `w` (names under the
+    /// stage).
+    pub fn new(spec: &StageSpec, w: &Weights) -> Result<Self> {
+        let net = &spec.net;
+        let d = net.channels as usize;
+        let conv = |name: &str, cin| HostConv::new(w, name, cin, d, 3);
+        Ok(Self {
+            input: conv("embedder.input", spec.cond_channels() as usize)?,
+            blocks: (0..net.embed_blocks)
+                .map(|i| {
+                    let b = format!("embedder.blocks.{i}");
+                    Ok((
+                        conv(&format!("{b}.conv1"), d)?,
+                        conv(&format!("{b}.conv2"), d)?,
+                    ))
+                })
+                .collect::<Result<_>>()?,
+            meta: w
+                .get("embedder.meta.weight", &[spec.slices() as usize, d])?
+                .data
+                .clone(),
+            context: HostConv::new(
+                w,
+                "decoder.context",
+                d,
+                2 * d * (net.decoder_blocks.max(1) as usize),
+                1,
+            )?,
+            d,
         })
     }
 

@@ -1,6 +1,7 @@
 //! The naive engine: a full decoder pass over the whole slice for every position. Slow (h*w passes per
 //! slice) and obviously right: the reference the incremental engines are held to.
-use super::{head_logits, pixels, SliceDecoding};
+use super::torch::{head_logits, pixels};
+use super::SliceDecoding;
 use crate::error::Result;
 use crate::model::{SpnNet, Values};
 use tch::Tensor;

@@ -268,11 +268,11 @@ impl super::SliceDecoding for TensorSlice<'_> {
     }
 
     fn channel_logits(&mut self, ch: usize, chosen: &[[i64; 3]]) -> Result<&[f32]> {
-        super::head_logits(self.net, self.feats.as_ref(), ch, chosen, &mut self.logits)
+        super::torch::head_logits(self.net, self.feats.as_ref(), ch, chosen, &mut self.logits)
     }
 
     fn commit(&mut self, pos: usize, values: &[[i64; 3]]) -> Result<()> {
-        let px = super::pixels(values, self.dec.device())?;
+        let px = super::torch::pixels(values, self.dec.device())?;
         self.dec.commit(pos as i64, &px)
     }
 }

@@ -11,7 +11,6 @@ use crate::alpha;
 use crate::data::{composite_on_white, MAX_IMAGE_SIDE};
 use crate::error::{Error, Result};
 use image::{DynamicImage, GenericImageView, RgbImage, RgbaImage};
-use tch::{Kind, Tensor};
 
 /// The largest canvas a job works on, in pixels (16384 x 16384): the job holds about 8 bytes a pixel per
 /// image (the canvas as the networks see it, its known flags, and the result).
@@ -159,7 +158,7 @@ impl Sampler<'_> {
         Self::check_seeds(seeds)?;
         let (start, size) = self.start(job)?;
         let (mh, mw) = self.hw();
-        let start = start.padded(mw as usize, mh as usize);
+        let start = start.padded(mw, mh);
         let plan = self.plan(&start)?;
         let bs = self.options.batch_size;
         // Images sampled together: enough to fill a batch when waves are small (one window: `bs` images).
@@ -208,7 +207,7 @@ impl Sampler<'_> {
             }
             CanvasJob::UpscaleSize { image } => self.start_upscale_size(image)?,
             CanvasJob::UpscaleDepth { image } => {
-                if self.pipeline.config.msb_bits.is_none() {
+                if self.config.msb_bits.is_none() {
                     return Err(Error::input(
                         "this model is a single-stage 8-bit SPN: it has no depth-upscaling stage",
                     ));
@@ -224,7 +223,7 @@ impl Sampler<'_> {
 
     /// A canvas S times the small image's size, with the small image at slice 0 (known) and the rest unknown.
     fn start_upscale_size(&self, image: &DynamicImage) -> Result<Work> {
-        let s = self.pipeline.config.scale as usize;
+        let s = self.config.scale as usize;
         if s == 1 {
             return Err(Error::input(
                 "this model has scale 1: there is no size to upscale",
@@ -253,13 +252,13 @@ impl Sampler<'_> {
     /// upscaling needs it).
     pub fn overlap(&self) -> Result<usize> {
         let (mh, mw) = self.hw();
-        let s = self.pipeline.config.scale as usize;
+        let s = self.config.scale as usize;
         let asked = self
             .options
             .overlap
-            .unwrap_or_else(|| default_overlap(mw.min(mh) as usize));
+            .unwrap_or_else(|| default_overlap(mw.min(mh)));
         let overlap = asked.div_ceil(s) * s;
-        if overlap > (mw.min(mh) / 2) as usize {
+        if overlap > mw.min(mh) / 2 {
             return Err(Error::input(format!(
                 "overlap {asked} is more than half the model's {mw}x{mh} window"
             )));
@@ -270,8 +269,8 @@ impl Sampler<'_> {
     /// The windows that have anything to draw, and the waves they are sampled in.
     fn plan(&self, start: &Work) -> Result<Plan> {
         let (mh, mw) = self.hw();
-        let win = (mw as usize, mh as usize);
-        let s = self.pipeline.config.scale as usize;
+        let win = (mw, mh);
+        let s = self.config.scale as usize;
         let overlap = self.overlap()?;
         let grid = windows::grid(start.width, start.height, win, overlap);
         let cols = grid.iter().map(|w| w.col + 1).max().unwrap_or(1);
@@ -344,8 +343,7 @@ impl Sampler<'_> {
 
     /// The windows `at` (canvas, planned window) as one batch: their values and known flags.
     fn window_job(&self, works: &[Work], plan: &Plan, at: &[(usize, usize)]) -> Result<Job> {
-        let (h, w) = self.hw();
-        let (hu, wu) = (h as usize, w as usize);
+        let (hu, wu) = self.hw();
         let n = at.len() * 3 * hu * wu;
         let (mut init, mut km, mut kl) = (
             Vec::with_capacity(n),
@@ -364,11 +362,10 @@ impl Sampler<'_> {
                 }
             }
         }
-        let shape = [at.len() as i64, 3, h, w];
         Ok(Job {
-            init: Tensor::f_from_slice(&init)?.f_view(shape)?,
-            known_msb: Tensor::f_from_slice(&km)?.f_view(shape)?,
-            known_lsb: Tensor::f_from_slice(&kl)?.f_view(shape)?,
+            init,
+            known_msb: km,
+            known_lsb: kl,
             run_known: false,
         })
     }
@@ -380,14 +377,9 @@ impl Sampler<'_> {
         works: &mut [Work],
         plan: &Plan,
         at: &[(usize, usize)],
-        img: &Tensor,
+        v: &[u8],
     ) -> Result<()> {
         let (wu, hu) = plan.win;
-        let v = Vec::<u8>::try_from(
-            img.f_to_kind(Kind::Uint8)?
-                .f_contiguous()?
-                .f_flatten(0, -1)?,
-        )?;
         for (b, &(i, j)) in at.iter().enumerate() {
             let (wk, win) = (&mut works[i], plan.windows[j]);
             let keep = plan.keep(j);
@@ -409,7 +401,7 @@ impl Sampler<'_> {
     pub fn window_owners(&self, job: &CanvasJob) -> Result<Vec<u32>> {
         let (start, (w, h)) = self.start(job)?;
         let (mh, mw) = self.hw();
-        let start = start.padded(mw as usize, mh as usize);
+        let start = start.padded(mw, mh);
         let plan = self.plan(&start)?;
         let mut owners = vec![seams::KNOWN; start.width * start.height];
         for (j, win) in plan.windows.iter().enumerate() {
@@ -431,7 +423,7 @@ impl Sampler<'_> {
     /// The result of one canvas: cropped to its size, with the input's alpha carried beside (module `alpha`).
     fn finish(&self, job: &CanvasJob, work: &Work, size: (usize, usize)) -> Result<DynamicImage> {
         let rgb = work.crop_rgb(size.0, size.1);
-        let s = self.pipeline.config.scale as u32;
+        let s = self.config.scale as u32;
         Ok(match *job {
             CanvasJob::Generate { .. } => DynamicImage::ImageRgb8(rgb),
             CanvasJob::Complete { image, known } if image.color().has_alpha() => {

@@ -1,10 +1,10 @@
 //! Decoding one slice of a batch: the one loop over positions and channels that every engine runs through,
 //! with the batch split into groups (one per thread for the CPU engine).
-use super::{draw, Batch, Sampler, Slice};
-use crate::decode::SliceDecoding;
+use super::{draw, Batch, Sampler};
+use crate::config::StageSpec;
+use crate::decode::{SliceBatch, SliceDecoding};
 use crate::error::{Error, Result};
 use crate::sampler::CancelToken;
-use tch::{Kind, Tensor};
 
 /// One group of images of a slice, channel-last host buffers.
 struct Group<'g> {
@@ -27,34 +27,29 @@ struct Shape {
     limit: usize,
 }
 
-/// `(B, C, h, w)` -> `(B, h * w, C)`, flat, on the host.
-fn channel_last(t: &Tensor, kind: Kind) -> Result<Tensor> {
-    Ok(t.f_flatten(2, 3)?
-        .f_transpose(1, 2)?
-        .f_to_kind(kind)?
-        .f_to_device(tch::Device::Cpu)?
-        .f_contiguous()?
-        .f_flatten(0, -1)?)
-}
-
 impl Sampler<'_> {
-    /// Decodes a slice: the calling thread decodes the first group and reports progress; the others (CPU
-    /// engine only) decode on their own threads and only watch `cancel`.
-    pub(super) fn decode_slice(&self, sl: &Slice, batch: &mut Batch) -> Result<()> {
-        let (b, _, h, w) = sl.target.size4()?;
-        let (b, n) = (b as usize, (h * w) as usize);
-        let levels = sl.net.spec.levels() as usize;
-        let input = self
-            .engine
-            .prepare(sl.net, sl.si, (&sl.embed_in, &sl.kk), &sl.target)?;
-        let known = Vec::<u8>::try_from(&channel_last(&sl.known, Kind::Uint8)?)?;
-        let flat = Vec::<i64>::try_from(&channel_last(&sl.target, Kind::Int64)?)?;
-        let mut values: Vec<[i64; 3]> = flat.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
+    /// Decodes slice `k` of stage `si` and returns its values `(B, h * w)`: the calling thread decodes the
+    /// first group and reports progress; the others (CPU engine only) decode on their own threads and only
+    /// watch `cancel`. `known`: `(B, h * w, 3)` flags; `gumbel`: `(B, h * w, 3, L)` noise.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn decode_slice(
+        &self,
+        si: usize,
+        spec: &StageSpec,
+        k: usize,
+        input: &SliceBatch,
+        gumbel: &[f32],
+        known: &[u8],
+        batch: &mut Batch,
+    ) -> Result<Vec<[i64; 3]>> {
+        let (b, n) = (input.b, input.h * input.w);
+        let prepared = self.engine.prepare(si, input)?;
+        let mut values = input.values.to_vec();
         let mut log_probs = vec![0f64; b];
         let shape = Shape {
             n,
-            w: w as usize,
-            levels,
+            w: input.w,
+            levels: spec.levels() as usize,
             temperature: self.options.temperature as f32,
             any_known: known.iter().any(|&k| k != 0),
             limit: self.options.positions_per_slice.unwrap_or(n).min(n),
@@ -63,8 +58,8 @@ impl Sampler<'_> {
             b,
             self.engine.groups(b),
             shape,
-            &sl.gumbel,
-            &known,
+            gumbel,
+            known,
             &mut values,
             &mut log_probs,
         );
@@ -73,21 +68,19 @@ impl Sampler<'_> {
             .next()
             .ok_or_else(|| Error::Other("empty batch".into()))?;
         let helpers = groups
-            .map(|g| Ok((self.engine.cpu_slice(sl.si, &input, g.range.clone())?, g)))
+            .map(|g| Ok((prepared.decoder_send(g.range.clone())?, g)))
             .collect::<Result<Vec<_>>>()?;
-        let mut engine = self
-            .engine
-            .slice(sl.net, sl.si, &input, first.range.clone())?;
-        let (stage, k, cancel) = (sl.net.spec.kind.name(), sl.k, batch.cancel);
+        let mut engine = prepared.decoder(first.range.clone())?;
+        let (stage, cancel, rows) = (spec.kind.name(), batch.cancel, input.h as i64);
         std::thread::scope(|sc| -> Result<()> {
             let workers: Vec<_> = helpers
                 .into_iter()
                 .map(|(mut e, g)| {
-                    sc.spawn(move || decode_group(&mut e, g, shape, cancel, &mut |_| true))
+                    sc.spawn(move || decode_group(&mut *e, g, shape, cancel, &mut |_| true))
                 })
                 .collect();
             let mine = decode_group(&mut *engine, first, shape, cancel, &mut |row| {
-                batch.row_done(stage, k, row as i64, h)
+                batch.row_done(stage, k as i64, row as i64, rows)
             });
             for wk in workers {
                 match wk.join() {
@@ -97,17 +90,10 @@ impl Sampler<'_> {
             }
             mine
         })?;
-        let flat: Vec<i64> = values.iter().flatten().copied().collect();
-        sl.target.shallow_clone().f_copy_(
-            &Tensor::f_from_slice(&flat)?
-                .f_view([b as i64, h, w, 3])?
-                .f_permute([0, 3, 1, 2])?
-                .f_to_device(sl.target.device())?,
-        )?;
         for (a, v) in batch.log_probs.iter_mut().zip(log_probs) {
             *a += v;
         }
-        Ok(())
+        Ok(values)
     }
 }
 

@@ -1,9 +1,9 @@
 //! `spn batch`: scripted, resumable asset generation.
 use super::sample::Sampling;
-use crate::io::{check_out_dir, model_path};
+use crate::io::{check_out_dir, load, model_path};
 use crate::progress::{bar, cancel_on_ctrl_c};
+use crate::Device;
 use anyhow::Result;
-use spn::Pipeline;
 use std::path::PathBuf;
 
 /// Scripted asset generation: resumable, with DIR/manifest.jsonl (one line per image).
@@ -22,16 +22,16 @@ pub struct Args {
     sampling: Sampling,
 }
 
-pub fn run(a: Args, device: tch::Device) -> Result<()> {
+pub fn run(a: Args, device: Device) -> Result<()> {
     check_out_dir(&a.out)?;
     let path = model_path(a.model)?;
-    let model = Pipeline::load(&path, device)?;
+    let model = load(Some(path.clone()), &device, a.sampling.options().decoding)?;
     let pb = bar(a.count as u64, "batch");
     // Sharding across processes (torchrun-style RANK / WORLD_SIZE), no communication needed.
     let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<usize>().ok());
     let shard = (var("RANK").unwrap_or(0), var("WORLD_SIZE").unwrap_or(1));
     let n = spn::batch::run(
-        &model,
+        &*model,
         &path,
         a.count,
         a.seed,

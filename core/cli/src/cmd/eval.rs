@@ -1,5 +1,5 @@
 //! `spn eval` (exact bits/dim of a data set next to lossless codecs) and `spn score` (one image).
-use crate::io::{check_out_file, load, print_json};
+use crate::io::{check_out_file, load_pipeline, print_json};
 use crate::progress::bar;
 use anyhow::{bail, Result};
 use spn::data::{self, Split};
@@ -48,7 +48,7 @@ pub fn run_eval(a: EvalArgs, device: tch::Device) -> Result<()> {
     if a.limit == Some(0) {
         bail!("--limit must be at least 1");
     }
-    let model = load(a.model, device)?;
+    let model = load_pipeline(a.model, device)?;
     let mut files = data::split_files(&a.data, a.split.into(), a.heldout_percent)?;
     if let Some(n) = a.limit {
         files.truncate(n);
@@ -94,7 +94,7 @@ pub fn run_score(a: ScoreArgs, device: tch::Device) -> Result<()> {
     if let Some(h) = &a.heatmap {
         check_out_file(h)?;
     }
-    let model = load(a.model, device)?;
+    let model = load_pipeline(a.model, device)?;
     let img = data::load_rgb(&a.image)?;
     let r = spn::eval::score(&model, &img)?;
     if let Some(h) = a.heatmap {

@@ -1,10 +1,13 @@
 //! One module per command.
 pub mod batch;
+#[cfg(feature = "torch")]
 pub mod bench;
 pub mod data;
+#[cfg(feature = "torch")]
 pub mod eval;
 pub mod info;
 pub mod sample;
+#[cfg(feature = "torch")]
 pub mod train;
 
 /// The options given on the command line (not defaulted), by field name.

@@ -1,11 +1,12 @@
 //! The sampling commands: `spn generate`, `spn complete`, `spn upscale-size`, `spn upscale-depth`.
 use crate::io::{check_out_dir, check_out_file, load};
 use crate::progress::{bar, cancel_on_ctrl_c, sample_bar, sample_bar_part};
+use crate::Device;
 use anyhow::{bail, Context, Result};
 use image::GenericImageView;
 use spn::data;
 use spn::sampler::{CanvasJob, Decoding, SampleOptions, Sampler};
-use spn::Pipeline;
+use spn::Network;
 use std::path::{Path, PathBuf};
 
 /// How a sampling command samples.
@@ -95,16 +96,16 @@ fn generate_target(a: &GenerateArgs) -> Result<Option<&Path>> {
     Ok(out_file)
 }
 
-pub fn run_generate(a: GenerateArgs, device: tch::Device) -> Result<()> {
+pub fn run_generate(a: GenerateArgs, device: Device) -> Result<()> {
     let mut seeds = spn::sampler::seed_range(a.seed, a.count as u64)?;
     let out_file = generate_target(&a)?;
-    let model = load(a.model.clone(), device)?;
+    let model = load(a.model.clone(), &device, a.sampling.options().decoding)?;
     let cfg = model.config();
     let job = CanvasJob::Generate {
         width: a.width.unwrap_or(cfg.width as u32),
         height: a.height.unwrap_or(cfg.height as u32),
     };
-    let sampler = Sampler::new(&model, a.sampling.options())?;
+    let sampler = Sampler::new(&*model, a.sampling.options())?;
     // One sampler batch at a time, each written as soon as it is done: memory stays that of one batch, and
     // Ctrl-C keeps every finished image.
     let per = a.sampling.batch_size.max(1);
@@ -127,7 +128,7 @@ pub fn run_generate(a: GenerateArgs, device: tch::Device) -> Result<()> {
                 data::save_any(&c.image, &dir.join(format!("sample-{}.png", c.seed)))?;
             }
             if a.grid.is_some() {
-                for_grid.push(data::to_tensor(&c.image.to_rgb8())?);
+                for_grid.push(c.image.to_rgb8());
             }
         }
     }
@@ -138,8 +139,7 @@ pub fn run_generate(a: GenerateArgs, device: tch::Device) -> Result<()> {
         println!("wrote {} images to {}", a.count, dir.display());
     }
     if let Some(g) = &a.grid {
-        let all = tch::Tensor::f_stack(&for_grid, 0)?;
-        data::save_image(&data::grid(&all)?, g)?;
+        data::save_image(&data::grid_of(&for_grid), g)?;
         println!("wrote {}", g.display());
     }
     Ok(())
@@ -148,7 +148,7 @@ pub fn run_generate(a: GenerateArgs, device: tch::Device) -> Result<()> {
 /// Runs a one-image canvas job with a progress bar and Ctrl-C, and writes its image (alpha kept where the
 /// format has it).
 fn one_image(
-    model: &Pipeline,
+    model: &dyn Network,
     sampling: &Sampling,
     out: &Path,
     job: &CanvasJob,
@@ -183,7 +183,7 @@ pub struct CompleteArgs {
     sampling: Sampling,
 }
 
-pub fn run_complete(a: CompleteArgs, device: tch::Device) -> Result<()> {
+pub fn run_complete(a: CompleteArgs, device: Device) -> Result<()> {
     check_out_file(&a.out)?;
     let img = data::open_image(&a.image)?;
     let dm = data::open_image(&a.mask).map_err(|e| anyhow::anyhow!("the mask: {e}"))?;
@@ -195,12 +195,12 @@ pub fn run_complete(a: CompleteArgs, device: tch::Device) -> Result<()> {
     if known.iter().all(|&k| k) {
         log::warn!("the mask marks every pixel as known: there is nothing to complete");
     }
-    let model = load(a.model, device)?;
+    let model = load(a.model, &device, a.sampling.options().decoding)?;
     let job = CanvasJob::Complete {
         image: &img,
         known: &known,
     };
-    one_image(&model, &a.sampling, &a.out, &job, a.seed)
+    one_image(&*model, &a.sampling, &a.out, &job, a.seed)
 }
 
 /// Upscale size (each pixel of an image of any size becomes pixel (S*y, S*x) of one S times larger) or depth
@@ -224,13 +224,13 @@ pub enum Upscale {
     Depth,
 }
 
-pub fn run_upscale(a: UpscaleArgs, device: tch::Device, what: Upscale) -> Result<()> {
+pub fn run_upscale(a: UpscaleArgs, device: Device, what: Upscale) -> Result<()> {
     check_out_file(&a.out)?;
     let img = data::open_image(&a.image)?;
-    let model = load(a.model, device)?;
+    let model = load(a.model, &device, a.sampling.options().decoding)?;
     let job = match what {
         Upscale::Size => CanvasJob::UpscaleSize { image: &img },
         Upscale::Depth => CanvasJob::UpscaleDepth { image: &img },
     };
-    one_image(&model, &a.sampling, &a.out, &job, a.seed)
+    one_image(&*model, &a.sampling, &a.out, &job, a.seed)
 }
