@@ -522,6 +522,7 @@ mod tests {
 
     /// The count a bundle is held to before anything is built is what building the network gives.
     #[test]
+    #[cfg(feature = "torch")]
     fn parameter_count_is_what_the_built_network_has() {
         use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
@@ -589,6 +590,7 @@ mod tests {
             let err = c.validate().expect_err(what).to_string();
             assert!(err.contains(what), "{what}: {err}");
             assert!(start.elapsed().as_secs() < 1, "{what}: slow");
+            #[cfg(feature = "torch")]
             assert!(
                 crate::Pipeline::new(c, tch::Device::Cpu).is_err(),
                 "{what}: built"

@@ -111,6 +111,9 @@ impl Cmd {
 
 fn run(cli: Cli, given: Vec<String>) -> Result<()> {
     let device = Device(cli.device.clone());
+    // Every command checks its device first: a misspelt one is an error, not the CPU.
+    #[cfg(feature = "torch")]
+    device.torch()?;
     #[cfg(not(feature = "torch"))]
     let _ = &given;
     #[cfg(not(feature = "torch"))]

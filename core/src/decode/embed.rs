@@ -42,16 +42,34 @@ impl HostConv {
         }
     }
 
-    /// `x`: `(h * w, cin)` channel-last -> `(h * w, cout)`.
+    /// `x`: images `(h * w, cin)` channel-last, one after the other -> `(h * w, cout)` each. The images go
+    /// through one matrix product, so the weights are packed once for all of them.
     pub(crate) fn forward(&self, x: &[f32], h: usize, w: usize) -> Vec<f32> {
         let (ph, pw) = (self.kh / 2, self.kw / 2);
         let k = self.kh * self.kw * self.cin;
-        let mut out: Vec<f32> = (0..h * w).flat_map(|_| self.b.iter().copied()).collect();
+        let imgs = x.len() / (h * w * self.cin).max(1);
+        let rows = imgs * h * w;
+        let mut out: Vec<f32> = (0..rows).flat_map(|_| self.b.iter().copied()).collect();
         if self.kh == 1 && self.kw == 1 {
-            gemm(h * w, k, self.cout, x, k, &self.w, &mut out, self.cout, 1.0);
+            gemm(rows, k, self.cout, x, k, &self.w, &mut out, self.cout, 1.0);
             return out;
         }
-        let mut cols = vec![0.0f32; h * w * k];
+        let mut cols = vec![0.0f32; rows * k];
+        for (x, cols) in x
+            .chunks_exact(h * w * self.cin)
+            .zip(cols.chunks_exact_mut(h * w * k))
+        {
+            self.im2col(x, cols, h, w, (ph, pw));
+        }
+        gemm(
+            rows, k, self.cout, &cols, k, &self.w, &mut out, self.cout, 1.0,
+        );
+        out
+    }
+
+    /// One image's patches: row `y * w + x` holds the input around `(y, x)`, zero outside the image.
+    fn im2col(&self, x: &[f32], cols: &mut [f32], h: usize, w: usize, (ph, pw): (usize, usize)) {
+        let k = self.kh * self.kw * self.cin;
         for y in 0..h {
             for xx in 0..w {
                 let row = &mut cols[(y * w + xx) * k..(y * w + xx + 1) * k];
@@ -72,18 +90,6 @@ impl HostConv {
                 }
             }
         }
-        gemm(
-            h * w,
-            k,
-            self.cout,
-            &cols,
-            k,
-            &self.w,
-            &mut out,
-            self.cout,
-            1.0,
-        );
-        out
     }
 }
 
@@ -149,25 +155,28 @@ impl HostEmbedder {
         self.context.cout
     }
 
-    /// The context `(h * w, D)` and its projection `(h * w, proj_width)` of one image, channel-last, from its
-    /// embedder input `cond` `(h * w, cin)` channel-last and its target slice `k`: the same arithmetic as
-    /// `SliceEmbedder::forward_t` (not training) and the decoder's context convolution.
+    /// The context `(h * w, D)` and its projection `(h * w, proj_width)` of images, channel-last, one after the
+    /// other, from their embedder inputs `cond` `(h * w, cin)` each, channel-last, and their target slices
+    /// `ks`: the same arithmetic as `SliceEmbedder::forward_t` (not training) and the decoder's context
+    /// convolution.
     pub fn forward(
         &self,
         cond: &[f32],
-        k: usize,
+        ks: &[usize],
         h: usize,
         w: usize,
     ) -> Result<(Vec<f32>, Vec<f32>)> {
         let d = self.d;
-        let meta = self
-            .meta
-            .get(k * d..(k + 1) * d)
-            .ok_or_else(|| Error::Other(format!("slice {k} has no meta embedding")))?;
         let mut x = self.input.forward(cond, h, w);
-        for px in x.chunks_mut(d) {
-            for (v, m) in px.iter_mut().zip(meta) {
-                *v += m;
+        for (img, &k) in x.chunks_mut(h * w * d).zip(ks) {
+            let meta = self
+                .meta
+                .get(k * d..(k + 1) * d)
+                .ok_or_else(|| Error::Other(format!("slice {k} has no meta embedding")))?;
+            for px in img.chunks_mut(d) {
+                for (v, m) in px.iter_mut().zip(meta) {
+                    *v += m;
+                }
             }
         }
         for (c1, c2) in &self.blocks {

@@ -154,44 +154,40 @@ fn attention(a: &AttnWeights, x: &[f32], pix: &[f32], n: usize, d: usize) -> Vec
     let kv = linear(&fk, &a.kv, n, d);
     let (heads, dh) = (a.heads, d / a.heads);
     let scale = 1.0 / (dh as f32).sqrt();
-    // Key and value of entry j: the sink for j = 0, else position j - 1.
-    let key = |j: usize| {
-        if j == 0 {
-            &a.sink[..d]
-        } else {
-            &kv[(j - 1) * 2 * d..][..d]
-        }
-    };
-    let value = |j: usize| {
-        if j == 0 {
-            &a.sink[d..2 * d]
-        } else {
-            &kv[(j - 1) * 2 * d + d..][..d]
-        }
-    };
+    // Per head, as matrix products: scores `(n, n + 1)` = Q K^T over the sink (entry 0) and every position
+    // (entry j + 1), position i keeping entries 0..=i; then Y = softmax(scores) V.
+    let mut kt = vec![0f32; dh * (n + 1)];
+    let mut v = vec![0f32; (n + 1) * dh];
+    let mut scores = vec![0f32; n * (n + 1)];
     let mut y = vec![0f32; n * d];
-    let mut s = vec![0f32; n + 1];
-    for p in 0..n {
-        for hh in 0..heads {
-            let qh = &q[p * d + hh * dh..][..dh];
-            for (j, sj) in s[..=p].iter_mut().enumerate() {
-                let kh = &key(j)[hh * dh..][..dh];
-                *sj = qh.iter().zip(kh).map(|(a, b)| a * b).sum::<f32>() * scale;
-            }
-            let mx = s[..=p].iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v));
-            let mut total = 0f32;
-            for sj in s[..=p].iter_mut() {
-                *sj = (*sj - mx).exp();
-                total += *sj;
-            }
-            let yh = &mut y[p * d + hh * dh..][..dh];
-            for (j, sj) in s[..=p].iter().enumerate() {
-                let vh = &value(j)[hh * dh..][..dh];
-                for (o, v) in yh.iter_mut().zip(vh) {
-                    *o += sj / total * v;
-                }
+    for hh in 0..heads {
+        for e in 0..dh {
+            kt[e * (n + 1)] = a.sink[hh * dh + e];
+            for j in 0..n {
+                kt[e * (n + 1) + j + 1] = kv[j * 2 * d + hh * dh + e];
             }
         }
+        v[..dh].copy_from_slice(&a.sink[d + hh * dh..][..dh]);
+        for j in 0..n {
+            v[(j + 1) * dh..][..dh].copy_from_slice(&kv[j * 2 * d + d + hh * dh..][..dh]);
+        }
+        gemm(n, dh, n + 1, &q[hh * dh..], d, &kt, &mut scores, n + 1, 0.0);
+        for (p, row) in scores.chunks_exact_mut(n + 1).enumerate() {
+            let (seen, hidden) = row.split_at_mut(p + 1);
+            let mx = seen
+                .iter()
+                .fold(f32::NEG_INFINITY, |m, &x| m.max(x * scale));
+            let mut total = 0f32;
+            for x in seen.iter_mut() {
+                *x = (*x * scale - mx).exp();
+                total += *x;
+            }
+            for x in seen.iter_mut() {
+                *x /= total;
+            }
+            hidden.fill(0.0);
+        }
+        gemm(n, n + 1, dh, &scores, n + 1, &v, &mut y[hh * dh..], d, 0.0);
     }
     linear(&y, &a.out, n, d)
 }

@@ -111,24 +111,28 @@ impl Engine for TorchEngine<'_> {
     }
 
     fn score(&self, si: usize, input: &SliceBatch) -> Result<Vec<f32>> {
-        let net = self.net(si)?;
-        tch::no_grad(|| {
-            let dev = self.pipeline.device();
-            let (cond, ks) = embed_input(input, dev)?;
-            let ctx = net.embedder.forward_t(&cond, &ks, false)?;
-            let target = values_tensor(input, dev)?;
-            let v = Values::Hard(target.shallow_clone());
-            let trunk = net
-                .decoder
-                .forward(&v.normalized(net.spec.levels())?, &ctx)?;
-            let logits = net.head.forward(&trunk, &v)?;
-            // (B, 3, h, w) -> (B, h * w, 3)
-            let lp = crate::model::nll(&logits, &target)?
-                .f_neg()?
-                .f_permute([0, 2, 3, 1])?;
-            to_host(&lp)
-        })
+        full_pass_log_probs(self.net(si)?, input, self.pipeline.device())
     }
+}
+
+/// The log-probability of every sub-pixel `(B, h * w, 3)` of a known slice by libtorch's full pass
+/// (`SpnNet::logits`).
+fn full_pass_log_probs(net: &SpnNet, input: &SliceBatch, dev: tch::Device) -> Result<Vec<f32>> {
+    tch::no_grad(|| {
+        let (cond, ks) = embed_input(input, dev)?;
+        let ctx = net.embedder.forward_t(&cond, &ks, false)?;
+        let target = values_tensor(input, dev)?;
+        let v = Values::Hard(target.shallow_clone());
+        let trunk = net
+            .decoder
+            .forward(&v.normalized(net.spec.levels())?, &ctx)?;
+        let logits = net.head.forward(&trunk, &v)?;
+        // (B, 3, h, w) -> (B, h * w, 3)
+        let lp = crate::model::nll(&logits, &target)?
+            .f_neg()?
+            .f_permute([0, 2, 3, 1])?;
+        to_host(&lp)
+    })
 }
 
 /// A slice prepared on the model's device: its context and values.
@@ -154,7 +158,8 @@ impl PreparedSlice for TorchPrepared<'_> {
     }
 }
 
-/// The CPU engine with libtorch's slice embedder in place of its own: `spn bench` prints both.
+/// The CPU engine's step decoder with libtorch's slice embedder and full pass in place of its own: the CPU path
+/// before the engine was all plain Rust, which `spn bench` measures beside it.
 struct LibtorchEmbedded<'p> {
     pipeline: &'p Pipeline,
     cpu: CpuEngine,
@@ -162,7 +167,7 @@ struct LibtorchEmbedded<'p> {
 
 impl Engine for LibtorchEmbedded<'_> {
     fn name(&self) -> &'static str {
-        "cpu (libtorch embedder)"
+        "cpu (libtorch embedder and full pass)"
     }
 
     fn groups(&self, b: usize) -> usize {
@@ -190,7 +195,12 @@ impl Engine for LibtorchEmbedded<'_> {
     }
 
     fn score(&self, si: usize, input: &SliceBatch) -> Result<Vec<f32>> {
-        self.cpu.score(si, input)
+        let net = self
+            .pipeline
+            .stages
+            .get(si)
+            .ok_or_else(|| Error::Other(format!("no stage {si}")))?;
+        full_pass_log_probs(net, input, tch::Device::Cpu)
     }
 }
 

@@ -24,9 +24,75 @@ pub fn draw(logits: &[f32], gumbel: &[f32], temperature: f32, known: Option<i64>
     (v, logp)
 }
 
+/// Gumbel noise `-ln(-ln(u))` of a uniform `u` in (0, 1) in `f32` arithmetic (each logarithm rounded to
+/// `f32`), through [`ln`], which vectorises: the noise of a batch is about half a million values per 64x64
+/// image, and the C library's `logf` made it a tenth of the sampler's time.
+#[inline]
+pub fn gumbel(u: f32) -> f32 {
+    let t = ln(u as f64) as f32;
+    -(ln(-t as f64) as f32)
+}
+
+/// The natural logarithm of a positive normal `x` in `f64` arithmetic accurate to about 1e-15 relative, so
+/// that rounded to `f32` it is the correctly rounded `f32` logarithm but in ties far rarer than anything a
+/// sampler meets. Branch-free: `x = m 2^e` with `m` in [sqrt(1/2), sqrt(2)), and `ln m = 2 atanh(s)`,
+/// `s = (m - 1) / (m + 1)`, by its series to s^19 (|s| < 0.172: the next term is below 1e-16).
+#[inline(always)]
+fn ln(x: f64) -> f64 {
+    let bits = x.to_bits();
+    let mut e = ((bits >> 52) & 0x7ff) as i64 - 1023;
+    let mut m = f64::from_bits((bits & 0x000f_ffff_ffff_ffff) | 0x3ff0_0000_0000_0000);
+    if m > std::f64::consts::SQRT_2 {
+        m *= 0.5;
+        e += 1;
+    }
+    let s = (m - 1.0) / (m + 1.0);
+    let z = s * s;
+    let p = 1.0 / 19.0;
+    let p = p * z + 1.0 / 17.0;
+    let p = p * z + 1.0 / 15.0;
+    let p = p * z + 1.0 / 13.0;
+    let p = p * z + 1.0 / 11.0;
+    let p = p * z + 1.0 / 9.0;
+    let p = p * z + 1.0 / 7.0;
+    let p = p * z + 1.0 / 5.0;
+    let p = p * z + 1.0 / 3.0;
+    let p = p * z + 1.0;
+    e as f64 * std::f64::consts::LN_2 + 2.0 * s * p
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_noise_is_gumbel_noise_to_f32_precision() {
+        // Uniforms across (0, 1), dense near the ends and near 1/e (where -ln(-ln u) is near 0).
+        let n = 2_000_000u32;
+        for i in 1..n {
+            let a = i as f32 / n as f32;
+            for u in [
+                a,
+                a * a * a,
+                1.0 - a * a * 1e-3,
+                (-1.0f32).exp() + (a - 0.5) * 1e-3,
+            ] {
+                if !(f32::MIN_POSITIVE..1.0).contains(&u) {
+                    continue;
+                }
+                let x = u as f64;
+                assert!((ln(x) - x.ln()).abs() <= 1e-15 * x.ln().abs(), "ln {u}");
+                // Rounding ln(u) to f32 moves -ln(-ln u) by up to half an f32 ulp, absolute; rounding the
+                // result, by half an ulp of it: the precision of any f32 computation of the noise.
+                let exact = -(-x.ln()).ln();
+                assert!(
+                    (gumbel(u) as f64 - exact).abs() <= 1.3e-7 * (1.0 + exact.abs()),
+                    "u {u}: {} against {exact}",
+                    gumbel(u)
+                );
+            }
+        }
+    }
 
     #[test]
     fn known_values_are_kept_and_scored() {

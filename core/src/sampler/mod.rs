@@ -378,15 +378,27 @@ struct Batch<'r, 'p, 'c> {
 }
 
 impl Batch<'_, '_, '_> {
-    /// Gumbel noise `-log(-log(u))`, `per_image` values from each image's own stream, image after image.
+    /// Gumbel noise (`draw::gumbel`), `per_image` values from each image's own stream, image after image;
+    /// the images' streams are independent, so they are drawn on several threads.
     fn gumbel(&mut self, per_image: usize) -> Vec<f32> {
-        let mut g = Vec::with_capacity(self.rngs.len() * per_image);
-        for r in self.rngs.iter_mut() {
-            for _ in 0..per_image {
-                let u = r.gen_range(f32::MIN_POSITIVE..1.0f32);
-                g.push(-(-u.ln()).ln());
+        let mut g = vec![0f32; self.rngs.len() * per_image];
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let per = self.rngs.len().div_ceil(threads).max(1);
+        std::thread::scope(|sc| {
+            for (rngs, out) in self
+                .rngs
+                .chunks_mut(per)
+                .zip(g.chunks_mut(per * per_image.max(1)))
+            {
+                sc.spawn(move || {
+                    for (r, o) in rngs.iter_mut().zip(out.chunks_mut(per_image.max(1))) {
+                        for v in o.iter_mut() {
+                            *v = draw::gumbel(r.gen_range(f32::MIN_POSITIVE..1.0f32));
+                        }
+                    }
+                });
             }
-        }
+        });
         g
     }
 

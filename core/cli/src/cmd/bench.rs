@@ -50,17 +50,19 @@ pub fn run(a: Args, device: tch::Device) -> Result<()> {
     if a.batch_size == 0 || a.images == Some(0) {
         bail!("--batch-size and --images must be at least 1");
     }
-    let (pipeline, name) = match a.preset {
+    let (pipeline, name, file) = match a.preset {
         Some(p) => {
             tch::manual_seed(0);
             (
                 Pipeline::new(PipelineConfig::preset(&p)?, device)?,
                 format!("preset {p}"),
+                None,
             )
         }
         None => {
             let path = model_path(a.model)?;
-            (Pipeline::load(&path, device)?, path.display().to_string())
+            let name = path.display().to_string();
+            (Pipeline::load(&path, device)?, name, Some(path))
         }
     };
     if let Some(sets) = &a.upscale {
@@ -72,6 +74,7 @@ pub fn run(a: Args, device: tch::Device) -> Result<()> {
     let r = spn::bench::run(
         &pipeline,
         &name,
+        file.as_deref(),
         a.batch_size,
         a.images.unwrap_or(a.batch_size),
         a.naive_positions,
@@ -87,11 +90,30 @@ pub fn run(a: Args, device: tch::Device) -> Result<()> {
         "  incremental {:>10.1} ms/image {:>8.2} images/s ({} engine)",
         r.incremental_ms_per_image, r.incremental_images_per_sec, r.incremental_decoder
     );
+    let vs = |ours: f64, libtorch: f64| 100.0 * (ours / libtorch - 1.0);
     if let Some(ms) = r.libtorch_embedder_ms_per_image {
         println!(
             "  same with libtorch's slice embedder {:>6.1} ms/image ({:+.1}% for the plain-Rust one)",
             ms,
-            100.0 * (r.incremental_ms_per_image / ms - 1.0)
+            vs(r.incremental_ms_per_image, ms)
+        );
+    }
+    if let (Some(a), Some(b)) = (
+        r.upscale_depth_ms_per_image,
+        r.libtorch_upscale_depth_ms_per_image,
+    ) {
+        println!(
+            "  upscale-depth {a:>8.1} ms/image; with libtorch's embedder and full pass {b:.1} ({:+.1}%)",
+            vs(a, b)
+        );
+    }
+    if let (Some(a), Some(b)) = (
+        r.load_and_first_image_ms,
+        r.libtorch_load_and_first_image_ms,
+    ) {
+        println!(
+            "  load + first image {a:>6.1} ms (plain Rust); through libtorch {b:.1} ms ({:+.1}%)",
+            vs(a, b)
         );
     }
     println!(
