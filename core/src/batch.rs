@@ -39,6 +39,14 @@ pub fn read_manifest(dir: &Path) -> Result<Vec<ManifestLine>> {
         .collect())
 }
 
+/// A generation job of the model's own size.
+fn model_size(s: &Sampler) -> crate::sampler::CanvasJob<'static> {
+    crate::sampler::CanvasJob::Generate {
+        width: s.config().width as u32,
+        height: s.config().height as u32,
+    }
+}
+
 /// Progress of a batch run: images saved so far, and the sampler's position in the current batch.
 pub struct BatchProgress<'a> {
     pub images_done: usize,
@@ -105,15 +113,7 @@ pub fn run(
                 sampler: Some(p),
             })
         };
-        let (h, w) = (
-            sampler.config().height as u32,
-            sampler.config().width as u32,
-        );
-        let job = crate::sampler::CanvasJob::Generate {
-            width: w,
-            height: h,
-        };
-        let out = sampler.canvas(&job, &chunk, &mut report, cancel)?;
+        let out = sampler.canvas(&model_size(&sampler), &chunk, &mut report, cancel)?;
         for (i, &s) in chunk.iter().enumerate() {
             let line = ManifestLine {
                 file: file_name(s),

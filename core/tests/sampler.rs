@@ -669,3 +669,79 @@ fn reported_bits_are_the_exact_likelihood_of_the_output() {
         }
     }
 }
+
+/// The plain-Rust CPU engine (`decode::host`: embedder, step decoder, full pass, built from the weights as a
+/// bundle stores them) against libtorch's full pass on every preset, every stage, at its first, middle and last
+/// slice: every logit within 1e-4.
+#[test]
+fn the_cpu_engine_matches_libtorch_on_every_preset() {
+    for preset in PipelineConfig::PRESETS {
+        let p = model(preset, 21);
+        let x = images(&p, 1, 8);
+        let parts = p.decompose(&x).unwrap();
+        let host = p.host_weights().unwrap();
+        let mut worst = 0f32;
+        tch::no_grad(|| {
+            for (si, (own, cond)) in p.stage_inputs(&parts).unwrap().iter().enumerate() {
+                let net = &p.stages()[si];
+                let hw = host.under(net.spec.kind.name());
+                let embed = spn::decode::embed::HostEmbedder::new(&net.spec, &hw).unwrap();
+                let step = CpuStepWeights::new(&net.spec, &hw).unwrap();
+                let full = FullPass::new(&net.spec, &hw).unwrap();
+                let (n_sl, first) = (net.spec.slices(), net.spec.first_slice);
+                for k in [first, (first + n_sl) / 2, n_sl - 1] {
+                    let kk = Tensor::from_slice(&[k]);
+                    let reference = net.logits(own, cond.as_ref(), &kk).unwrap(); // (1, 3, L, h, w)
+                                                                                  // (3, L, h * w) -> (h * w, 3, L)
+                    let reference = Vec::<f32>::try_from(
+                        reference
+                            .get(0)
+                            .flatten(2, 3)
+                            .permute([2, 0, 1])
+                            .contiguous()
+                            .flatten(0, -1),
+                    )
+                    .unwrap();
+                    let cond_cl = Vec::<f32>::try_from(
+                        net.condition(own, cond.as_ref(), &kk)
+                            .unwrap()
+                            .flatten(2, 3)
+                            .transpose(1, 2)
+                            .contiguous()
+                            .flatten(0, -1),
+                    )
+                    .unwrap();
+                    let (h, w) = net.spec.slice_hw();
+                    let (h, w) = (h as usize, w as usize);
+                    let (ctx, proj) = embed.forward(&cond_cl, &[k as usize], h, w).unwrap();
+                    let target = own.tensor().get(0).select(1, k).flatten(1, 2); // (3, h * w)
+                    let t =
+                        Vec::<i64>::try_from(target.transpose(0, 1).contiguous().flatten(0, -1))
+                            .unwrap();
+                    let vals: Vec<[i64; 3]> =
+                        t.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
+                    let fp = full.logits(&step, &ctx, &proj, &vals);
+                    let mut dec = CpuSliceDecoder::new(&step, 1, &ctx, &proj);
+                    let mut inc = Vec::with_capacity(reference.len());
+                    for (pos, v) in vals.iter().enumerate() {
+                        dec.features(pos);
+                        for ch in 0..3 {
+                            inc.extend_from_slice(dec.channel_logits(ch, &[*v]));
+                        }
+                        dec.commit(pos, &[*v]);
+                    }
+                    for got in [&fp, &inc] {
+                        assert_eq!(got.len(), reference.len());
+                        for (a, b) in got.iter().zip(&reference) {
+                            worst = worst.max((a - b).abs());
+                        }
+                    }
+                }
+            }
+        });
+        assert!(
+            worst < 1e-4,
+            "{preset}: the CPU engine's logits differ by {worst}"
+        );
+    }
+}

@@ -169,6 +169,45 @@ fn load_and_first_image_ms(path: &std::path::Path) -> Result<(f64, f64)> {
     Ok((host, t.elapsed().as_secs_f64() * 1e3))
 }
 
+/// Generation and, for a pipeline, depth upscaling, in ms per image: with `sampler`, and on the CPU also with
+/// libtorch's embedder and full pass. On the CPU the two are timed in turn, three times each, and each keeps
+/// its best: on a shared machine that compares them, not the moments they ran in.
+fn in_turn(
+    p: &Pipeline,
+    sampler: &Sampler,
+    batch_size: usize,
+    images: usize,
+) -> Result<(f64, Option<f64>, Option<f64>, Option<f64>)> {
+    let cpu = p.device() == tch::Device::Cpu;
+    let other = Sampler::new(
+        p,
+        SampleOptions {
+            batch_size,
+            host_embedder: false,
+            ..Default::default()
+        },
+    )?;
+    let best = |f: &dyn Fn(&Sampler) -> Result<f64>| -> Result<(f64, Option<f64>)> {
+        let (mut a, mut b) = (f64::INFINITY, f64::INFINITY);
+        for _ in 0..if cpu { 3 } else { 1 } {
+            a = a.min(f(sampler)?);
+            if cpu {
+                b = b.min(f(&other)?);
+            }
+        }
+        Ok((a, cpu.then_some(b)))
+    };
+    let (inc, inc_libtorch) = best(&|s| incremental_ms_per_image(s, images))?;
+    let (depth, depth_libtorch) = match cpu && p.config.msb_bits.is_some() {
+        true => {
+            let (a, b) = best(&|s| upscale_depth_ms_per_image(s, images))?;
+            (Some(a), b)
+        }
+        false => (None, None),
+    };
+    Ok((inc, inc_libtorch, depth, depth_libtorch))
+}
+
 /// `path`: the model's file, when it came from one (for the load time).
 pub fn run(
     p: &Pipeline,
@@ -187,33 +226,9 @@ pub fn run(
                 ..Default::default()
             },
         )?;
-        let libtorch = SampleOptions {
-            batch_size,
-            host_embedder: false,
-            ..Default::default()
-        };
         let cpu = dev == tch::Device::Cpu;
-        // On the CPU the plain-Rust engine and the libtorch-fed one are timed in turn, three times each, and
-        // each keeps its best: on a shared machine that compares them, not the moments they ran in.
-        let other = Sampler::new(p, libtorch)?;
-        let best = |f: &dyn Fn(&Sampler) -> Result<f64>| -> Result<(f64, Option<f64>)> {
-            let (mut a, mut b) = (f64::INFINITY, f64::INFINITY);
-            for _ in 0..if cpu { 3 } else { 1 } {
-                a = a.min(f(&sampler)?);
-                if cpu {
-                    b = b.min(f(&other)?);
-                }
-            }
-            Ok((a, cpu.then_some(b)))
-        };
-        let (inc_ms, libtorch_embedder_ms) = best(&|s| incremental_ms_per_image(s, images))?;
-        let (depth_ms, libtorch_depth_ms) = match cpu && p.config.msb_bits.is_some() {
-            true => {
-                let (a, b) = best(&|s| upscale_depth_ms_per_image(s, images))?;
-                (Some(a), b)
-            }
-            false => (None, None),
-        };
+        let (inc_ms, libtorch_embedder_ms, depth_ms, libtorch_depth_ms) =
+            in_turn(p, &sampler, batch_size, images)?;
         let (load_ms, libtorch_load_ms) = match path.filter(|_| cpu) {
             Some(f) => {
                 let (a, b) = load_and_first_image_ms(f)?;

@@ -382,7 +382,11 @@ impl Batch<'_, '_, '_> {
     /// the images' streams are independent, so they are drawn on several threads.
     fn gumbel(&mut self, per_image: usize) -> Vec<f32> {
         let mut g = vec![0f32; self.rngs.len() * per_image];
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Threads only where there is enough to share: starting one costs as much as ~10^4 values.
+        let threads = match g.len() > 1 << 16 {
+            true => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            false => 1,
+        };
         let per = self.rngs.len().div_ceil(threads).max(1);
         std::thread::scope(|sc| {
             for (rngs, out) in self

@@ -82,6 +82,12 @@ pub fn run(a: Args, device: tch::Device) -> Result<()> {
     if a.json {
         return print_json(&r);
     }
+    print_report(&r);
+    Ok(())
+}
+
+/// The sampler benchmark as text.
+fn print_report(r: &spn::bench::BenchReport) {
     println!(
         "{} on {} ({} threads) at batch {}",
         r.model, r.device, r.threads, r.batch_size
@@ -128,7 +134,6 @@ pub fn run(a: Args, device: tch::Device) -> Result<()> {
         r.matmul_gflops,
         100.0 * r.fraction_of_matmul_peak
     );
-    Ok(())
 }
 
 fn canvas(
