@@ -31,13 +31,14 @@ $(TORCH_STAMP):
 libtorch: $(TORCH_STAMP)
 	ln -sfn "$$($(VENV)/bin/python -c 'import os, torch; print(os.path.dirname(torch.__file__))')" libtorch
 
-# libspn (spn-ffi) is built on its own: in one cargo run with the crates that use libtorch, features unify and
-# it would link libtorch too. libspn must not (issue 18): it loads the libtorch backend (libspn_torch.so) at run
-# time instead.
+# libspn (spn-ffi) and the Rust API example are built on their own: in one cargo run with the crates that use
+# libtorch, features unify and they would link libtorch too. They must not (issue 18): libspn loads the libtorch
+# backend (libspn_torch.so) at run time instead.
+NO_TORCH := spn-ffi spn-rust-api
 build: setup
-	$(CARGO) build --release --workspace --exclude spn-ffi --features spn/dist
-	$(CARGO) build --release -p spn-ffi
-	@! ldd target/release/libspn.so | grep -q torch || { echo "libspn.so links libtorch" >&2; exit 1; }
+	$(CARGO) build --release --workspace $(addprefix --exclude ,$(NO_TORCH)) --features spn/dist
+	$(CARGO) build --release $(addprefix -p ,$(NO_TORCH))
+	@! ldd target/release/libspn.so target/release/spn-rust-api | grep -q torch || { echo "libspn.so or spn-rust-api links libtorch" >&2; exit 1; }
 
 # Generation alone: the CLI without libtorch. Needs no PyTorch.
 cpu-cli:
@@ -59,7 +60,7 @@ install-test-deps: patchelf
 
 # The held-out emoji (`make data`) are scored against libwebp by one of the tests.
 test: build cpu-cli gimp-deps jxl-tools install-test-deps data
-	$(CARGO) test --release --workspace --exclude spn-ffi --features spn/dist --no-fail-fast
+	$(CARGO) test --release --workspace $(addprefix --exclude ,$(NO_TORCH)) --features spn/dist --no-fail-fast
 
 # Generation with the bundled model on the CPU engine: builds only what that needs, downloads no PyTorch.
 demo: cpu-cli
