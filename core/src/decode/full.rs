@@ -3,13 +3,13 @@
 //! libtorch (issue 18). The sampler scores such slices instead of decoding them (upscaling keeps slice 0 and,
 //! in depth, every MSB), so this pass is what keeps those jobs as fast as with libtorch.
 //!
-//! Masked convolutions are plain convolutions whose hidden taps are zero (docs/design.md section 3); the
+//! Masked convolutions are convolutions over the taps their mask lets through (docs/design.md section 3); the
 //! attention is the causal self-attention with its sink, each position seeing the positions before it.
 use super::cpu::{gemm, sigmoid, tanh, AttnWeights, CpuStepWeights, LAYER_NORM_EPS};
 use super::embed::HostConv;
 use crate::config::StageSpec;
 use crate::error::Result;
-use crate::weights::{HostTensor, Weights};
+use crate::weights::Weights;
 
 /// The masked convolutions of one stage's decoder, whole kernels with the hidden taps zeroed; the other
 /// weights are the step engine's.
@@ -18,20 +18,11 @@ pub struct FullPass {
     blocks: Vec<HostConv>,
 }
 
-/// `ws` `(cout, cin, k, k)` with the taps a position may not see zeroed: rows below, and on its own row the
-/// columns right of it (and itself unless `centre`), as `model::layers::MaskedConv2d` masks them.
-fn masked(ws: &HostTensor, centre: bool) -> HostTensor {
-    let k = ws.shape[2];
+/// Whether a position sees tap `(r, q)` of a `k x k` causal kernel: rows above, and on its own row the
+/// columns left of it (and itself when `centre`), as `model::layers::MaskedConv2d` masks them.
+fn visible(k: usize, centre: bool) -> impl Fn(usize, usize) -> bool {
     let c = k / 2;
-    let mut m = ws.clone();
-    for (i, v) in m.data.iter_mut().enumerate() {
-        let (r, q) = ((i / k) % k, i % k);
-        let visible = r < c || (r == c && (q < c || (q == c && centre)));
-        if !visible {
-            *v = 0.0;
-        }
-    }
-    m
+    move |r, q| r < c || (r == c && (q < c || (q == c && centre)))
 }
 
 impl FullPass {
@@ -41,7 +32,7 @@ impl FullPass {
         let conv = |name: &str, cin, cout, k, centre| -> Result<HostConv> {
             let ws = w.get(&format!("{name}.weight"), &[cout, cin, k, k])?;
             let b = w.get(&format!("{name}.bias"), &[cout])?.data.clone();
-            Ok(HostConv::from_parts(&masked(ws, centre), b))
+            Ok(HostConv::from_parts(ws, b, visible(k, centre)))
         };
         Ok(Self {
             input: conv("decoder.input", 3, d, k, false)?,

@@ -37,12 +37,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let samples = sampler.canvas(&job, &seeds, &mut no_progress(), &cancel)?;
     for s in &samples {
-        data::save_png(&s.image.to_rgb8(), &out.join(format!("generated-{}.png", s.seed)))?;
+        data::save_png(
+            &s.image.to_rgb8(),
+            &out.join(format!("generated-{}.png", s.seed)),
+        )?;
         println!("generated-{}.png: {:.0} bits", s.seed, s.bits);
     }
 
     // Complete: keep the top half of the first sample, redraw the bottom half.
-    let known: Vec<bool> = (0..h).flat_map(|y| (0..w).map(move |_| y < h / 2)).collect();
+    let known: Vec<bool> = (0..h)
+        .flat_map(|y| (0..w).map(move |_| y < h / 2))
+        .collect();
     let job = CanvasJob::Complete {
         image: &samples[0].image,
         known: &known,
