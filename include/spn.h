@@ -53,10 +53,11 @@
  * DEVICES AND BACKENDS
  *   libspn samples and scores on the CPU with its own engine (plain Rust: it links no libtorch). CUDA runs in
  *   the libtorch backend, libspn_torch.so, a separate library that libspn loads at run time only when asked
- *   for CUDA (or SPN_DEVICE_AUTO, to see whether a GPU exists): from $SPN_BACKEND if set, else from
- *   libspn's own folder, where `make install-cuda` puts it with the libtorch libraries it needs (in lib/spn).
- *   Without it SPN_DEVICE_AUTO uses the CPU, and SPN_DEVICE_CUDA fails with SPN_ERR_DEVICE saying what to
- *   install. Both engines draw the same images from the same seeds.
+ *   for CUDA (or for SPN_DEVICE_AUTO on a machine with an NVIDIA driver, to see whether a GPU exists): from
+ *   $SPN_BACKEND if set, else from libspn's own folder, where `make install-cuda` puts it with the libtorch
+ *   libraries it needs (in lib/spn). Without it SPN_DEVICE_AUTO uses the CPU, and SPN_DEVICE_CUDA fails with
+ *   SPN_ERR_DEVICE saying what to install (or why the backend found could not be used). Both engines draw the
+ *   same images from the same seeds.
  */
 #ifndef SPN_H
 #define SPN_H

@@ -19,7 +19,8 @@ pub struct Backend {
     _lib: libloading::Library,
 }
 
-static BACKEND: OnceLock<Option<Arc<Backend>>> = OnceLock::new();
+/// The backend, or why there is none (not found, or found and refused).
+static BACKEND: OnceLock<std::result::Result<Arc<Backend>, String>> = OnceLock::new();
 
 /// Where the backend is looked for, in order.
 fn candidates() -> Vec<PathBuf> {
@@ -33,8 +34,15 @@ fn candidates() -> Vec<PathBuf> {
     c
 }
 
-/// The message for a host that asks for CUDA without the backend.
+/// Why a host that asks for CUDA gets none: what to install, or why the backend found was refused.
 pub fn missing_message() -> String {
+    match BACKEND.get() {
+        Some(Err(why)) => why.clone(),
+        _ => not_found(),
+    }
+}
+
+fn not_found() -> String {
     let looked: Vec<String> = candidates()
         .iter()
         .map(|p| p.display().to_string())
@@ -46,21 +54,36 @@ pub fn missing_message() -> String {
     )
 }
 
+/// Whether this machine has an NVIDIA driver at all: without one, SPN_DEVICE_AUTO does not load the backend
+/// (and its gigabytes of libtorch) only to find no GPU.
+pub fn gpu_driver_present() -> bool {
+    ["/proc/driver/nvidia/version", "/dev/nvidiactl"]
+        .iter()
+        .any(|p| std::path::Path::new(p).exists())
+}
+
 impl Backend {
-    /// The backend, loaded once per process; None when it is not installed or cannot load (logged).
+    /// The backend, loaded once per process; None when it is not installed or cannot load (logged, and
+    /// given by [`missing_message`]).
     pub fn find() -> Option<Arc<Backend>> {
         BACKEND
             .get_or_init(|| {
-                let path = candidates().into_iter().find(|p| p.is_file())?;
-                match Self::open(&path) {
-                    Ok(b) => Some(Arc::new(b)),
-                    Err(e) => {
-                        log::warn!("{}: {e}", path.display());
-                        None
-                    }
-                }
+                let path = candidates()
+                    .into_iter()
+                    .find(|p| p.is_file())
+                    .ok_or_else(not_found)?;
+                Self::open(&path).map(Arc::new).map_err(|e| {
+                    let msg = format!(
+                        "libspn's libtorch backend {} cannot be used: {e}",
+                        path.display()
+                    );
+                    log::warn!("{msg}");
+                    msg
+                })
             })
-            .clone()
+            .as_ref()
+            .ok()
+            .cloned()
     }
 
     fn open(path: &std::path::Path) -> std::result::Result<Self, String> {

@@ -58,6 +58,7 @@ fn load(path: &std::path::Path, params: &spn_model_params) -> Result<SpnModel, F
         })
     };
     match params.device {
+        0 if !crate::backend::gpu_driver_present() => cpu(),
         0 => match crate::backend::Backend::find() {
             Some(b) if b.cuda_devices() > 0 => Ok(SpnModel {
                 net: Box::new(b.load(path, 0)?),

@@ -1,6 +1,7 @@
 /* The libtorch backend (libspn_torch.so, loaded by libspn at run time) against libspn's own CPU engine: the
  * same images from the same seeds for every job, on canvases larger and smaller than the model, and the same
- * scores. Usage: backend_test MODEL.spn */
+ * scores. Usage: backend_test MODEL.spn; backend_test MODEL.spn broken (with $SPN_BACKEND naming a file that is not
+ * the backend: the libtorch devices are refused saying why, and the CPU works). */
 #include "spn.h"
 
 #include <math.h>
@@ -70,6 +71,16 @@ int main(int argc, char **argv) {
     spn_model_params mp;
     spn_model_params_init(&mp);
     spn_model *cpu = NULL, *torch = NULL;
+    if (argc > 2 && strcmp(argv[2], "broken") == 0) {
+        mp.device = SPN_DEVICE_TORCH_CPU;
+        CHECK(spn_model_load(argv[1], &mp, &torch) == SPN_ERR_DEVICE && torch == NULL, "broken backend refused");
+        CHECK(strstr(spn_last_error(), "cannot be used") != NULL, "says why: %s", spn_last_error());
+        mp.device = SPN_DEVICE_AUTO;
+        CHECK(spn_model_load(argv[1], &mp, &cpu) == SPN_OK, "AUTO falls back to the CPU");
+        spn_model_free(cpu);
+        printf("%d passed, %d failed\n", checks - failures, failures);
+        return failures ? 1 : 0;
+    }
     mp.device = SPN_DEVICE_CPU;
     CHECK(spn_model_load(argv[1], &mp, &cpu) == SPN_OK, "CPU engine");
     mp.device = SPN_DEVICE_TORCH_CPU;

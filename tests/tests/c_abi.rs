@@ -86,6 +86,16 @@ fn the_libtorch_backend_draws_what_the_cpu_engine_draws() {
     );
     let out = run_ok(Command::new(&exe).arg(&model).env_remove("SPN_BACKEND"));
     assert!(out.contains(" passed, 0 failed"), "{out}");
+    // A file that is not the backend, named by SPN_BACKEND: refused, saying why; the CPU still works.
+    let broken = dir.path().join("libspn_torch.so");
+    std::fs::write(&broken, b"not a shared library").unwrap();
+    let out = run_ok(
+        Command::new(&exe)
+            .arg(&model)
+            .arg("broken")
+            .env("SPN_BACKEND", &broken),
+    );
+    assert!(out.contains(" passed, 0 failed"), "{out}");
     // libspn itself links no libtorch: only the backend does.
     let ldd = run_ok(Command::new("ldd").arg(libspn()));
     assert!(!ldd.contains("torch"), "{ldd}");
