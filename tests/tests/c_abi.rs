@@ -96,6 +96,17 @@ fn the_libtorch_backend_draws_what_the_cpu_engine_draws() {
             .env("SPN_BACKEND", &broken),
     );
     assert!(out.contains(" passed, 0 failed"), "{out}");
+    // The CUDA check a session lent a GPU runs (recipes/gpu-check.sh), here on the backend's CPU.
+    let check = dir.path().join("cuda_check");
+    compile(
+        "gcc",
+        "-std=c11",
+        &root().join("tests/gpu/cuda_check.c"),
+        &check,
+        &["-lspn", "-lm"],
+    );
+    let out = run_ok(Command::new(&check).arg(&model).arg("torch-cpu"));
+    assert!(out.contains("torch-cpu: MATCH"), "{out}");
     // libspn itself links no libtorch: only the backend does.
     let ldd = run_ok(Command::new("ldd").arg(libspn()));
     assert!(!ldd.contains("torch"), "{ldd}");
