@@ -5,6 +5,8 @@
 //!
 //! Masked convolutions are convolutions over the taps their mask lets through (docs/design.md section 3); the
 //! attention is the causal self-attention with its sink, each position seeing the positions before it.
+// Index loops over several equal-length rows at once read more plainly here than zipped iterators.
+#![allow(clippy::needless_range_loop)]
 use super::cpu::{gemm, sigmoid, tanh, AttnWeights, CpuStepWeights, LAYER_NORM_EPS};
 use super::embed::HostConv;
 use crate::config::StageSpec;
