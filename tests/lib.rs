@@ -125,7 +125,7 @@ pub fn assert_left_half_kept<P>(
     }
 }
 
-/// Kinds of mask pixel for the mask-rule tests, with whether the rule (`spn::data::mask_known`) calls each
+/// Kinds of mask pixel for the mask-rule tests, with whether the rule (`spn::data::mask_flags`) calls each
 /// known: opaque white, opaque red (dark by luma), light gray, translucent white (alpha 100), mostly opaque
 /// white (alpha 200), black, yellow (light by luma), clear.
 pub const MASK_KINDS: [([u8; 4], bool); 8] = [

@@ -66,17 +66,17 @@ pub fn composite_on_white(img: &DynamicImage) -> RgbImage {
     })
 }
 
+/// [`mask_flags`] as an `(H, W)` bool tensor.
 #[cfg(feature = "torch")]
-/// The one mask rule of completion, shared by the CLI, the C ABI and (through the ABI) the GIMP plug-in: a
-/// mask pixel marks its image pixel as known where it is opaque (alpha >= 128) and light (the Rec. 709 luma of
-/// its colour composited over white is above 127). Dark or transparent mask pixels are drawn by the model.
-/// Returns an `(H, W)` bool tensor.
 pub fn mask_known(mask: &DynamicImage) -> Result<Tensor> {
     let flags = mask_flags(mask);
     Ok(Tensor::f_from_slice(&flags)?.f_view([mask.height() as i64, mask.width() as i64])?)
 }
 
-/// [`mask_known`]'s rule as one flag a pixel, row-major.
+/// The one mask rule of completion, shared by the CLI, the C ABI and (through the ABI) the GIMP plug-in: a
+/// mask pixel marks its image pixel as known where it is opaque (alpha >= 128) and light (the Rec. 709 luma of
+/// its colour composited over white is above 127). Dark or transparent mask pixels are drawn by the model.
+/// One flag a pixel, row-major.
 pub fn mask_flags(mask: &DynamicImage) -> Vec<bool> {
     let rgba = mask.to_rgba8();
     let luma = DynamicImage::ImageRgb8(composite_on_white(mask)).to_luma8();

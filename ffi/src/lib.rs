@@ -17,7 +17,7 @@ mod score;
 
 pub use boundary::ABI_VERSION;
 
-// The layouts spn.h documents (ABI version 3). Appending a field changes these sizes; changing the offsets of
+// The layouts spn.h documents (ABI version 4; unchanged since 3). Appending a field changes these sizes; changing the offsets of
 // existing fields is never allowed.
 const _: () = assert!(std::mem::size_of::<model::spn_model_params>() == 12);
 const _: () = assert!(std::mem::size_of::<model::spn_model_info>() == 32);

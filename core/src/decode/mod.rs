@@ -6,12 +6,16 @@
 //! chosen for that pixel, and [`SliceDecoding::commit`] records the pixel. What value is chosen is not the
 //! engine's business: the sampler's one draw rule (`crate::sampler::draw`) decides, for every engine.
 //!
-//! - [`naive`]: a full decoder pass per position, the reference;
-//! - [`tensor`]: per-layer caches as tensor ops on the model's device (the path on GPUs);
-//! - [`cpu`]: the same caches as plain loops and small matrix products on the host, one group of images per
-//!   thread (the path on CPUs).
+//! Engines take plain host data ([`SliceBatch`]) and also score slices whose every sub-pixel is known
+//! ([`Engine::score`]), so an engine may be plain Rust, libtorch, or a library loaded at run time
+//! (`crate::backend`, docs/design.md section 9):
+//! - [`host`]: the CPU engine without libtorch, built from a bundle's weights: the slice embedder ([`embed`]),
+//!   per-layer caches as plain loops and small matrix products, one group of images per thread ([`cpu`]), and
+//!   the full pass for known slices ([`full`]). The path on CPUs, and all of libspn's own;
+//! - [`tensor`] (feature `torch`): the same caches as tensor ops on the model's device (the path on GPUs);
+//! - [`naive`] (feature `torch`): a full decoder pass per position, the reference.
 //!
-//! All three give the same logits (tests hold them within 1e-4 of the full pass).
+//! All give the same logits (tests hold them within 1e-4 of libtorch's full pass).
 pub mod cpu;
 pub mod embed;
 pub mod full;

@@ -166,7 +166,7 @@ fn one_image(
 
 /// Complete a partially drawn image of any size: MASK (the image's size) is white where pixels are known
 /// (kept exactly, alpha too), black or transparent where the model draws (the mask rule of
-/// `spn::data::mask_known`).
+/// `spn::data::mask_flags`).
 #[derive(clap::Args)]
 pub struct CompleteArgs {
     #[arg(long)]
