@@ -46,7 +46,7 @@ fn the_host_embedder_matches_libtorch() {
                 let embed_in = net.condition(&own, cond.as_ref(), &kk).unwrap();
                 let ctx = net.embedder.forward_t(&embed_in, &kk, false).unwrap();
                 let proj = spn::model::layers::conv2d_same(&ctx, &net.decoder.context).unwrap();
-                let (_, cin, h, w) = embed_in.size4().unwrap();
+                let (_, _, h, w) = embed_in.size4().unwrap();
                 let cl = |t: &Tensor| {
                     Vec::<f32>::try_from(
                         t.flatten(2, 3).transpose(1, 2).contiguous().flatten(0, -1),
@@ -369,6 +369,7 @@ fn naive_and_incremental_samplers_draw_the_same_images() {
                 positions_per_slice: None,
                 overlap: None,
                 host_embedder: true,
+                ..Default::default()
             },
         )
         .unwrap();
@@ -743,5 +744,39 @@ fn the_cpu_engine_matches_libtorch_on_every_preset() {
             worst < 1e-4,
             "{preset}: the CPU engine's logits differ by {worst}"
         );
+    }
+}
+
+/// The mean pick (`Pick::Mean`): deterministic whatever the seed, keeps what is known, and differs from a draw.
+#[test]
+fn the_mean_pick_is_deterministic_and_keeps_the_known() {
+    let p = model("tiny", 9);
+    let small = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(9, 6, |x, y| {
+        image::Rgb([(x * 25) as u8, 200, (y * 40) as u8])
+    }));
+    let run = |pick, seed| {
+        let s = Sampler::new(
+            &p,
+            SampleOptions {
+                pick,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let job = spn::sampler::CanvasJob::UpscaleSize { image: &small };
+        let r = s
+            .canvas(&job, &[seed], &mut no_progress(), &CancelToken::new())
+            .unwrap();
+        r[0].image.to_rgb8()
+    };
+    let (a, b) = (
+        run(spn::sampler::Pick::Mean, 1),
+        run(spn::sampler::Pick::Mean, 2),
+    );
+    assert_eq!(a, b, "the mean pick does not depend on the seed");
+    assert_ne!(a, run(spn::sampler::Pick::Sample, 1));
+    let s = p.config().scale as u32;
+    for (x, y, px) in small.to_rgb8().enumerate_pixels() {
+        assert_eq!(a.get_pixel(s * x, s * y), px, "slice 0 kept at ({x}, {y})");
     }
 }

@@ -6,7 +6,7 @@ use crate::data::{list_images, load_rgb};
 use crate::error::{Error, Result};
 use crate::pipeline::Pipeline;
 use crate::resample::{upscale_aligned, Kernel};
-use crate::sampler::{no_progress, CancelToken, CanvasJob, SampleOptions, Sampler};
+use crate::sampler::{no_progress, CancelToken, CanvasJob, Pick, SampleOptions, Sampler};
 use image::{DynamicImage, Rgb, RgbImage};
 use serde::Serialize;
 use std::path::PathBuf;
@@ -134,11 +134,12 @@ fn synthetic(side: u32) -> Vec<Synthetic> {
 
 /// PSNR against the filters on each folder of `sets` (its first `limit` images, sorted by name), and flat
 /// regions on synthetic inputs, at each temperature.
+/// `pick`: how the model chooses values (drawn, or each sub-pixel's mean level).
 pub fn run(
     p: &Pipeline,
     name: &str,
     sets: &[PathBuf],
-    temperatures: &[f64],
+    (temperatures, pick): (&[f64], Pick),
     limit: usize,
 ) -> Result<UpscaleReport> {
     let s = p.config().scale as u32;
@@ -151,6 +152,7 @@ pub fn run(
             SampleOptions {
                 temperature: t,
                 batch_size: 1,
+                pick,
                 ..Default::default()
             },
         )?;

@@ -19,7 +19,7 @@ use crate::decode::{Engine, Network, SliceBatch};
 use crate::error::{Error, Result};
 use crate::subscale::{from_slices_host, merge_value, split_value, to_slices_host};
 pub use canvas::{check_canvas_size, default_overlap, CanvasImage, CanvasJob, MAX_CANVAS_PIXELS};
-pub use draw::draw;
+pub use draw::{draw, Pick};
 use rand::{Rng, SeedableRng};
 pub use score::Score;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +63,8 @@ pub struct SampleOptions {
     /// The CPU engine embeds slices in plain Rust (`decode::embed`); false: with libtorch, to compare them
     /// (`spn bench`).
     pub host_embedder: bool,
+    /// How values are chosen: drawn (the default), or the distribution's mean level.
+    pub pick: Pick,
 }
 
 impl Default for SampleOptions {
@@ -74,6 +76,7 @@ impl Default for SampleOptions {
             positions_per_slice: None,
             overlap: None,
             host_embedder: true,
+            pick: Pick::Sample,
         }
     }
 }

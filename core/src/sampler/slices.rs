@@ -1,6 +1,7 @@
 //! Decoding one slice of a batch: the one loop over positions and channels that every engine runs through,
 //! with the batch split into groups (one per thread for the CPU engine).
-use super::{draw, Batch, Sampler};
+use super::draw::{choose, Pick};
+use super::{Batch, Sampler};
 use crate::config::StageSpec;
 use crate::decode::{SliceBatch, SliceDecoding};
 use crate::error::{Error, Result};
@@ -22,6 +23,7 @@ struct Shape {
     w: usize,
     levels: usize,
     temperature: f32,
+    pick: Pick,
     any_known: bool,
     /// Positions to run (all of them unless a benchmark asks for fewer).
     limit: usize,
@@ -51,6 +53,7 @@ impl Sampler<'_> {
             w: input.w,
             levels: spec.levels() as usize,
             temperature: self.options.temperature as f32,
+            pick: self.options.pick,
             any_known: known.iter().any(|&k| k != 0),
             limit: self.options.positions_per_slice.unwrap_or(n).min(n),
         };
@@ -151,7 +154,8 @@ fn decode_group(
             for (i, c) in chosen.iter_mut().enumerate() {
                 let at = (i * n + pos) * 3 + ch;
                 let known = (s.any_known && g.known[at] != 0).then(|| g.values[i * n + pos][ch]);
-                let (v, logp) = draw(
+                let (v, logp) = choose(
+                    s.pick,
                     &logits[i * l..][..l],
                     &g.gumbel[at * l..][..l],
                     s.temperature,

@@ -1,6 +1,7 @@
 //! `spn bench`: the engines' speed through the sampler, and FLOPs against the machine's matmul rate.
 use crate::io::{model_path, print_json};
 use anyhow::{bail, Result};
+use spn::sampler::Pick;
 use spn::{Pipeline, PipelineConfig};
 use std::path::PathBuf;
 
@@ -44,6 +45,9 @@ pub struct Args {
     /// With --upscale: images per folder (the first by name).
     #[arg(long, default_value_t = 24, requires = "upscale")]
     limit: usize,
+    /// With --upscale: the model takes each sub-pixel's mean level instead of drawing it.
+    #[arg(long, requires = "upscale")]
+    mean: bool,
 }
 
 pub fn run(a: Args, device: tch::Device) -> Result<()> {
@@ -66,7 +70,14 @@ pub fn run(a: Args, device: tch::Device) -> Result<()> {
         }
     };
     if let Some(sets) = &a.upscale {
-        return upscale(&pipeline, &name, sets, (&a.temperatures, a.limit), a.json);
+        let pick = if a.mean { Pick::Mean } else { Pick::Sample };
+        return upscale(
+            &pipeline,
+            &name,
+            sets,
+            (&a.temperatures, pick, a.limit),
+            a.json,
+        );
     }
     if let Some(sizes) = &a.canvas {
         return canvas(&pipeline, &name, sizes, (a.batch_size, a.overlap), a.json);
@@ -184,19 +195,19 @@ fn upscale(
     p: &Pipeline,
     name: &str,
     sets: &[PathBuf],
-    (temps, limit): (&[f64], usize),
+    (temps, pick, limit): (&[f64], Pick, usize),
     json: bool,
 ) -> Result<()> {
     if limit == 0 || temps.is_empty() {
         bail!("--limit and --temperatures must not be empty");
     }
-    let r = spn::bench::upscale::run(p, name, sets, temps, limit)?;
+    let r = spn::bench::upscale::run(p, name, sets, (temps, pick), limit)?;
     if json {
         return print_json(&r);
     }
     println!(
-        "{}: size upscaling x{} from slice 0, PSNR (dB), mean over images",
-        r.model, r.scale
+        "{}: size upscaling x{} from slice 0 ({:?}), PSNR (dB), mean over images",
+        r.model, r.scale, pick
     );
     println!(
         "  {:<44} {:>6} {:>5} {:>8} {:>8} {:>11}",

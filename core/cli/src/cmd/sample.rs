@@ -5,7 +5,7 @@ use crate::Device;
 use anyhow::{bail, Context, Result};
 use image::GenericImageView;
 use spn::data;
-use spn::sampler::{CanvasJob, Decoding, SampleOptions, Sampler};
+use spn::sampler::{CanvasJob, Decoding, Pick, SampleOptions, Sampler};
 use spn::Network;
 use std::path::{Path, PathBuf};
 
@@ -23,6 +23,10 @@ pub struct Sampling {
     /// multiple of the model's scale). Default: 3/8 of the model's width, from measured seams (24 for 64x64).
     #[arg(long)]
     overlap: Option<usize>,
+    /// Take each sub-pixel's mean level under the model (deterministic; what minimises the expected squared
+    /// error, for upscaling judged like a filter) instead of drawing it.
+    #[arg(long)]
+    mean: bool,
 }
 
 impl Sampling {
@@ -36,6 +40,7 @@ impl Sampling {
                 Decoding::Incremental
             },
             overlap: self.overlap,
+            pick: if self.mean { Pick::Mean } else { Pick::Sample },
             ..Default::default()
         }
     }
