@@ -172,12 +172,15 @@ fn load_and_first_image_ms(path: &std::path::Path) -> Result<(f64, f64)> {
 /// Generation and, for a pipeline, depth upscaling, in ms per image: with `sampler`, and on the CPU also with
 /// libtorch's embedder and full pass. On the CPU the two are timed in turn, three times each, and each keeps
 /// its best: on a shared machine that compares them, not the moments they ran in.
-fn in_turn(
-    p: &Pipeline,
-    sampler: &Sampler,
-    batch_size: usize,
-    images: usize,
-) -> Result<(f64, Option<f64>, Option<f64>, Option<f64>)> {
+/// Milliseconds per image from [`in_turn`].
+struct InTurn {
+    generate: f64,
+    generate_libtorch: Option<f64>,
+    depth: Option<f64>,
+    depth_libtorch: Option<f64>,
+}
+
+fn in_turn(p: &Pipeline, sampler: &Sampler, batch_size: usize, images: usize) -> Result<InTurn> {
     let cpu = p.device() == tch::Device::Cpu;
     let other = Sampler::new(
         p,
@@ -205,7 +208,12 @@ fn in_turn(
         }
         false => (None, None),
     };
-    Ok((inc, inc_libtorch, depth, depth_libtorch))
+    Ok(InTurn {
+        generate: inc,
+        generate_libtorch: inc_libtorch,
+        depth,
+        depth_libtorch,
+    })
 }
 
 /// `path`: the model's file, when it came from one (for the load time).
@@ -227,8 +235,9 @@ pub fn run(
             },
         )?;
         let cpu = dev == tch::Device::Cpu;
+        let t = in_turn(p, &sampler, batch_size, images)?;
         let (inc_ms, libtorch_embedder_ms, depth_ms, libtorch_depth_ms) =
-            in_turn(p, &sampler, batch_size, images)?;
+            (t.generate, t.generate_libtorch, t.depth, t.depth_libtorch);
         let (load_ms, libtorch_load_ms) = match path.filter(|_| cpu) {
             Some(f) => {
                 let (a, b) = load_and_first_image_ms(f)?;
