@@ -70,7 +70,7 @@ extern "C" {
 #endif
 
 /* The ABI this header describes. Bumped only when a new call or struct field is added. */
-#define SPN_ABI_VERSION 4
+#define SPN_ABI_VERSION 5
 
 typedef enum spn_status {
     SPN_OK = 0,
@@ -222,7 +222,15 @@ typedef struct spn_sample_params {
     uint32_t keep_alpha;      /* 1 (default): RGBA inputs give RGBA outputs; 0: inputs are composited over
                                  white and outputs are RGB. A host built against an older header, or passing
                                  NULL params, gets 0. */
+    /* Since ABI version 5. */
+    uint32_t pick;            /* how each sub-pixel is chosen: SPN_PICK_SAMPLE (0, default) draws it from the
+                                 model's distribution at `temperature`; SPN_PICK_MEAN (1) takes that
+                                 distribution's mean level: deterministic (the seed does not matter), and the
+                                 sharpest upscaling as PSNR judges it (models/README.md) */
+    uint32_t reserved;        /* must be 0 */
 } spn_sample_params;
+
+enum { SPN_PICK_SAMPLE = 0, SPN_PICK_MEAN = 1 };
 
 void spn_sample_params_init(spn_sample_params *params);
 

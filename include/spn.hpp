@@ -101,6 +101,8 @@ struct SampleParams {
     int32_t overlap = -1;
     /// RGBA inputs give RGBA outputs; false: composited over white, RGB out.
     bool keep_alpha = true;
+    /// Each sub-pixel's mean level under the model instead of a draw (deterministic; since ABI 5).
+    bool mean = false;
 };
 
 namespace detail {
@@ -199,6 +201,7 @@ class Model {
         cp.height = p.height;
         cp.overlap = p.overlap;
         cp.keep_alpha = p.keep_alpha ? 1 : 0;
+        cp.pick = p.mean ? SPN_PICK_MEAN : SPN_PICK_SAMPLE;
         detail::ProgressContext ctx{&p.progress, nullptr};
         if (p.progress) {
             cp.progress = &detail::spn_hpp_progress_trampoline;

@@ -167,8 +167,9 @@ pub unsafe fn c_path(p: *const c_char, what: &str) -> Result<Option<std::path::P
 
 /// 1: the first ABI. 2: `spn_mask_known` added (nothing else changed). 3: the sampling calls take any size;
 /// `spn_sample_params` gains width, height, overlap and keep_alpha; RGBA inputs give RGBA results. 4:
-/// `SPN_DEVICE_TORCH_CPU` (libspn links no libtorch; CUDA runs in the backend it loads, `backend.rs`).
-pub const ABI_VERSION: u32 = 4;
+/// `SPN_DEVICE_TORCH_CPU` (libspn links no libtorch; CUDA runs in the backend it loads, `backend.rs`). 5:
+/// `spn_sample_params.pick` (the mean pick) and `reserved`.
+pub const ABI_VERSION: u32 = 5;
 
 #[no_mangle]
 pub extern "C" fn spn_abi_version() -> u32 {

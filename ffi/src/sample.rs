@@ -6,7 +6,7 @@ use crate::image::{read_image, spn_image, spn_image_view, to_images, view_size};
 use crate::job::{job_ref, SpnJob};
 use crate::model::{SpnModel, MODELS};
 use image::DynamicImage;
-use spn_core::sampler::{CancelToken, CanvasJob, SampleOptions, SampleProgress, Sampler};
+use spn_core::sampler::{CancelToken, CanvasJob, Pick, SampleOptions, SampleProgress, Sampler};
 use std::ffi::{c_int, c_void};
 
 #[repr(C)]
@@ -25,11 +25,14 @@ pub struct spn_sample_params {
     pub height: u32,
     pub overlap: i32,
     pub keep_alpha: u32,
+    // Since ABI version 5.
+    pub pick: u32,
+    pub reserved: u32,
 }
 
 impl spn_sample_params {
     /// Where each field ends: the struct sizes an older header may pass.
-    pub const FIELD_ENDS: &'static [usize] = &[8, 16, 20, 24, 32, 40, 48, 52, 56, 60, 64];
+    pub const FIELD_ENDS: &'static [usize] = &[8, 16, 20, 24, 32, 40, 48, 52, 56, 60, 64, 68, 72];
     /// Where `keep_alpha` ends: hosts whose struct stops before it were built when outputs were RGB only.
     const KEEP_ALPHA_END: u32 = 64;
 }
@@ -49,6 +52,8 @@ impl Default for spn_sample_params {
             height: 0,
             overlap: -1,
             keep_alpha: 1,
+            pick: 0,
+            reserved: 0,
         }
     }
 }
@@ -180,6 +185,12 @@ fn plan(
     if p.batch_size == 0 {
         return Err(invalid("batch_size must be at least 1"));
     }
+    if p.pick > 1 || p.reserved != 0 {
+        return Err(invalid(format!(
+            "pick must be SPN_PICK_SAMPLE (0) or SPN_PICK_MEAN (1), got {}; reserved must be 0, got {}",
+            p.pick, p.reserved
+        )));
+    }
     if p.overlap < -1 {
         return Err(invalid(format!(
             "overlap must be -1 (the default) or at least 0, got {}",
@@ -230,6 +241,10 @@ unsafe fn sample(
             temperature: p.temperature as f64,
             batch_size,
             overlap: (p.overlap >= 0).then_some(p.overlap as usize),
+            pick: match p.pick {
+                1 => Pick::Mean,
+                _ => Pick::Sample,
+            },
             ..Default::default()
         };
         let sampler = Sampler::new(&*m.net, options)?;

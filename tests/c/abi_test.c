@@ -493,6 +493,40 @@ static void test_canvas(void) {
     CHECK(spn_upscale_depth(model, &bv, &p, &c, &m) == SPN_ERR_CANCELLED, "cancel within windows");
 }
 
+/* ---- The mean pick (ABI 5) ---- */
+static void test_pick(void) {
+    uint8_t rgb[8 * 8 * 3];
+    for (int i = 0; i < (int)sizeof rgb; i++) rgb[i] = (uint8_t)(i * 29);
+    spn_image_view v = {8, 8, 3, 24, rgb};
+    spn_sample_params p;
+    spn_sample_params_init(&p);
+    CHECK(p.pick == SPN_PICK_SAMPLE && p.reserved == 0, "defaults");
+    CHECK(sizeof(spn_sample_params) == 72, "size %zu", sizeof(spn_sample_params));
+    p.pick = SPN_PICK_MEAN;
+    spn_image *a = NULL, *b = NULL;
+    uint32_t na = 0, nb = 0;
+    p.seed = 1;
+    CHECK(spn_upscale_depth(model, &v, &p, &a, &na) == SPN_OK, "mean, seed 1");
+    p.seed = 2;
+    CHECK(spn_upscale_depth(model, &v, &p, &b, &nb) == SPN_OK, "mean, seed 2");
+    CHECK(a && b && memcmp(a[0].data, b[0].data, 8 * 24) == 0, "the mean pick does not depend on the seed");
+    for (int i = 0; a && i < (int)sizeof rgb; i++)
+        CHECK((a[0].data[i] >> 5) == (rgb[i] >> 5), "top bits kept at %d", i);
+    spn_images_free(a, na);
+    spn_images_free(b, nb);
+    p.pick = 2;
+    CHECK(spn_upscale_depth(model, &v, &p, &a, &na) == SPN_ERR_INVALID_ARGUMENT, "unknown pick");
+    p.pick = SPN_PICK_MEAN;
+    p.reserved = 1;
+    CHECK(spn_upscale_depth(model, &v, &p, &a, &na) == SPN_ERR_INVALID_ARGUMENT, "reserved must be 0");
+    /* An ABI 4 host (64 bytes) draws as before. */
+    spn_sample_params_init(&p);
+    p.struct_size = 64;
+    p.pick = 9; /* past its struct: never read */
+    CHECK(spn_upscale_depth(model, &v, &p, &a, &na) == SPN_OK, "ABI 4 struct");
+    spn_images_free(a, na);
+}
+
 /* ---- Compatibility ---- */
 /* What a host built against an older header would pass: the struct before its later fields existed.
  * (No version has trailing padding, so a newer field never lies in an older one's padding.) */
@@ -575,6 +609,7 @@ int main(int argc, char **argv) {
     test_threads();
     test_canvas();
     test_compat();
+    test_pick();
     CHECK(log_lines > 0, "log callback called");
     spn_set_log_callback(NULL, NULL);
     spn_model_free(model);
