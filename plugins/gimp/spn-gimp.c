@@ -6,6 +6,7 @@
  *   plug-in-spn-complete       Filters > Generic > SPN > Complete Selection   selected/transparent pixels redrawn
  *   plug-in-spn-upscale-depth  Filters > Generic > SPN > Upscale Depth   top bits kept, low bits resampled
  *   plug-in-spn-upscale-size   Filters > Generic > SPN > Upscale Size    new image S times larger
+ *   plug-in-spn-upscale-size-mean  (scripts)                         the same, each pixel its mean level
  * An empty model path means the bundled default model.
  */
 #include <libgimp/gimp.h>
@@ -20,6 +21,7 @@
 #define SIZE_PROC "plug-in-spn-upscale-size"
 #define MASK_PROC "plug-in-spn-complete-mask"
 #define GEN_SIZED_PROC "plug-in-spn-generate-sized"
+#define SIZE_MEAN_PROC "plug-in-spn-upscale-size-mean"
 
 typedef struct {
     gchar model[1024];
@@ -28,9 +30,10 @@ typedef struct {
     gdouble temperature;
     gint32 width; /* generation's canvas; 0: the model's size */
     gint32 height;
+    gint32 mean; /* editing procedures: each sub-pixel's mean level, not a draw (SPN_PICK_MEAN) */
 } SpnValues;
 
-static SpnValues vals = {"", 4, 0, 1.0, 0, 0};
+static SpnValues vals = {"", 4, 0, 1.0, 0, 0, 0};
 
 static void query(void);
 static void run(const gchar *name, gint nparams, const GimpParam *param, gint *nreturn_vals, GimpParam **return_vals);
@@ -106,6 +109,13 @@ static void query(void) {
                            "Upscale _Size", "RGB*", GIMP_PLUGIN, G_N_ELEMENTS(edit_args), G_N_ELEMENTS(size_ret),
                            edit_args, size_ret);
     gimp_plugin_menu_register(SIZE_PROC, "<Image>/Filters/Generic/SPN");
+
+    gimp_install_procedure(SIZE_MEAN_PROC, "Upscale the size with a Subscale Pixel Network, sharp and deterministic",
+                           "As plug-in-spn-upscale-size, each new pixel taking its mean level under the model "
+                           "instead of a draw (the seed does not matter). For scripts; the menu's dialog offers "
+                           "it as a check box.",
+                           "spn", "spn", "2026", NULL, "RGB*", GIMP_PLUGIN, G_N_ELEMENTS(edit_args),
+                           G_N_ELEMENTS(size_ret), edit_args, size_ret);
 
     gimp_install_procedure(MASK_PROC, "Complete a layer where a mask says, with a Subscale Pixel Network",
                            "Redraws the pixels of the layer that the mask drawable leaves unknown, by libspn's mask "
@@ -187,6 +197,12 @@ static gboolean dialog(gboolean with_count) {
                                            TRUE, 0, 0, NULL, NULL);
     GtkObject *temp = gimp_scale_entry_new(GTK_TABLE(table), 0, 3, "Temperature:", 150, 6, vals.temperature, 0.05,
                                            2.0, 0.05, 0.1, 2, TRUE, 0, 0, NULL, NULL);
+    GtkWidget *mean = NULL;
+    if (!with_count) {
+        mean = gtk_check_button_new_with_mnemonic("_Mean level: sharp and deterministic, no drawn detail");
+        gtk_toggle_button_set_active(GTK_TOGGLE_BUTTON(mean), vals.mean);
+        gtk_table_attach_defaults(GTK_TABLE(table), mean, 0, 2, 4, 5);
+    }
     GtkObject *width = NULL, *height = NULL;
     if (with_count) {
         width = gimp_scale_entry_new(GTK_TABLE(table), 0, 4, "Width (0: model's):", 150, 6, vals.width, 0, 4096, 1,
@@ -203,6 +219,7 @@ static gboolean dialog(gboolean with_count) {
         if (height) vals.height = (gint32)gtk_adjustment_get_value(GTK_ADJUSTMENT(height));
         vals.seed = (gint32)gtk_adjustment_get_value(GTK_ADJUSTMENT(seed));
         vals.temperature = gtk_adjustment_get_value(GTK_ADJUSTMENT(temp));
+        if (mean) vals.mean = gtk_toggle_button_get_active(GTK_TOGGLE_BUTTON(mean));
     }
     gtk_widget_destroy(dlg);
     return ok;
@@ -224,6 +241,8 @@ static GimpPDBStatusType read_values(Call *c, gint nparams, const GimpParam *par
         if (with_count) vals.count = param[m + 1].data.d_int32;
         vals.seed = param[m + 1 + k].data.d_int32;
         vals.temperature = param[m + 2 + k].data.d_float;
+        /* Scripts choose the mean pick by procedure. */
+        vals.mean = strcmp(c->name, SIZE_MEAN_PROC) == 0;
     } else if (c->mode == GIMP_RUN_INTERACTIVE && !dialog(with_count)) {
         return GIMP_PDB_CANCEL;
     }
@@ -243,6 +262,7 @@ static GimpPDBStatusType open_model(Call *c, Session *s) {
     spn_sample_params_init(&s->sp);
     s->sp.seed = (uint64_t)vals.seed;
     s->sp.temperature = (float)vals.temperature;
+    s->sp.pick = vals.mean ? SPN_PICK_MEAN : SPN_PICK_SAMPLE;
     s->sp.progress = on_progress;
     return GIMP_PDB_SUCCESS;
 }
@@ -480,6 +500,7 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
         {COMPLETE_PROC, run_complete},
         {DEPTH_PROC, run_upscale_depth},
         {SIZE_PROC, run_upscale_size},
+        {SIZE_MEAN_PROC, run_upscale_size},
         {MASK_PROC, run_complete_mask},
     };
     static GimpParam ret[2];

@@ -127,6 +127,31 @@ fn complete_keeps_everything_outside_the_selection() {
     assert_left_half_kept(&a, &b);
 }
 
+/// `plug-in-spn-upscale-size-mean` (ABI 5's mean pick): the same image whatever the seed, slice 0 kept.
+#[test]
+fn the_mean_upscale_is_the_same_for_every_seed() {
+    let script = format!(
+        r#"(let* ({LOAD})
+             (let* ((a (car (plug-in-spn-upscale-size-mean RUN-NONINTERACTIVE image drawable "{m}" 1 1.0)))
+                    (b (car (plug-in-spn-upscale-size-mean RUN-NONINTERACTIVE image drawable "{m}" 2 1.0))))
+               (file-png-save-defaults RUN-NONINTERACTIVE a (car (gimp-image-get-active-drawable a)) "a.png" "a.png")
+               (file-png-save-defaults RUN-NONINTERACTIVE b (car (gimp-image-get-active-drawable b)) "b.png" "b.png")))"#,
+        m = model()
+    );
+    let (work, _) = gimp(&script);
+    let (input, a, b) = (
+        load(&work.path().join("in.png")),
+        load(&work.path().join("a.png")),
+        load(&work.path().join("b.png")),
+    );
+    assert_eq!(a, b, "the mean pick does not depend on the seed");
+    let s = a.width() / input.width();
+    assert!(s > 1, "{}x{}", a.width(), a.height());
+    for (x, y, p) in input.enumerate_pixels().filter(|(_, _, p)| p[3] == 255) {
+        assert_eq!(&a.get_pixel(s * x, s * y).0[..3], &p.0[..3], "slice 0 at ({x}, {y})");
+    }
+}
+
 #[test]
 fn upscale_depth_keeps_the_top_bits_and_size_makes_a_bigger_image() {
     let script = format!(
