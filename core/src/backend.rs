@@ -96,4 +96,7 @@ pub struct spn_backend_v1 {
         out: *mut f32,
         len: usize,
     ) -> i32,
+    /// The model's `PipelineConfig` as JSON (NUL-terminated, valid while the model lives), so that libspn
+    /// need not read the bundle a second time.
+    pub config_json: unsafe extern "C" fn(model: *const c_void) -> *const c_char,
 }

@@ -30,7 +30,7 @@ pub struct TrainingInfo {
 /// Raw contents of a bundle or checkpoint file: its metadata and its tensors as host arrays.
 pub struct Contents {
     pub meta: HashMap<String, String>,
-    pub tensors: BTreeMap<String, HostTensor>,
+    pub tensors: Weights,
 }
 
 fn bundle_err(path: &Path, msg: impl Into<String>) -> Error {
@@ -219,7 +219,10 @@ fn parse(path: &Path, data: &[u8]) -> Result<Contents> {
             .collect();
         tensors.insert(name, HostTensor::new(view.shape().to_vec(), data)?);
     }
-    Ok(Contents { meta, tensors })
+    Ok(Contents {
+        meta,
+        tensors: Weights(tensors),
+    })
 }
 
 /// Every tensor the header declares, checked before any is made: its count, dtype, shape, and a byte range

@@ -111,7 +111,7 @@ impl Pipeline {
             return Err(bundle::checkpoint_not_model(path));
         }
         let (config, info) = bundle::parse_meta(path, &contents.meta)?;
-        Self::from_tensors(path, config, info, &Weights(contents.tensors), "", device)
+        Self::from_tensors(path, config, info, &contents.tensors, "", device)
     }
 
     /// The pipeline of `config` with the weights `prefix + name` of `tensors` (read from `path`, a bundle or

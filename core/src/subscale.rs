@@ -9,43 +9,41 @@ use crate::error::{Error, Result};
 use tch::{Kind, Tensor};
 
 /// [`to_slices`] on a host array: `x` `(lead, H, W)` -> `(lead, S*S, H/S, W/S)`.
-pub fn to_slices_host<T: Copy + Default>(
-    x: &[T],
-    (h, w): (usize, usize),
-    s: usize,
-) -> Result<Vec<T>> {
-    if s < 1 || h % s != 0 || w % s != 0 || x.len() % (h * w).max(1) != 0 {
-        return Err(Error::input(format!("scale {s} must divide {w}x{h}")));
-    }
-    let (sh, sw) = (h / s, w / s);
-    let mut out = vec![T::default(); x.len()];
-    for (img, o) in x.chunks_exact(h * w).zip(out.chunks_exact_mut(h * w)) {
-        for y in 0..h {
-            for xx in 0..w {
-                let k = (y % s) * s + xx % s;
-                o[(k * sh + y / s) * sw + xx / s] = img[y * w + xx];
-            }
-        }
-    }
-    Ok(out)
+pub fn to_slices_host<T: Copy + Default>(x: &[T], hw: (usize, usize), s: usize) -> Result<Vec<T>> {
+    permute_host(x, hw, s, true)
 }
 
 /// Inverse of [`to_slices_host`]: `(lead, S*S, h, w)` -> `(lead, h*S, w*S)`; `(h, w)` is the full size.
 pub fn from_slices_host<T: Copy + Default>(
     x: &[T],
+    hw: (usize, usize),
+    s: usize,
+) -> Result<Vec<T>> {
+    permute_host(x, hw, s, false)
+}
+
+/// The one subscale permutation of each `H x W` image of `x`, image to slices (`to_slices`) or back: pixel
+/// `(y, x)` is position `(y / S, x / S)` of slice `(y % S) * S + x % S`.
+fn permute_host<T: Copy + Default>(
+    x: &[T],
     (h, w): (usize, usize),
     s: usize,
+    to_slices: bool,
 ) -> Result<Vec<T>> {
     if s < 1 || h % s != 0 || w % s != 0 || x.len() % (h * w).max(1) != 0 {
         return Err(Error::input(format!("scale {s} must divide {w}x{h}")));
     }
     let (sh, sw) = (h / s, w / s);
     let mut out = vec![T::default(); x.len()];
-    for (sl, o) in x.chunks_exact(h * w).zip(out.chunks_exact_mut(h * w)) {
+    for (src, dst) in x.chunks_exact(h * w).zip(out.chunks_exact_mut(h * w)) {
         for y in 0..h {
             for xx in 0..w {
-                let k = (y % s) * s + xx % s;
-                o[y * w + xx] = sl[(k * sh + y / s) * sw + xx / s];
+                let sliced = ((((y % s) * s + xx % s) * sh + y / s) * sw) + xx / s;
+                let (from, to) = match to_slices {
+                    true => (y * w + xx, sliced),
+                    false => (sliced, y * w + xx),
+                };
+                dst[to] = src[from];
             }
         }
     }

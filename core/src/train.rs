@@ -272,14 +272,7 @@ fn resume_pipeline(
         saved.stages = opts.stages.clone();
     }
     *opts = saved;
-    let p = Pipeline::from_tensors(
-        ckpt,
-        cfg,
-        info,
-        &crate::weights::Weights(c.tensors.clone()),
-        "model.",
-        device,
-    )?;
+    let p = Pipeline::from_tensors(ckpt, cfg, info, &c.tensors, "model.", device)?;
     Ok((p, state.step, state.seconds))
 }
 
@@ -391,6 +384,7 @@ fn optimiser_state(
     };
     let get = |prefix: &str, n: &str| {
         c.tensors
+            .0
             .get(&format!("{prefix}{n}"))
             .map(|t| -> Result<Tensor> { Ok(t.to_tensor()?.f_to_device(device)?) })
             .transpose()?
@@ -402,7 +396,7 @@ fn optimiser_state(
     // Stages not trained in this run keep their optimiser and EMA state as saved, for the bundle (their EMA
     // weights, not the raw ones) and for a later run that trains them again.
     let trained: std::collections::HashSet<&str> = names.iter().map(String::as_str).collect();
-    for (key, t) in &c.tensors {
+    for (key, t) in &c.tensors.0 {
         let Some((prefix, n)) = key.split_once('.') else {
             continue;
         };
@@ -412,7 +406,7 @@ fn optimiser_state(
     }
     for (i, n) in names.iter().enumerate() {
         // A stage trained for the first time in this run starts with fresh optimiser state.
-        if !c.tensors.contains_key(&format!("adam_m.{n}")) {
+        if !c.tensors.0.contains_key(&format!("adam_m.{n}")) {
             continue;
         }
         adam.m[i] = get("adam_m.", n)?;

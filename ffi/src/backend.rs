@@ -135,26 +135,34 @@ impl Backend {
     }
 
     /// Loads the bundle at `path` on CUDA device `index` (or `abi::TORCH_CPU`).
+    /// The backend reads and checks the bundle (`Pipeline::load`); its config comes back through the table.
     pub fn load(self: &Arc<Self>, path: &std::path::Path, index: i32) -> Result<RemoteModel, Fail> {
-        let (contents, c_path) = (
-            spn_core::bundle::read(path)?,
-            CString::new(path.as_os_str().as_encoded_bytes())
-                .map_err(|_| crate::boundary::invalid("path holds a NUL byte"))?,
-        );
-        let (config, _) = spn_core::bundle::parse_meta(path, &contents.meta)?;
-        drop(contents);
+        let c_path = CString::new(path.as_os_str().as_encoded_bytes())
+            .map_err(|_| crate::boundary::invalid("path holds a NUL byte"))?;
         let mut handle = std::ptr::null_mut();
         // SAFETY: a NUL-terminated path and a writable out pointer.
         let status = unsafe { (self.table.load)(c_path.as_ptr(), index, &mut handle) };
         match status {
-            abi::OK => Ok(RemoteModel {
+            abi::OK => {}
+            abi::ERR_DEVICE => return Err(Fail(SPN_ERR_DEVICE, self.error(status))),
+            abi::ERR_MODEL => return Err(Fail(SPN_ERR_MODEL, self.error(status))),
+            s => return Err(Fail(crate::boundary::SPN_ERR_INTERNAL, self.error(s))),
+        }
+        // SAFETY: a live model; the string lives as long as it and is copied out here.
+        let json = unsafe { CStr::from_ptr((self.table.config_json)(handle)) };
+        match serde_json::from_str::<PipelineConfig>(&json.to_string_lossy()) {
+            Ok(config) => Ok(RemoteModel {
                 backend: self.clone(),
                 handle,
                 config,
             }),
-            abi::ERR_DEVICE => Err(Fail(SPN_ERR_DEVICE, self.error(status))),
-            abi::ERR_MODEL => Err(Fail(SPN_ERR_MODEL, self.error(status))),
-            s => Err(Fail(crate::boundary::SPN_ERR_INTERNAL, self.error(s))),
+            Err(e) => {
+                // SAFETY: made by load just now, freed once.
+                unsafe { (self.table.free)(handle) };
+                Err(crate::boundary::internal(format!(
+                    "the backend's config: {e}"
+                )))
+            }
         }
     }
 }

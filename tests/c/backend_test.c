@@ -8,17 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
-static int failures = 0, checks = 0;
-#define CHECK(cond, ...)                                                                                    \
-    do {                                                                                                    \
-        checks++;                                                                                           \
-        if (!(cond)) {                                                                                      \
-            failures++;                                                                                     \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                 \
-            fprintf(stderr, __VA_ARGS__);                                                                   \
-            fprintf(stderr, " (last error: %s)\n", spn_last_error());                                      \
-        }                                                                                                   \
-    } while (0)
+#include "check.h"
 
 enum { W = 21, H = 13 };
 static unsigned char rgb[W * H * 3], mask[W * H];

@@ -12,17 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int failures = 0, checks = 0;
-#define CHECK(cond, ...)                                                                                    \
-    do {                                                                                                    \
-        checks++;                                                                                           \
-        if (!(cond)) {                                                                                      \
-            failures++;                                                                                     \
-            fprintf(stderr, "FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);                                 \
-            fprintf(stderr, __VA_ARGS__);                                                                   \
-            fprintf(stderr, " (last error: %s)\n", spn_last_error());                                      \
-        }                                                                                                   \
-    } while (0)
+#include "check.h"
 
 static spn_model *model;
 static unsigned char pixels[8 * 8 * 4];

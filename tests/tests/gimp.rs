@@ -148,7 +148,11 @@ fn the_mean_upscale_is_the_same_for_every_seed() {
     let s = a.width() / input.width();
     assert!(s > 1, "{}x{}", a.width(), a.height());
     for (x, y, p) in input.enumerate_pixels().filter(|(_, _, p)| p[3] == 255) {
-        assert_eq!(&a.get_pixel(s * x, s * y).0[..3], &p.0[..3], "slice 0 at ({x}, {y})");
+        assert_eq!(
+            &a.get_pixel(s * x, s * y).0[..3],
+            &p.0[..3],
+            "slice 0 at ({x}, {y})"
+        );
     }
 }
 

@@ -132,6 +132,37 @@ fn synthetic(side: u32) -> Vec<Synthetic> {
     ]
 }
 
+/// The model's and the filters' mean PSNR on the first `limit` images of `dir`, at temperature `t`.
+fn psnr_row(sampler: &Sampler, dir: &std::path::Path, limit: usize, t: f64) -> Result<PsnrRow> {
+    let s = sampler.config().scale as u32;
+    let files: Vec<PathBuf> = list_images(dir)?.into_iter().take(limit).collect();
+    let (mut m, mut l, mut c) = (0.0, 0.0, 0.0);
+    for (i, f) in files.iter().enumerate() {
+        let img = load_rgb(f)?;
+        let img = image::imageops::crop_imm(&img, 0, 0, img.width() / s * s, img.height() / s * s)
+            .to_image();
+        let small = slice0(&img, s);
+        m += psnr(&img, &model_upscale(sampler, &small, i as u64)?);
+        l += psnr(&img, &filter(&small, s, Kernel::Lanczos3));
+        c += psnr(&img, &filter(&small, s, Kernel::CatmullRom));
+    }
+    let n = files.len().max(1) as f64;
+    log::info!(
+        "{} at T {t}: model {:.2} dB, Lanczos {:.2} dB",
+        dir.display(),
+        m / n,
+        l / n
+    );
+    Ok(PsnrRow {
+        set: dir.display().to_string(),
+        images: files.len(),
+        temperature: t,
+        model_psnr: m / n,
+        lanczos_psnr: l / n,
+        catmull_rom_psnr: c / n,
+    })
+}
+
 /// PSNR against the filters on each folder of `sets` (its first `limit` images, sorted by name), and flat
 /// regions on synthetic inputs, at each temperature.
 /// `pick`: how the model chooses values (drawn, or each sub-pixel's mean level).
@@ -157,38 +188,7 @@ pub fn run(
             },
         )?;
         for dir in sets {
-            let files: Vec<PathBuf> = list_images(dir)?.into_iter().take(limit).collect();
-            let (mut m, mut l, mut c) = (0.0, 0.0, 0.0);
-            for (i, f) in files.iter().enumerate() {
-                let img = load_rgb(f)?;
-                let img = image::imageops::crop_imm(
-                    &img,
-                    0,
-                    0,
-                    img.width() / s * s,
-                    img.height() / s * s,
-                )
-                .to_image();
-                let small = slice0(&img, s);
-                m += psnr(&img, &model_upscale(&sampler, &small, i as u64)?);
-                l += psnr(&img, &filter(&small, s, Kernel::Lanczos3));
-                c += psnr(&img, &filter(&small, s, Kernel::CatmullRom));
-            }
-            let n = files.len().max(1) as f64;
-            psnr_rows.push(PsnrRow {
-                set: dir.display().to_string(),
-                images: files.len(),
-                temperature: t,
-                model_psnr: m / n,
-                lanczos_psnr: l / n,
-                catmull_rom_psnr: c / n,
-            });
-            log::info!(
-                "{} at T {t}: model {:.2} dB, Lanczos {:.2} dB",
-                dir.display(),
-                m / n,
-                l / n
-            );
+            psnr_rows.push(psnr_row(&sampler, dir, limit, t)?);
         }
         for (input, img, flat) in synthetic(side) {
             let up = model_upscale(&sampler, &slice0(&img, s), 0)?;

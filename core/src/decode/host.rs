@@ -125,8 +125,8 @@ impl CpuEngine {
 /// the cache).
 const EMBED_IMAGES_PER_CALL: usize = 1;
 
-/// Threads the CPU engine decodes on: the machine's, or `SPN_THREADS`.
-fn threads() -> usize {
+/// Threads the CPU engine decodes on, and the sampler draws noise on: the machine's, or `SPN_THREADS`.
+pub(crate) fn threads() -> usize {
     std::env::var("SPN_THREADS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -279,7 +279,7 @@ impl HostModel {
             return Err(bundle::checkpoint_not_model(path));
         }
         let (config, info) = bundle::parse_meta(path, &contents.meta)?;
-        let weights = Weights(contents.tensors);
+        let weights = contents.tensors;
         bundle::check_weight_count(path, &config, &weights, "")?;
         let engine = CpuEngine::new(&config, &weights).map_err(|e| Error::Bundle {
             path: path.to_path_buf(),

@@ -207,11 +207,7 @@ impl Sampler<'_> {
             }
             CanvasJob::UpscaleSize { image } => self.start_upscale_size(image)?,
             CanvasJob::UpscaleDepth { image } => {
-                if self.config.msb_bits.is_none() {
-                    return Err(Error::input(
-                        "this model is a single-stage 8-bit SPN: it has no depth-upscaling stage",
-                    ));
-                }
+                self.depth_stage()?;
                 let (w, h) = image.dimensions();
                 check_canvas_size("the image", w as u64, h as u64)?;
                 Work::from_image(image, MSB)
@@ -221,14 +217,29 @@ impl Sampler<'_> {
         Ok((work, size))
     }
 
+    /// The scale S of size upscaling; an error for a model of scale 1, which has no size to upscale.
+    pub(super) fn size_scale(&self) -> Result<usize> {
+        match self.config.scale as usize {
+            1 => Err(Error::input(
+                "this model has scale 1: there is no size to upscale",
+            )),
+            s => Ok(s),
+        }
+    }
+
+    /// An error for a single-stage model, which has no depth to upscale.
+    pub(super) fn depth_stage(&self) -> Result<()> {
+        match self.config.msb_bits {
+            None => Err(Error::input(
+                "this model is a single-stage 8-bit SPN: it has no depth-upscaling stage",
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
     /// A canvas S times the small image's size, with the small image at slice 0 (known) and the rest unknown.
     fn start_upscale_size(&self, image: &DynamicImage) -> Result<Work> {
-        let s = self.config.scale as usize;
-        if s == 1 {
-            return Err(Error::input(
-                "this model has scale 1: there is no size to upscale",
-            ));
-        }
+        let s = self.size_scale()?;
         let (w, h) = image.dimensions();
         check_canvas_size("the small image", w as u64, h as u64)?;
         check_canvas_size(

@@ -112,6 +112,8 @@ pub struct Sampler<'a> {
     specs: Vec<StageSpec>,
     engine: Box<dyn Engine + 'a>,
     options: SampleOptions,
+    /// Threads the noise is drawn on (`decode::host::threads`).
+    threads: usize,
 }
 
 type ProgressFn<'p> = &'p mut dyn FnMut(&SampleProgress) -> bool;
@@ -137,6 +139,7 @@ impl<'a> Sampler<'a> {
             specs: config.stages(),
             engine,
             options,
+            threads: crate::decode::host::threads(),
         })
     }
 
@@ -181,6 +184,7 @@ impl<'a> Sampler<'a> {
                 .collect(),
             log_probs: vec![0.0; seeds.len()],
             maps: None,
+            threads: self.threads,
             rows,
             progress,
             cancel,
@@ -279,9 +283,6 @@ impl<'a> Sampler<'a> {
         let b = st.own.len() / (3 * nsl * n);
         let levels = spec.levels() as usize;
         for k in spec.first_slice as usize..nsl {
-            // Gumbel noise for every sub-pixel of the slice, from each image's own stream, drawn whether or
-            // not the sub-pixel is known so that the streams never depend on the mask or the batch.
-            let gumbel = batch.gumbel(n * 3 * levels);
             // The slice's values and known flags, channel-last `(B, n, 3)`.
             let at = |i: usize, c: usize, p: usize| ((i * 3 + c) * nsl + k) * n + p;
             let values: Vec<[i64; 3]> = (0..b * n)
@@ -304,8 +305,11 @@ impl<'a> Sampler<'a> {
                 ks: &ks,
                 values: &values,
             };
+            // Gumbel noise for every sub-pixel of the slice, from each image's own stream, drawn whether or
+            // not the sub-pixel is known so that the streams never depend on the mask or the batch.
             if !st.run_known && known.iter().all(|&v| v != 0) {
                 // Nothing to sample: score the slice in one parallel pass.
+                batch.skip_noise(n * 3 * levels);
                 let lp = self.engine.score(st.si, &input)?;
                 for (a, v) in batch.log_probs.iter_mut().zip(lp.chunks_exact(n * 3)) {
                     *a += v.iter().map(|&x| x as f64).sum::<f64>();
@@ -318,6 +322,7 @@ impl<'a> Sampler<'a> {
                 batch.rows.done += h as u64;
                 continue;
             }
+            let gumbel = batch.gumbel(n * 3 * levels);
             let out = self.decode_slice(st.si, spec, k, &input, &gumbel, &known, batch)?;
             for (ip, v) in out.iter().enumerate() {
                 let (i, p) = (ip / n, ip % n);
@@ -375,6 +380,7 @@ struct Batch<'r, 'p, 'c> {
     log_probs: Vec<f64>,
     /// When scoring (`score.rs`): per stage, the nats of every sub-pixel in image coordinates `(B, 3, H, W)`.
     maps: Option<Vec<Vec<f32>>>,
+    threads: usize,
     rows: &'r mut Rows,
     progress: ProgressFn<'p>,
     cancel: &'c CancelToken,
@@ -386,10 +392,7 @@ impl Batch<'_, '_, '_> {
     fn gumbel(&mut self, per_image: usize) -> Vec<f32> {
         let mut g = vec![0f32; self.rngs.len() * per_image];
         // Threads only where there is enough to share: starting one costs as much as ~10^4 values.
-        let threads = match g.len() > 1 << 16 {
-            true => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            false => 1,
-        };
+        let threads = if g.len() > 1 << 16 { self.threads } else { 1 };
         let per = self.rngs.len().div_ceil(threads).max(1);
         std::thread::scope(|sc| {
             for (rngs, out) in self
@@ -407,6 +410,16 @@ impl Batch<'_, '_, '_> {
             }
         });
         g
+    }
+
+    /// Advances each image's stream past `per_image` values, as [`Self::gumbel`] would, for a slice that is
+    /// scored rather than drawn: the streams stay the same, and no noise is made that nothing reads.
+    fn skip_noise(&mut self, per_image: usize) {
+        for r in self.rngs.iter_mut() {
+            for _ in 0..per_image {
+                let _: f32 = r.gen_range(f32::MIN_POSITIVE..1.0f32);
+            }
+        }
     }
 
     /// Reports a finished row of slice `k` of a stage; false: the caller asked to stop.

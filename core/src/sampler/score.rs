@@ -49,6 +49,7 @@ impl Sampler<'_> {
             rngs: vec![rand_chacha::ChaCha8Rng::seed_from_u64(0)],
             log_probs: vec![0.0],
             maps: Some(Vec::new()),
+            threads: self.threads,
             rows: &mut rows,
             progress: &mut no_progress(),
             cancel: &CancelToken::new(),

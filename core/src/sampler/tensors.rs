@@ -174,12 +174,7 @@ impl Sampler<'_> {
     ) -> Result<Samples> {
         Self::check_seeds(seeds)?;
         let (h, w) = self.hw();
-        let s = self.config.scale as usize;
-        if s == 1 {
-            return Err(Error::input(
-                "this model has scale 1: there is no size to upscale",
-            ));
-        }
+        let s = self.size_scale()?;
         self.check_image(small, h / s, w / s, "small image")?;
         let n = (h / s) * (w / s);
         let (mut stack, mut known) = (vec![0i64; 3 * h * w], vec![false; 3 * h * w]);
@@ -206,11 +201,7 @@ impl Sampler<'_> {
         cancel: &CancelToken,
     ) -> Result<Samples> {
         Self::check_seeds(seeds)?;
-        if self.config.msb_bits.is_none() {
-            return Err(Error::input(
-                "this model is a single-stage 8-bit SPN: it has no depth-upscaling stage",
-            ));
-        }
+        self.depth_stage()?;
         let (h, w) = self.hw();
         self.check_image(image, h, w, "image")?;
         let job = self.uniform_job(host_i64(image)?, true, false);

@@ -1,7 +1,9 @@
 //! libspn_torch: the libtorch engines behind the table of `spn::backend` (docs/design.md section 9). libspn
 //! loads this library at run time when a host asks for CUDA (or for libtorch on the CPU, the reference), so
 //! that libspn itself links no libtorch. Every entry catches panics and turns errors into a status and a
-//! message.
+//! message. The entries taking pointers are `unsafe extern "C" fn`s whose contract is the table's
+//! (`spn::backend`): handles made by this library and still alive, arrays of the sizes given, one thread at a
+//! time per decoder. libspn (`ffi/src/backend.rs`) is their only caller and keeps it.
 use spn_core::backend::{
     spn_backend_v1, spn_slice_batch, ERR_DEVICE, ERR_MODEL, ERR_OTHER, OK, TORCH_CPU, VERSION,
 };
@@ -44,6 +46,7 @@ fn other(e: Error) -> (i32, String) {
 struct Model {
     engine: Option<Box<dyn Engine + 'static>>,
     pipeline: *mut Pipeline,
+    config_json: CString,
 }
 
 impl Drop for Model {
@@ -92,11 +95,11 @@ unsafe fn batch<'a>(input: *const spn_slice_batch) -> SliceBatch<'a> {
     }
 }
 
-unsafe extern "C" fn cuda_devices() -> i32 {
+extern "C" fn cuda_devices() -> i32 {
     catch_unwind(|| tch::Cuda::device_count() as i32).unwrap_or(0)
 }
 
-unsafe extern "C" fn last_error() -> *const c_char {
+extern "C" fn last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
@@ -123,10 +126,15 @@ unsafe extern "C" fn load(path: *const c_char, cuda_index: i32, out: *mut *mut c
         };
         let pipeline = Pipeline::load(std::path::Path::new(&path), device)
             .map_err(|e| (ERR_MODEL, e.to_string()))?;
+        let config_json = serde_json::to_string(pipeline.config())
+            .ok()
+            .and_then(|j| CString::new(j).ok())
+            .ok_or_else(|| (ERR_OTHER, "the config does not serialise".to_string()))?;
         let pipeline = Box::into_raw(Box::new(pipeline));
         let mut model = Model {
             engine: None,
             pipeline,
+            config_json,
         };
         // SAFETY: the pipeline lives until `model` is dropped, which drops the engine first.
         let p: &'static Pipeline = unsafe { &*pipeline };
@@ -285,6 +293,11 @@ unsafe extern "C" fn score(
     })
 }
 
+unsafe extern "C" fn config_json(model: *const c_void) -> *const c_char {
+    // SAFETY: a live model (libspn's contract); the string lives as long as it.
+    unsafe { (*(model as *const Model)).config_json.as_ptr() }
+}
+
 static TABLE: spn_backend_v1 = spn_backend_v1 {
     struct_size: std::mem::size_of::<spn_backend_v1>() as u32,
     version: VERSION,
@@ -301,6 +314,7 @@ static TABLE: spn_backend_v1 = spn_backend_v1 {
     channel_logits,
     commit,
     score,
+    config_json,
 };
 
 /// The one entry point (`spn::backend::ENTRY_POINT`).
