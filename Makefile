@@ -71,6 +71,8 @@ demo: cpu-cli
 # The emoji data set (npm package emoji-datasource-google 16.0.0), composited on white and split; and the
 # vector emoji of four Iconify sets (pinned npm packages) rendered at 64x64 beside the same PNGs, one
 # sub-folder per style, each emoji held out in every style or none (models/README.md: sources and licences).
+# The styles sets keep their alpha (`spn train --backgrounds` composites over colours); every reader
+# composites it on white, to the same pixels as before.
 EMOJI_VERSION := 16.0.0
 ICONIFY_SETS := noto@1.2.9 fluent-emoji-flat@1.2.6 openmoji@1.2.29 emojione@1.2.3
 ICONIFY_JSON := $(foreach s,$(ICONIFY_SETS),data/cache/iconify/$(firstword $(subst @, ,$(s)))/icons.json)
@@ -95,11 +97,11 @@ data/cache/iconify/.done:
 	touch $@
 data/styles64/.done: data/emoji/.done data/cache/iconify/.done | build
 	rm -rf data/styles64
-	$(SPN) data --src $(GOOGLE_PNG) --src-style google $(addprefix --iconify ,$(ICONIFY_JSON)) --size 64 --out data/styles64
+	$(SPN) data --src $(GOOGLE_PNG) --src-style google $(addprefix --iconify ,$(ICONIFY_JSON)) --size 64 --keep-alpha --out data/styles64
 	touch $@
 data/styles256/.done: data/emoji/.done data/cache/iconify/.done | build
 	rm -rf data/styles256
-	$(SPN) data $(addprefix --iconify ,$(ICONIFY_JSON)) --keys-from $(GOOGLE_PNG) --size 256 --out data/styles256
+	$(SPN) data $(addprefix --iconify ,$(ICONIFY_JSON)) --keys-from $(GOOGLE_PNG) --size 256 --keep-alpha --out data/styles256
 	touch $@
 
 # Headers, libspn (libspn.so.VERSION with SONAME libspn.so.MAJOR and the usual links), pkg-config and CMake files

@@ -16,8 +16,15 @@ SPN=${SPN:-target/release/spn}
 mkdir -p "$(dirname "$OUT")"
 common=(--data data/styles256/train --steps "$STEPS" --batch-size 16 --lr 1e-3 --warmup 500 --ema 0.999 --flip
   --checkpoint-every 100 --seed 0 --eval-images 0 --out "$OUT" -v)
-if [ -f "$OUT.ckpt" ]; then
-  "$SPN" train --resume "${common[@]}"
-else
-  "$SPN" train --preset emoji256-s8 "${common[@]}"
-fi
+run() {
+  if [ -f "$OUT.ckpt" ]; then
+    "$SPN" train --resume "${common[@]}" "$@"
+  else
+    "$SPN" train --preset emoji256-s8 "${common[@]}" "$@"
+  fi
+}
+# Two phases of one run (one schedule to STEPS). Phase 1, steps 0 to 874 (stops 16 and 17): every example on
+# white. Phase 2: 30% of the examples over a random flat colour or gradient, a fifth of those without their
+# emoji (--backgrounds 0.3, issue 15 item 5); it needs the data's alpha, which `make data-256` keeps.
+run --until 874
+run --backgrounds 0.3

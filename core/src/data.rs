@@ -1,7 +1,9 @@
 //! Image files in and out: RGBA composited on white, fitted to the model size, a deterministic held-out
 //! split by file-name hash, and the lossless codecs the model is compared with.
 use crate::error::{Error, Result};
-use image::{imageops::FilterType, DynamicImage, ImageDecoder, ImageEncoder, RgbImage};
+use image::{
+    imageops::FilterType, DynamicImage, ImageBuffer, ImageDecoder, ImageEncoder, Pixel, RgbImage,
+};
 use std::path::{Path, PathBuf};
 #[cfg(feature = "torch")]
 use tch::{Kind, Tensor};
@@ -86,8 +88,16 @@ pub fn mask_flags(mask: &DynamicImage) -> Vec<bool> {
         .collect()
 }
 
-/// Centre-crops to the target aspect ratio and resizes; a no-op for images already of that size.
-pub fn fit(img: RgbImage, height: u32, width: u32) -> RgbImage {
+/// Centre-crops to the target aspect ratio and resizes; a no-op for images already of that size. (RGBA is
+/// resized with straight alpha: data sets are rendered at their size, so only odd user files are resized.)
+pub fn fit<P>(
+    img: ImageBuffer<P, Vec<P::Subpixel>>,
+    height: u32,
+    width: u32,
+) -> ImageBuffer<P, Vec<P::Subpixel>>
+where
+    P: Pixel + 'static,
+{
     if img.width() == width && img.height() == height {
         return img;
     }
@@ -111,9 +121,14 @@ pub fn fit(img: RgbImage, height: u32, width: u32) -> RgbImage {
 #[cfg(feature = "torch")]
 /// `(3, H, W)` uint8 tensor of an image.
 pub fn to_tensor(img: &RgbImage) -> Result<Tensor> {
-    let (w, h) = (img.width() as i64, img.height() as i64);
-    Ok(Tensor::f_from_slice(img.as_raw())?
-        .f_view([h, w, 3])?
+    channels_first(img.as_raw(), img.height(), img.width(), 3)
+}
+
+#[cfg(feature = "torch")]
+/// `(C, H, W)` uint8 tensor of interleaved `(H, W, C)` pixels.
+fn channels_first(raw: &[u8], height: u32, width: u32, channels: i64) -> Result<Tensor> {
+    Ok(Tensor::f_from_slice(raw)?
+        .f_view([height as i64, width as i64, channels])?
         .f_permute([2, 0, 1])?
         .f_contiguous()?)
 }
@@ -209,6 +224,22 @@ pub fn load_batch(files: &[PathBuf], height: i64, width: i64) -> Result<Tensor> 
         return Err(Error::input("no images"));
     }
     Ok(Tensor::f_stack(&ts, 0)?)
+}
+
+#[cfg(feature = "torch")]
+/// [`load_batch`] keeping alpha: one `(N, 4, H, W)` uint8 tensor of straight-alpha RGBA (opaque where a file
+/// has no alpha), and how many of the images have any transparency.
+pub fn load_batch_rgba(files: &[PathBuf], height: i64, width: i64) -> Result<(Tensor, usize)> {
+    let (mut ts, mut transparent) = (Vec::with_capacity(files.len()), 0);
+    for f in files {
+        let img = fit(open_image(f)?.to_rgba8(), height as u32, width as u32);
+        transparent += img.pixels().any(|p| p.0[3] < 255) as usize;
+        ts.push(channels_first(img.as_raw(), img.height(), img.width(), 4)?);
+    }
+    if ts.is_empty() {
+        return Err(Error::input("no images"));
+    }
+    Ok((Tensor::f_stack(&ts, 0)?, transparent))
 }
 
 /// Bytes of the image as lossless WebP from libwebp at its strongest setting (`cwebp -lossless -z 9`:

@@ -6,7 +6,7 @@
 use crate::data;
 use crate::error::{Error, Result};
 use crate::iconify::{self, EmojiKeys, IconSet};
-use image::{DynamicImage, RgbImage};
+use image::DynamicImage;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +24,8 @@ pub struct PrepareOptions {
     pub heldout_percent: u32,
     /// Fit folder images to, and render icons at, SIZE x SIZE. Needed for icon sets.
     pub size: Option<u32>,
+    /// Write RGBA with the sources' alpha instead of compositing on white.
+    pub keep_alpha: bool,
 }
 
 enum From {
@@ -150,24 +152,36 @@ fn refuse_leftovers(opts: &PrepareOptions, items: &BTreeMap<PathBuf, Item>) -> R
     Ok(())
 }
 
-/// Reads or renders one item, composited on white, at the requested size.
-fn image_of(item: &Item, size: Option<u32>) -> Result<RgbImage> {
-    Ok(match (&item.from, size) {
-        (From::File(f), None) => data::load_rgb(f)?,
-        (From::File(f), Some(n)) => data::fit(data::load_rgb(f)?, n, n),
-        (From::Svg(svg), Some(n)) => {
-            let rgba = iconify::render(svg, n)
-                .map_err(|e| Error::input(format!("{}: {e}", item.to.display())))?;
-            data::composite_on_white(&DynamicImage::ImageRgba8(rgba))
+/// Reads or renders one item at the requested size, composited on white or, with `keep_alpha`, as RGBA.
+/// Files are composited before they are resized, as `spn train` fits them; a resized RGBA file would differ.
+fn image_of(item: &Item, size: Option<u32>, keep_alpha: bool) -> Result<DynamicImage> {
+    let rgba = match (&item.from, size) {
+        (From::File(f), None) => data::open_image(f)?.to_rgba8(),
+        (From::File(f), Some(n)) => {
+            let img = data::open_image(f)?;
+            if keep_alpha && (img.width(), img.height()) == (n, n) {
+                img.to_rgba8()
+            } else {
+                let rgb = data::fit(data::composite_on_white(&img), n, n);
+                return Ok(DynamicImage::ImageRgb8(rgb));
+            }
         }
+        (From::Svg(svg), Some(n)) => iconify::render(svg, n)
+            .map_err(|e| Error::input(format!("{}: {e}", item.to.display())))?,
         (From::Svg(_), None) => return Err(Error::input("icon sets need --size")),
+    };
+    let rgba = DynamicImage::ImageRgba8(rgba);
+    Ok(if keep_alpha {
+        rgba
+    } else {
+        DynamicImage::ImageRgb8(data::composite_on_white(&rgba))
     })
 }
 
 /// Writes every item, on all cores; `done` is called once per file written. Returns (train, held-out) counts.
 pub fn write(
     items: &[Item],
-    size: Option<u32>,
+    opts: &PrepareOptions,
     done: &(dyn Fn() + Sync),
 ) -> Result<(usize, usize)> {
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -178,7 +192,8 @@ pub fn write(
             .map(|part| {
                 s.spawn(move || -> Result<()> {
                     for item in part {
-                        data::save_png(&image_of(item, size)?, &item.to)?;
+                        let img = image_of(item, opts.size, opts.keep_alpha)?;
+                        data::save_any(&img, &item.to)?;
                         done();
                     }
                     Ok(())

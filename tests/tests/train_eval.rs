@@ -96,6 +96,20 @@ fn training_drives_bits_per_dim_far_below_the_start() {
     assert!(info["parameters"].as_i64().unwrap() > 0);
 }
 
+/// `spn eval`'s bits/dim of a model on a folder.
+fn eval_bits(model: &std::path::Path, data: &std::path::Path) -> f64 {
+    json(&spn_ok(&[
+        "eval",
+        "--model",
+        s(model),
+        "--data",
+        s(data),
+        "--json",
+    ]))["bits_per_dim"]
+        .as_f64()
+        .unwrap()
+}
+
 fn train_args<'a>(data: &'a str, out: &'a str, steps: &'a str) -> Vec<&'a str> {
     vec![
         "train",
@@ -302,18 +316,6 @@ fn flip_teaches_the_mirror_image() {
     image::imageops::flip_horizontal(&img)
         .save(mirror.join("x.png"))
         .unwrap();
-    let bits = |model: &std::path::Path, data: &std::path::Path| {
-        json(&spn_ok(&[
-            "eval",
-            "--model",
-            s(model),
-            "--data",
-            s(data),
-            "--json",
-        ]))["bits_per_dim"]
-            .as_f64()
-            .unwrap()
-    };
     let mut out = vec![];
     for flip in [false, true] {
         let m = dir.path().join(format!("m{flip}.spn"));
@@ -323,7 +325,7 @@ fn flip_teaches_the_mirror_image() {
             args.push("--flip");
         }
         spn_ok(&args);
-        out.push((bits(&m, &orig), bits(&m, &mirror)));
+        out.push((eval_bits(&m, &orig), eval_bits(&m, &mirror)));
     }
     let [(plain_o, plain_m), (flip_o, flip_m)] = [out[0], out[1]];
     eprintln!(
@@ -486,4 +488,155 @@ fn dropout_runs_resume_exactly_and_their_likelihood_is_deterministic() {
     let e1 = spn::eval::evaluate(&a, &files, 4).unwrap();
     let e2 = spn::eval::evaluate(&a, &files, 4).unwrap();
     assert_eq!(e1.bits_per_dim, e2.bits_per_dim);
+}
+
+/// A few 8x8 pictures on transparency: a coloured square whose place and colour vary.
+fn transparent_pictures(dir: &std::path::Path, n: u32) {
+    std::fs::create_dir_all(dir).unwrap();
+    for i in 0..n {
+        let (x0, y0) = (i % 3, (i / 3) % 3);
+        let img = image::RgbaImage::from_fn(8, 8, |x, y| {
+            if (x0..x0 + 4).contains(&x) && (y0..y0 + 4).contains(&y) {
+                image::Rgba([200, (40 * i) as u8, 30, 255])
+            } else {
+                image::Rgba([0, 0, 0, 0])
+            }
+        });
+        img.save(dir.join(format!("p{i}.png"))).unwrap();
+    }
+}
+
+/// `--backgrounds` composites examples over random colours: a model trained with it finds a picture on a
+/// green background far more likely than one trained on white alone, and still knows them on white.
+#[test]
+fn backgrounds_teach_coloured_backgrounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, white, green) = (
+        dir.path().join("train"),
+        dir.path().join("white"),
+        dir.path().join("green"),
+    );
+    transparent_pictures(&train, 6);
+    for (d, bg) in [(&white, [255u8, 255, 255]), (&green, [30, 160, 40])] {
+        std::fs::create_dir_all(d).unwrap();
+        for i in 0..6 {
+            let img = image::open(train.join(format!("p{i}.png")))
+                .unwrap()
+                .to_rgba8();
+            let rgb = image::RgbImage::from_fn(8, 8, |x, y| {
+                let p = img.get_pixel(x, y).0;
+                image::Rgb(if p[3] == 0 { bg } else { [p[0], p[1], p[2]] })
+            });
+            rgb.save(d.join(format!("p{i}.png"))).unwrap();
+        }
+    }
+    let mut out = vec![];
+    for p in ["0", "0.5"] {
+        let m = dir.path().join(format!("m{p}.spn"));
+        let mut args = train_args(s(&train), s(&m), "200");
+        args.extend(["--heldout-percent", "0", "--lr", "3e-3", "--backgrounds", p]);
+        spn_ok(&args);
+        out.push((eval_bits(&m, &white), eval_bits(&m, &green)));
+    }
+    let [(plain_w, plain_g), (bg_w, bg_g)] = [out[0], out[1]];
+    eprintln!(
+        "white only: {plain_w:.3} / green {plain_g:.3}; backgrounds: {bg_w:.3} / green {bg_g:.3}"
+    );
+    assert!(
+        bg_g < 0.6 * plain_g,
+        "with --backgrounds a green background should become likely: {bg_g} (white only: {plain_g})"
+    );
+    // Half the examples are still on white: the pictures stay well known there (8 bits/dim is knowing
+    // nothing; a few tenths is the tiny model's price for also learning every other backdrop).
+    assert!(
+        bg_w < 1.0,
+        "--backgrounds should not unlearn white: {bg_w} bits/dim (white only: {plain_w})"
+    );
+    // A share outside 0..1 is refused.
+    let x = dir.path().join("x.spn");
+    let mut args = train_args(s(&train), s(&x), "10");
+    args.extend(["--backgrounds", "1.5"]);
+    assert!(spn_err(&args).contains("--backgrounds"));
+}
+
+/// A run in phases (`--until`, then `--resume` to the end) with backgrounds ends with the weights of the
+/// same run made in one go: the backdrops are drawn from each step's seeded generator.
+#[test]
+fn a_run_in_phases_ends_as_one_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    transparent_pictures(&data, 9);
+    let (a, b) = (dir.path().join("a.spn"), dir.path().join("b.spn"));
+    let with = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = train_args(s(&data), s(out), "60");
+        args.extend(["--heldout-percent", "0", "--backgrounds", "0.5", "--flip"]);
+        args.extend(extra);
+        json(&spn_ok(&args))
+    };
+    with(&a, &[]);
+    let first = with(&b, &["--until", "30"]);
+    assert_eq!(first["steps"].as_u64(), Some(30), "{first}");
+    assert_eq!(first["interrupted"].as_bool(), Some(false), "{first}");
+    let second = with(&b, &["--resume"]);
+    assert_eq!(second["resumed_from"].as_u64(), Some(30), "{second}");
+    let pa = spn::Pipeline::load(&a, tch::Device::Cpu).unwrap();
+    let pb = spn::Pipeline::load(&b, tch::Device::Cpu).unwrap();
+    for ((na, ta), (nb, tb)) in pa.named_weights().iter().zip(pb.named_weights().iter()) {
+        assert_eq!(na, nb);
+        let diff = (ta - tb).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{na} differs by {diff} after the second phase");
+    }
+}
+
+/// `spn data --keep-alpha` writes the sources' alpha (what `--backgrounds` needs), and every reader
+/// composites it on white to exactly the pixels `spn data` writes without it.
+#[test]
+fn data_keeps_alpha_and_reads_back_as_the_composited_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    transparent_pictures(&src, 4);
+    let set = dir.path().join("icons.json");
+    std::fs::write(
+        &set,
+        r##"{"prefix": "shapes", "width": 16, "height": 16, "icons": {
+            "disc": {"body": "<circle cx='8' cy='8' r='5.3' fill='#3a7'/>"},
+            "bar": {"body": "<rect x='2.5' y='6' width='11' height='3.2' fill='#c31' opacity='0.6'/>"}}}"##,
+    )
+    .unwrap();
+    let (plain, kept) = (dir.path().join("plain"), dir.path().join("kept"));
+    for (out, keep) in [(&plain, false), (&kept, true)] {
+        let mut args = vec![
+            "data",
+            "--src",
+            s(&src),
+            "--src-style",
+            "pics",
+            "--iconify",
+            s(&set),
+        ];
+        args.extend(["--size", "8", "--heldout-percent", "0", "--out", s(out)]);
+        if keep {
+            args.push("--keep-alpha");
+        }
+        spn_ok(&args);
+    }
+    let files = spn::data::list_images(&plain).unwrap();
+    assert_eq!(files.len(), 6, "{files:?}");
+    let mut translucent = 0;
+    for f in files {
+        let k = kept.join(f.strip_prefix(&plain).unwrap());
+        let rgba = image::open(&k).unwrap();
+        assert!(rgba.color().has_alpha(), "{} has no alpha", k.display());
+        translucent += rgba.to_rgba8().pixels().any(|p| (1..255).contains(&p.0[3])) as usize;
+        assert_eq!(
+            spn::data::load_rgb(&k).unwrap(),
+            image::open(&f).unwrap().to_rgb8(),
+            "{}",
+            k.display()
+        );
+    }
+    assert!(
+        translucent >= 2,
+        "the rendered edges should be partly transparent"
+    );
 }

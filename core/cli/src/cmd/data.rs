@@ -27,6 +27,10 @@ pub struct Args {
     /// Fit every image to, and render every icon at, SIZE x SIZE (centre crop and resize).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
     size: Option<u32>,
+    /// Write RGBA with the images' own alpha instead of compositing on white (every reader composites it
+    /// on white by the same rule, so the pixels read are the same; `spn train --backgrounds` uses it).
+    #[arg(long)]
+    keep_alpha: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -38,10 +42,11 @@ pub fn run(a: Args) -> Result<()> {
         out: a.out,
         heldout_percent: a.heldout_percent,
         size: a.size,
+        keep_alpha: a.keep_alpha,
     };
     let items = spn::prepare::plan(&opts)?;
     let pb = bar(items.len() as u64, "data");
-    let (tr, ho) = spn::prepare::write(&items, opts.size, &|| pb.inc(1))?;
+    let (tr, ho) = spn::prepare::write(&items, &opts, &|| pb.inc(1))?;
     pb.finish_and_clear();
     println!(
         "{tr} training and {ho} held-out images in {}",

@@ -27,7 +27,8 @@ pub struct Args {
     steps: u64,
     #[arg(long)]
     out: PathBuf,
-    /// Continue from OUT.ckpt with its saved settings; --steps, --stages, --flip, --checkpoint-every and the
+    /// Continue from OUT.ckpt with its saved settings; --steps, --stages, --flip, --backgrounds,
+    /// --checkpoint-every and the
     /// settings given again here replace them (not --heldout-percent or --ema).
     #[arg(long)]
     resume: bool,
@@ -67,6 +68,15 @@ pub struct Args {
     /// Mirror training examples left-right at random (augmentation for small data sets).
     #[arg(long)]
     flip: bool,
+    /// The share of examples (0 to 1) composited over a random flat colour or gradient instead of white,
+    /// some without their subject: for upscaling and completion of canvases that are not on white. Needs
+    /// images with alpha (`spn data --keep-alpha`). On resume, given again or off like --flip.
+    #[arg(long, default_value_t = d().backgrounds)]
+    backgrounds: f64,
+    /// Stop at this step with a checkpoint, the schedule still set by --steps (a run in phases; resume
+    /// with the next phase's settings).
+    #[arg(long)]
+    until: Option<u64>,
     /// Start from this bundle's weights and config (fine-tuning on new data) instead of a fresh init.
     #[arg(long, conflicts_with = "resume")]
     init: Option<PathBuf>,
@@ -90,6 +100,8 @@ impl Args {
         o.eval_images = self.eval_images;
         o.save_every_rank = self.save_every_rank;
         o.flip = self.flip;
+        o.backgrounds = self.backgrounds;
+        o.until = self.until;
         o.init = self.init;
         o.overwrite = self.force;
         o.given = given;

@@ -3,6 +3,8 @@
 //!
 //! Every random choice of step t (the batch and the target slices) comes from an RNG seeded by (seed, t),
 //! so a resumed run continues exactly as the uninterrupted one would have.
+pub mod backgrounds;
+
 use crate::bundle::{self, TrainingInfo};
 use crate::config::PipelineConfig;
 use crate::data::{self, Split};
@@ -47,6 +49,14 @@ pub struct TrainOptions {
     /// data. Its training time is carried over; the step count and schedule start again at 0.
     #[serde(default)]
     pub init: Option<PathBuf>,
+    /// The share of examples composited over a random flat colour or gradient instead of white
+    /// ([`backgrounds`]); needs data kept with its alpha (`spn data --keep-alpha`).
+    #[serde(default)]
+    pub backgrounds: f64,
+    /// Stop (with a checkpoint, not an interruption) on reaching this step, the schedule still running to
+    /// `steps`: one run in phases, such as a change of data mix at a given step.
+    #[serde(skip)]
+    pub until: Option<u64>,
     /// A new run may replace the bundle and checkpoint of an earlier one at `out`.
     #[serde(skip)]
     pub overwrite: bool,
@@ -113,6 +123,8 @@ impl TrainOptions {
             save_every_rank: false,
             flip: false,
             init: None,
+            backgrounds: 0.0,
+            until: None,
             overwrite: false,
             given: Vec::new(),
         }
@@ -266,6 +278,8 @@ fn resume_pipeline(
     saved.steps = opts.steps;
     saved.checkpoint_every = opts.checkpoint_every;
     saved.flip = opts.flip;
+    saved.backgrounds = opts.backgrounds;
+    saved.until = opts.until;
     saved.out = opts.out.clone();
     saved.data = opts.data.clone();
     if !opts.stages.is_empty() {
@@ -311,6 +325,12 @@ fn check_settings(opts: &TrainOptions) -> Result<()> {
         return Err(Error::input(format!(
             "--lr must be above 0 and --clip at least 0, got {} and {}",
             opts.lr, opts.clip
+        )));
+    }
+    if !(0.0..=1.0).contains(&opts.backgrounds) {
+        return Err(Error::input(format!(
+            "--backgrounds is a share of the examples, from 0 to 1; got {}",
+            opts.backgrounds
         )));
     }
     match opts.ema {
@@ -439,7 +459,20 @@ fn read_data(
             )
         }));
     }
-    let train = data::load_batch(&train_files, cfg.height, cfg.width)?.f_to_device(device)?;
+    let train = if opts.backgrounds > 0.0 {
+        let (rgba, transparent) = data::load_batch_rgba(&train_files, cfg.height, cfg.width)?;
+        if transparent < train_files.len() {
+            log::warn!(
+                "{} of {} training images have no transparency: backgrounds show behind them only in the examples of the background alone (keep the alpha with `spn data --keep-alpha`)",
+                train_files.len() - transparent,
+                train_files.len()
+            );
+        }
+        rgba
+    } else {
+        data::load_batch(&train_files, cfg.height, cfg.width)?
+    }
+    .f_to_device(device)?;
     let eval_n = opts.eval_images.min(heldout_files.len());
     if eval_n > 0 {
         let _ = data::load_batch(&heldout_files[..eval_n], cfg.height, cfg.width)?;
@@ -562,6 +595,11 @@ impl Trainer {
         if self.opts.flip {
             let flips: Vec<bool> = (0..b * world).map(|_| rng.gen_bool(0.5)).collect();
             x = flip_some(&x, &flips[part.clone()])?;
+        }
+        if x.size().get(1) == Some(&4) {
+            let choices =
+                backgrounds::choose(&mut rng, (b * world) as usize, self.opts.backgrounds);
+            x = backgrounds::composite(&x, &choices[part.clone()])?;
         }
         let per_dim = self.batch_loss(&x, &mut rng, &mine)?;
         self.backward(&per_dim)?;
@@ -796,7 +834,8 @@ impl Trainer {
         Ok(Some(r.bits_per_dim))
     }
 
-    /// Trains until `opts.steps` or until `stop` is set; checkpoints periodically and at the end.
+    /// Trains until `opts.steps` (or `opts.until`) or until `stop` is set; checkpoints periodically and at the
+    /// end.
     pub fn run(
         &mut self,
         stop: &AtomicBool,
@@ -808,7 +847,11 @@ impl Trainer {
         let (mut first, mut last) = (None, None);
         let mut interrupted = false;
         let mut window = Vec::new();
-        while self.step < self.opts.steps {
+        let end = self
+            .opts
+            .until
+            .map_or(self.opts.steps, |u| u.min(self.opts.steps));
+        while self.step < end {
             if stop.load(Ordering::Relaxed) {
                 interrupted = true;
                 break;
@@ -840,7 +883,8 @@ impl Trainer {
         let images_per_sec = (self.step - start_step) as f64
             * (self.opts.batch_size * self.world() as i64) as f64
             / elapsed.max(1e-9);
-        let heldout = self.finish(interrupted)?;
+        // A phase that ends before the run does is scored by the run's end, not here.
+        let heldout = self.finish(interrupted || self.step < self.opts.steps)?;
         Ok(Report {
             resumed_from: start_step,
             steps: self.step,
