@@ -8,6 +8,9 @@
 # Every random choice is seeded by (seed, step), so an interrupted run resumed with the same command ends with the
 # same weights.
 set -euo pipefail
+# Ctrl-C (or the SIGINT of recipes/gpu-train.sh) stops the trainer with a checkpoint and the recipe with it,
+# rather than going on to the next phase.
+trap 'exit 130' INT
 cd "$(dirname "$0")/.."
 STEPS=${1:-40000}
 OUT=${OUT:-out/styles256.spn}

@@ -9,6 +9,9 @@
 # Every random choice is seeded by (seed, step), so an interrupted run resumed with the same command ends with
 # the same weights.
 set -euo pipefail
+# Ctrl-C (or the SIGINT of recipes/gpu-train.sh) stops the trainer with a checkpoint and the recipe with it,
+# rather than going on to the next phase.
+trap 'exit 130' INT
 cd "$(dirname "$0")/.."
 STEPS=${1:-30000}
 OUT=${OUT:-out/styles64.spn}
@@ -18,13 +21,13 @@ INIT=${INIT:-out/default-stop13.spn}
 SPN=${SPN:-target/release/spn}
 [ -f data/styles64/.done ] || { echo "no data/styles64: run make data first" >&2; exit 1; }
 mkdir -p "$(dirname "$OUT")" "$(dirname "$INIT")"
-[ -f "$INIT" ] || git show b472580:models/default.spn > "$INIT"
 common=(--data data/styles64/train --steps "$STEPS" --batch-size 32 --lr 1e-3 --warmup 200 --ema 0.999 --flip
   --checkpoint-every 100 --seed 0 --eval-images 0 --out "$OUT" -v)
 run() {
   if [ -f "$OUT.ckpt" ]; then
     "$SPN" train --resume "${common[@]}" "$@"
   else
+    [ -f "$INIT" ] || git show b472580:models/default.spn > "$INIT"
     "$SPN" train --init "$INIT" "${common[@]}" "$@"
   fi
 }
