@@ -640,3 +640,79 @@ fn data_keeps_alpha_and_reads_back_as_the_composited_set() {
         "the rendered edges should be partly transparent"
     );
 }
+
+/// `--warm-start` gives a new run of another size the weights of a trained model wherever names and shapes
+/// match: a 16x16, S = 4 config with the tiny preset's widths starts far below a fresh one on the data the
+/// 8x8 model learnt, and a model sharing no weight is refused.
+#[test]
+fn warm_start_carries_weights_to_another_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = fixtures().join("emoji8");
+    let small = dir.path().join("small.spn");
+    let mut args = train_args(s(&data), s(&small), "200");
+    args.extend(["--lr", "3e-3"]);
+    spn_ok(&args);
+    let config = dir.path().join("tiny16.toml");
+    std::fs::write(
+        &config,
+        "name = \"tiny16\"\nheight = 16\nwidth = 16\nscale = 4\nmsb_bits = 3\nsmall_scale = 1\n\
+         [net]\nchannels = 16\nembed_blocks = 1\ndecoder_blocks = 2\nattention_every = 2\nheads = 2\n\
+         first_kernel = 3\ndropout = 0.0\n",
+    )
+    .unwrap();
+    let first_bits = |out: &str, warm: Option<&std::path::Path>| {
+        let out = dir.path().join(out);
+        let mut args = vec![
+            "train",
+            "--config",
+            s(&config),
+            "--data",
+            s(&data),
+            "--steps",
+            "1",
+        ];
+        args.extend([
+            "--eval-images",
+            "0",
+            "--json",
+            "--device",
+            "cpu",
+            "--out",
+            s(&out),
+        ]);
+        if let Some(w) = warm {
+            args.extend(["--warm-start", s(w)]);
+        }
+        json(&spn_ok(&args))["first_bits_per_dim"].as_f64().unwrap()
+    };
+    let (fresh, warm) = (first_bits("f.spn", None), first_bits("w.spn", Some(&small)));
+    eprintln!("first batch: fresh {fresh:.3}, warm {warm:.3} bits/dim");
+    assert!(warm < 0.75 * fresh, "warm {warm} against fresh {fresh}");
+    // Nothing in common: other widths and other depths (every output head differs).
+    let other = dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("channels = 16", "channels = 8")
+            .replace("msb_bits = 3", "msb_bits = 4"),
+    )
+    .unwrap();
+    let out = dir.path().join("o.spn");
+    let err = spn_err(&[
+        "train",
+        "--config",
+        s(&other),
+        "--data",
+        s(&data),
+        "--steps",
+        "1",
+        "--warm-start",
+        s(&small),
+        "--device",
+        "cpu",
+        "--out",
+        s(&out),
+    ]);
+    assert!(err.contains("no weight"), "{err}");
+}

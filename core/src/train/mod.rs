@@ -49,6 +49,10 @@ pub struct TrainOptions {
     /// data. Its training time is carried over; the step count and schedule start again at 0.
     #[serde(default)]
     pub init: Option<PathBuf>,
+    /// A new run of another config (a larger image, another S) starts from this bundle's weights wherever a
+    /// weight's name and shape match; the others are freshly initialised.
+    #[serde(default)]
+    pub warm_start: Option<PathBuf>,
     /// The share of examples composited over a random flat colour or gradient instead of white
     /// ([`backgrounds`]); needs data kept with its alpha (`spn data --keep-alpha`).
     #[serde(default)]
@@ -123,6 +127,7 @@ impl TrainOptions {
             save_every_rank: false,
             flip: false,
             init: None,
+            warm_start: None,
             backgrounds: 0.0,
             until: None,
             overwrite: false,
@@ -312,9 +317,43 @@ fn new_pipeline(
             let cfg =
                 config.ok_or_else(|| Error::input("give a preset, a config file or --init"))?;
             tch::manual_seed(opts.seed as i64);
-            Ok((Pipeline::new(cfg, device)?, 0, 0.0))
+            let p = Pipeline::new(cfg, device)?;
+            if let Some(from) = &opts.warm_start {
+                warm_start(&p, from)?;
+            }
+            Ok((p, 0, 0.0))
         }
     }
+}
+
+/// Copies into `p` every weight of the bundle `from` with the same name and shape. Networks of the same
+/// widths share most of their weights across image sizes and S (only the context embedder's input, which
+/// sees S*S slices, differs), so a model trained at one size is a start for another.
+fn warm_start(p: &Pipeline, from: &Path) -> Result<()> {
+    let src: HashMap<String, Tensor> = Pipeline::load(from, Device::Cpu)?
+        .named_weights()
+        .into_iter()
+        .collect();
+    let (mut copied, mut total) = (0i64, 0i64);
+    for (name, t) in p.named_weights() {
+        total += t.numel() as i64;
+        if let Some(s) = src.get(&name).filter(|s| s.size() == t.size()) {
+            tch::no_grad(|| t.shallow_clone().f_copy_(&s.f_to_device(t.device())?))?;
+            copied += t.numel() as i64;
+        }
+    }
+    if copied == 0 {
+        return Err(Error::input(format!(
+            "--warm-start {}: no weight of that model has a name and shape of this config's",
+            from.display()
+        )));
+    }
+    log::info!(
+        "warm start: {copied} of {total} parameters ({:.0}%) from {}",
+        100.0 * copied as f64 / total as f64,
+        from.display()
+    );
+    Ok(())
 }
 
 fn check_settings(opts: &TrainOptions) -> Result<()> {

@@ -80,6 +80,10 @@ pub struct Args {
     /// Start from this bundle's weights and config (fine-tuning on new data) instead of a fresh init.
     #[arg(long, conflicts_with = "resume")]
     init: Option<PathBuf>,
+    /// A new run of --preset/--config starts from this bundle's weights wherever a weight's name and shape
+    /// match (e.g. a 64x64 model for a 256x256 preset of the same widths); the others start fresh.
+    #[arg(long, conflicts_with_all = ["resume", "init"])]
+    warm_start: Option<PathBuf>,
     /// Start a new run even if OUT exists (it is replaced when the first checkpoint is written).
     #[arg(long)]
     force: bool,
@@ -103,6 +107,7 @@ impl Args {
         o.backgrounds = self.backgrounds;
         o.until = self.until;
         o.init = self.init;
+        o.warm_start = self.warm_start;
         o.overwrite = self.force;
         o.given = given;
         o
