@@ -30,7 +30,7 @@ fn permute_host<T: Copy + Default>(
     s: usize,
     to_slices: bool,
 ) -> Result<Vec<T>> {
-    if s < 1 || h % s != 0 || w % s != 0 || x.len() % (h * w).max(1) != 0 {
+    if s < 1 || h % s != 0 || w % s != 0 || !x.len().is_multiple_of((h * w).max(1)) {
         return Err(Error::input(format!("scale {s} must divide {w}x{h}")));
     }
     let (sh, sw) = (h / s, w / s);

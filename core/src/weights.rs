@@ -119,28 +119,6 @@ impl Weights {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn views_copy_the_right_elements() {
-        let t = HostTensor::new(vec![2, 3, 4], (0..24).map(|v| v as f32).collect()).unwrap();
-        let p = t.permute(&[2, 0, 1]);
-        assert_eq!(p.shape, [4, 2, 3]);
-        // p[k][i][j] = t[i][j][k] = 12 i + 4 j + k
-        assert_eq!(p.data[(3 * 2 + 1) * 3 + 2], (12 + 8 + 3) as f32);
-        let n = t.narrow(1, 1, 2);
-        assert_eq!(n.shape, [2, 2, 4]);
-        assert_eq!(n.data[..4], [4.0, 5.0, 6.0, 7.0]);
-        assert_eq!(n.data[8..12], [16.0, 17.0, 18.0, 19.0]);
-        let s = t.select(2, 3);
-        assert_eq!(s.shape, [2, 3]);
-        assert_eq!(s.data, [3.0, 7.0, 11.0, 15.0, 19.0, 23.0]);
-        assert!(HostTensor::new(vec![2, 2], vec![0.0; 3]).is_err());
-    }
-}
-
 #[cfg(feature = "torch")]
 impl HostTensor {
     /// A libtorch tensor (on the CPU) of this array.
@@ -169,4 +147,26 @@ pub fn from_tensors(named: &[(String, tch::Tensor)]) -> Result<Vec<(String, Host
         .iter()
         .map(|(n, t)| Ok((n.clone(), HostTensor::from_tensor(t)?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_copy_the_right_elements() {
+        let t = HostTensor::new(vec![2, 3, 4], (0..24).map(|v| v as f32).collect()).unwrap();
+        let p = t.permute(&[2, 0, 1]);
+        assert_eq!(p.shape, [4, 2, 3]);
+        // p[k][i][j] = t[i][j][k] = 12 i + 4 j + k
+        assert_eq!(p.data[(3 * 2 + 1) * 3 + 2], (12 + 8 + 3) as f32);
+        let n = t.narrow(1, 1, 2);
+        assert_eq!(n.shape, [2, 2, 4]);
+        assert_eq!(n.data[..4], [4.0, 5.0, 6.0, 7.0]);
+        assert_eq!(n.data[8..12], [16.0, 17.0, 18.0, 19.0]);
+        let s = t.select(2, 3);
+        assert_eq!(s.shape, [2, 3]);
+        assert_eq!(s.data, [3.0, 7.0, 11.0, 15.0, 19.0, 23.0]);
+        assert!(HostTensor::new(vec![2, 2], vec![0.0; 3]).is_err());
+    }
 }

@@ -114,7 +114,9 @@ impl CpuEngine {
         n: usize,
     ) -> Result<CpuPrepared<'_>> {
         let step = &self.stage(si)?.step;
-        if ctx.len() % (n * step.channels()) != 0 || proj.len() % (n * step.proj_width()) != 0 {
+        if !ctx.len().is_multiple_of(n * step.channels())
+            || !proj.len().is_multiple_of(n * step.proj_width())
+        {
             return Err(Error::Other("slice context of the wrong size".into()));
         }
         Ok(CpuPrepared { step, ctx, proj, n })
