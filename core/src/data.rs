@@ -168,6 +168,20 @@ pub fn is_heldout(path: &Path, heldout_percent: u32) -> bool {
 }
 
 /// Image files of a folder and its sub-folders (one per style in a prepared data set), sorted by path.
+/// The folders directly inside `dir`, sorted by name (the styles of a data set).
+pub fn sub_folders(dir: &Path) -> Result<Vec<PathBuf>> {
+    let err = |e: std::io::Error| Error::input(format!("cannot read {}: {e}", dir.display()));
+    let mut v = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(err)? {
+        let path = entry.map_err(err)?.path();
+        if path.is_dir() {
+            v.push(path);
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v = Vec::new();
     collect_images(dir, &mut v)?;

@@ -716,3 +716,56 @@ fn warm_start_carries_weights_to_another_size() {
     ]);
     assert!(err.contains("no weight"), "{err}");
 }
+
+/// `spn eval --per-folder` scores each style folder on its own (with --limit per folder), each row equal to
+/// `spn eval` of that folder alone.
+#[test]
+fn eval_per_folder_reports_each_style() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = tiny_model(dir.path(), "m.spn", 20);
+    let data = dir.path().join("styles");
+    let files = spn::data::list_images(&fixtures().join("emoji8")).unwrap();
+    for (i, f) in files.iter().take(7).enumerate() {
+        let style = data.join(if i < 4 { "one" } else { "two" });
+        std::fs::create_dir_all(&style).unwrap();
+        std::fs::copy(f, style.join(f.file_name().unwrap())).unwrap();
+    }
+    let args = |d: &std::path::Path| {
+        vec![
+            "eval".to_string(),
+            "--model".into(),
+            s(&model).into(),
+            "--data".into(),
+            s(d).into(),
+            "--json".into(),
+        ]
+    };
+    let mut per = args(&data);
+    per.extend(["--per-folder".into(), "--limit".into(), "3".into()]);
+    let per: Vec<&str> = per.iter().map(String::as_str).collect();
+    let rows = json(&spn_ok(&per));
+    let rows = rows.as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (row, (name, n)) in rows.iter().zip([("one", 3), ("two", 3)]) {
+        assert_eq!(row["folder"], name);
+        assert_eq!(row["images"].as_u64(), Some(n));
+        let mut alone = args(&data.join(name));
+        alone.extend(["--limit".into(), "3".into()]);
+        let alone: Vec<&str> = alone.iter().map(String::as_str).collect();
+        let alone = json(&spn_ok(&alone));
+        for key in ["bits_per_dim", "webp_bits_per_dim", "png_bits_per_dim"] {
+            assert_eq!(row[key], alone[key], "{name} {key}");
+        }
+    }
+    let flat = dir.path().join("flat");
+    std::fs::create_dir(&flat).unwrap();
+    let err = spn_err(&[
+        "eval",
+        "--model",
+        s(&model),
+        "--data",
+        s(&flat),
+        "--per-folder",
+    ]);
+    assert!(err.contains("no sub-folders"), "{err}");
+}

@@ -17,9 +17,12 @@ pub struct EvalArgs {
     split: SplitArg,
     #[arg(long, default_value_t = 5)]
     heldout_percent: u32,
-    /// Evaluate at most this many images.
+    /// Evaluate at most this many images (with --per-folder: of each folder), the first by name.
     #[arg(long)]
     limit: Option<usize>,
+    /// Report each sub-folder of DATA (a style of `make data`'s sets) on its own.
+    #[arg(long)]
+    per_folder: bool,
     #[arg(long, default_value_t = 32)]
     batch_size: i64,
     #[arg(long)]
@@ -44,26 +47,68 @@ impl From<SplitArg> for Split {
     }
 }
 
+/// One folder's report, named for `--per-folder`.
+#[derive(serde::Serialize)]
+struct FolderReport {
+    folder: String,
+    #[serde(flatten)]
+    report: spn::eval::EvalReport,
+}
+
 pub fn run_eval(a: EvalArgs, device: tch::Device) -> Result<()> {
     if a.limit == Some(0) {
         bail!("--limit must be at least 1");
     }
     let model = load_pipeline(a.model, device)?;
-    let mut files = data::split_files(&a.data, a.split.into(), a.heldout_percent)?;
-    if let Some(n) = a.limit {
-        files.truncate(n);
+    let folders = if a.per_folder {
+        let subs = data::sub_folders(&a.data)?;
+        if subs.is_empty() {
+            bail!("--per-folder: {} has no sub-folders", a.data.display());
+        }
+        subs
+    } else {
+        vec![a.data.clone()]
+    };
+    let mut reports = Vec::new();
+    for dir in &folders {
+        let mut files = data::split_files(dir, a.split.into(), a.heldout_percent)?;
+        if let Some(n) = a.limit {
+            files.truncate(n);
+        }
+        if files.is_empty() {
+            bail!("no images in {} ({:?} split)", dir.display(), a.split);
+        }
+        let pb = bar(files.len() as u64, "eval");
+        let r = spn::eval::evaluate_with_progress(&model, &files, a.batch_size, |n, _| {
+            pb.inc(n as u64)
+        })?;
+        pb.finish_and_clear();
+        let name = dir
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        reports.push(FolderReport {
+            folder: name,
+            report: r,
+        });
     }
-    if files.is_empty() {
-        bail!("no images in {} ({:?} split)", a.data.display(), a.split);
+    match (a.json, a.per_folder) {
+        (true, false) => print_json(&reports[0].report),
+        (true, true) => print_json(&reports),
+        (false, _) => {
+            for f in &reports {
+                print_report(&f.folder, a.per_folder, &f.report);
+            }
+            Ok(())
+        }
     }
-    let pb = bar(files.len() as u64, "eval");
-    let r =
-        spn::eval::evaluate_with_progress(&model, &files, a.batch_size, |n, _| pb.inc(n as u64))?;
-    pb.finish_and_clear();
-    if a.json {
-        return print_json(&r);
+}
+
+fn print_report(folder: &str, named: bool, r: &spn::eval::EvalReport) {
+    if named {
+        println!("{folder}: {} images", r.images);
+    } else {
+        println!("{} images", r.images);
     }
-    println!("{} images", r.images);
     for s in &r.stages {
         println!("  stage {:<5} {:.4} bits/dim", s.stage, s.bits_per_dim);
     }
@@ -73,7 +118,10 @@ pub fn run_eval(a: EvalArgs, device: tch::Device) -> Result<()> {
         "  WebP        {:.4} bits/dim (libwebp lossless, -z 9)",
         r.webp_bits_per_dim
     );
-    Ok(())
+    match r.jxl_bits_per_dim {
+        Some(j) => println!("  JPEG XL     {j:.4} bits/dim (libjxl lossless, effort 9)"),
+        None => println!("  JPEG XL     not measured (install cjxl: `make jxl-tools`)"),
+    }
 }
 
 /// Bits of one image and of each of its sub-pixels.
