@@ -432,3 +432,58 @@ fn one_256_bundle_serves_generate_and_both_upscalings() {
         assert_eq!(p >> 5, q >> 5, "the top 3 bits are kept");
     }
 }
+
+/// `spn bench --upscale` (issue 15 item 5): PSNR of the model and of the filters from each image's slice 0,
+/// the flat-region rows, and with --pictures the pictures of what it measured, the kept slice 0 included.
+#[test]
+fn bench_upscale_measures_against_the_filters_and_writes_its_pictures() {
+    let dir = tempfile::tempdir().unwrap();
+    let pics = dir.path().join("pics");
+    let set = fixtures().join("emoji8");
+    let r = json(&spn_ok(&[
+        "bench",
+        "--model",
+        s(bundle()),
+        "--upscale",
+        s(&set),
+        "--limit",
+        "3",
+        "--mean",
+        "--temperatures",
+        "1,0.5",
+        "--pictures",
+        s(&pics),
+        "--json",
+        "--device",
+        "cpu",
+    ]));
+    let rows = r["psnr"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{r}");
+    for row in rows {
+        assert_eq!(row["images"].as_u64(), Some(3));
+        for k in ["model_psnr", "lanczos_psnr", "catmull_rom_psnr"] {
+            let v = row[k].as_f64().unwrap();
+            assert!(v > 5.0 && v < 99.0, "{k} {v}");
+        }
+    }
+    let flat = r["flat"].as_array().unwrap();
+    assert!(flat.iter().any(|f| f["input"] == "flat green"), "{r}");
+    assert!(flat
+        .iter()
+        .all(|f| (0.0..=1.0).contains(&f["flat_kept"].as_f64().unwrap())));
+    let first = spn::data::list_images(&set).unwrap()[0].clone();
+    let stem = first.file_stem().unwrap().to_string_lossy().into_owned();
+    let name = |what: &str| pics.join(format!("emoji8-{stem}-t1-{what}.png"));
+    let (input, model, original) = (
+        rgb(&name("input")),
+        rgb(&name("model")),
+        rgb(&name("original")),
+    );
+    assert_eq!(original, rgb(&first));
+    assert_eq!((input.width() * 2, model.width()), (8, 8));
+    for (x, y, p) in input.enumerate_pixels() {
+        assert_eq!(model.get_pixel(2 * x, 2 * y), p);
+        assert_eq!(original.get_pixel(2 * x, 2 * y), p);
+    }
+    assert!(name("lanczos").exists() && pics.join("flat-green-t0.5-model.png").exists());
+}

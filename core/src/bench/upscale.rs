@@ -9,7 +9,7 @@ use crate::resample::{upscale_aligned, Kernel};
 use crate::sampler::{no_progress, CancelToken, CanvasJob, Pick, SampleOptions, Sampler};
 use image::{DynamicImage, Rgb, RgbImage};
 use serde::Serialize;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PsnrRow {
@@ -132,8 +132,27 @@ fn synthetic(side: u32) -> Vec<Synthetic> {
     ]
 }
 
-/// The model's and the filters' mean PSNR on the first `limit` images of `dir`, at temperature `t`.
-fn psnr_row(sampler: &Sampler, dir: &std::path::Path, limit: usize, t: f64) -> Result<PsnrRow> {
+/// Writes one example's pictures: the input (slice 0), Lanczos and the model from it, and the original, as
+/// `DIR/NAME-{input,lanczos,model,original}.png`.
+fn save_example(dir: &Path, name: &str, images: [&RgbImage; 4]) -> Result<()> {
+    std::fs::create_dir_all(dir).map_err(|e| crate::data::cannot_write(dir, e))?;
+    for (what, img) in ["input", "lanczos", "model", "original"]
+        .into_iter()
+        .zip(images)
+    {
+        crate::data::save_png(img, &dir.join(format!("{name}-{what}.png")))?;
+    }
+    Ok(())
+}
+
+/// The model's and the filters' mean PSNR on the first `limit` images of `dir`, at temperature `t`; with
+/// `pictures`, the first image's pictures go there.
+fn psnr_row(
+    sampler: &Sampler,
+    dir: &std::path::Path,
+    (limit, t): (usize, f64),
+    pictures: Option<&Path>,
+) -> Result<PsnrRow> {
     let s = sampler.config().scale as u32;
     let files: Vec<PathBuf> = list_images(dir)?.into_iter().take(limit).collect();
     let (mut m, mut l, mut c) = (0.0, 0.0, 0.0);
@@ -142,9 +161,23 @@ fn psnr_row(sampler: &Sampler, dir: &std::path::Path, limit: usize, t: f64) -> R
         let img = image::imageops::crop_imm(&img, 0, 0, img.width() / s * s, img.height() / s * s)
             .to_image();
         let small = slice0(&img, s);
-        m += psnr(&img, &model_upscale(sampler, &small, i as u64)?);
-        l += psnr(&img, &filter(&small, s, Kernel::Lanczos3));
+        let (up, lanczos) = (
+            model_upscale(sampler, &small, i as u64)?,
+            filter(&small, s, Kernel::Lanczos3),
+        );
+        m += psnr(&img, &up);
+        l += psnr(&img, &lanczos);
         c += psnr(&img, &filter(&small, s, Kernel::CatmullRom));
+        if let (Some(out), 0) = (pictures, i) {
+            let set = dir
+                .file_name()
+                .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+            let stem = f
+                .file_stem()
+                .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+            let name = format!("{set}-{stem}-t{t}");
+            save_example(out, &name, [&small, &lanczos, &up, &img])?;
+        }
     }
     let n = files.len().max(1) as f64;
     log::info!(
@@ -165,13 +198,15 @@ fn psnr_row(sampler: &Sampler, dir: &std::path::Path, limit: usize, t: f64) -> R
 
 /// PSNR against the filters on each folder of `sets` (its first `limit` images, sorted by name), and flat
 /// regions on synthetic inputs, at each temperature.
-/// `pick`: how the model chooses values (drawn, or each sub-pixel's mean level).
+/// `pick`: how the model chooses values (drawn, or each sub-pixel's mean level). With `pictures`, each set's
+/// first image and each synthetic input are written there as pictures ([`save_example`]).
 pub fn run(
     p: &Pipeline,
     name: &str,
     sets: &[PathBuf],
     (temperatures, pick): (&[f64], Pick),
     limit: usize,
+    pictures: Option<&Path>,
 ) -> Result<UpscaleReport> {
     let s = p.config().scale as u32;
     let side = p.config().width as u32;
@@ -188,10 +223,16 @@ pub fn run(
             },
         )?;
         for dir in sets {
-            psnr_rows.push(psnr_row(&sampler, dir, limit, t)?);
+            psnr_rows.push(psnr_row(&sampler, dir, (limit, t), pictures)?);
         }
         for (input, img, flat) in synthetic(side) {
-            let up = model_upscale(&sampler, &slice0(&img, s), 0)?;
+            let small = slice0(&img, s);
+            let up = model_upscale(&sampler, &small, 0)?;
+            if let Some(out) = pictures {
+                let lanczos = filter(&small, s, Kernel::Lanczos3);
+                let name = format!("{}-t{t}", input.replace(' ', "-"));
+                save_example(out, &name, [&small, &lanczos, &up, &img])?;
+            }
             let (mut kept, mut total) = (0usize, 0usize);
             for (x, y, px) in up.enumerate_pixels() {
                 if flat(x, y, side) {

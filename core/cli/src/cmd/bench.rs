@@ -48,6 +48,10 @@ pub struct Args {
     /// With --upscale: the model takes each sub-pixel's mean level instead of drawing it.
     #[arg(long, requires = "upscale")]
     mean: bool,
+    /// With --upscale: write each set's first image and each synthetic input here as pictures (input, Lanczos,
+    /// model, original), named SET-IMAGE-tT-WHAT.png.
+    #[arg(long, requires = "upscale")]
+    pictures: Option<PathBuf>,
 }
 
 pub fn run(a: Args, device: tch::Device) -> Result<()> {
@@ -76,6 +80,7 @@ pub fn run(a: Args, device: tch::Device) -> Result<()> {
             &name,
             sets,
             (&a.temperatures, pick, a.limit),
+            a.pictures.as_deref(),
             a.json,
         );
     }
@@ -196,12 +201,13 @@ fn upscale(
     name: &str,
     sets: &[PathBuf],
     (temps, pick, limit): (&[f64], Pick, usize),
+    pictures: Option<&std::path::Path>,
     json: bool,
 ) -> Result<()> {
     if limit == 0 || temps.is_empty() {
         bail!("--limit and --temperatures must not be empty");
     }
-    let r = spn::bench::upscale::run(p, name, sets, (temps, pick), limit)?;
+    let r = spn::bench::upscale::run(p, name, sets, (temps, pick), limit, pictures)?;
     if json {
         return print_json(&r);
     }
