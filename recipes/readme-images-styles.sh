@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The pictures of issue 15 item 6, with the project's own commands (after `make data data-256`): size upscaling
+# of held-out emoji of every style next to Lanczos from the same input (`spn bench --upscale --pictures`, the
+# very images its PSNR table scores), and samples of both models. Every output is reproducible.
+# Usage: recipes/readme-images-styles.sh   MODEL64=... MODEL256=... OUT=docs/styles
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SPN=${SPN:-target/release/spn}
+MODEL64=${MODEL64:-models/default.spn}
+MODEL256=${MODEL256:-models/emoji256.spn}
+OUT=${OUT:-docs/styles}
+CONVERT=${CONVERT:-$(command -v /usr/bin/convert || command -v convert)}
+mkdir -p "$OUT"
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+png() { "$CONVERT" -define png:exclude-chunks=date,time "$@"; }
+
+# One row per style: the input (slice 0, enlarged by pixel repetition), Lanczos from it, the model's mean
+# (--mean, T = 1), the original; OUT/upscale-SIDE.png. The same for the inputs unlike emoji (flat colour, a
+# gradient, line art, a coloured background): OUT/flat-SIDE.png.
+row() {
+  local base=${1%-original.png} side=$2
+  png "$base-input.png" -filter point -resize "${side}x${side}" "$base-input-big.png"
+  png "$base-input-big.png" "$base-lanczos.png" "$base-model.png" "$base-original.png" +append "$base-row.png"
+  echo "$base-row.png"
+}
+rows() {
+  local model=$1 side=$2 sets=("${@:3}")
+  local dir=$tmp/$side emoji=() flat=()
+  "$SPN" bench --model "$model" --upscale "${sets[@]}" --limit 1 --mean --temperatures 1 --pictures "$dir" >/dev/null
+  for set in "${sets[@]}"; do
+    emoji+=("$(row "$dir/$(basename "$set")"-*-t1-original.png "$side")")
+  done
+  for input in flat-green gradient line-art-on-white disc-on-a-coloured-background; do
+    flat+=("$(row "$dir/$input-t1-original.png" "$side")")
+  done
+  # 64x64 pictures are shown twice their size (pixel repetition), to be seen at all.
+  local zoom=$((side < 128 ? 200 : 100))
+  png "${emoji[@]}" -append +repage -filter point -resize "$zoom%" "$OUT/upscale-$side.png"
+  png "${flat[@]}" -append +repage -filter point -resize "$zoom%" "$OUT/flat-$side.png"
+}
+rows "$MODEL64" 64 data/styles64/heldout/{google,noto,fluent-emoji-flat,openmoji,emojione}
+rows "$MODEL256" 256 data/styles256/heldout/{noto,fluent-emoji-flat,openmoji,emojione}
+
+"$SPN" generate --model "$MODEL64" --count 16 --seed 1 --grid "$OUT/samples64.png" --out "$tmp/s64" >/dev/null
+"$SPN" generate --model "$MODEL256" --count 4 --seed 1 --batch-size 4 --grid "$OUT/samples256.png" --out "$tmp/s256" >/dev/null
+echo "wrote $OUT/"
