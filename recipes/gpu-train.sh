@@ -6,17 +6,18 @@
 #
 # 1. Here: stop the recipe's trainer (SIGINT: it writes a checkpoint), then
 #      recipes/gpu-train.sh prepare styles64        prints the device tool's carry list (checked under 64 MiB)
-# 2. The device tool's `run`, with that carry and a timeout_s about 60 s above SECONDS:
+# 2. The device tool's `run`, with that carry and a timeout_s about 30 s above SECONDS:
 #      bash recipes/gpu-train.sh run styles64 SECONDS
-#    There it renders the data from the carried sources (the Makefile's own rules, `make -o build`), resumes the
-#    recipe and stops it with SIGINT once SECONDS are spent, and writes to $OUT the checkpoint in parts under the
-#    16 MiB a returned file may have, the bundle, the training log and its images/s.
+#    There, within SECONDS in all, it renders the data from the carried sources (the Makefile's own rules, `make
+#    -o build`), resumes the recipe and stops it with SIGTERM (a checkpoint; SIGINT would be ignored by a
+#    command started in the background) in time to write to $OUT the checkpoint in parts under the 16 MiB a
+#    returned file may have, its SHA-256, the bundle, the training log and its images/s.
 # 3. Here: recipes/gpu-train.sh collect styles64 FILES_AT   (FILES_AT: the folder the tool returned)
 #    joins the parts into out/RUN.spn.ckpt (the CPU one kept as out/RUN.spn.ckpt.before-gpu), then resume the
 #    recipe as usual. The GPU's floating-point sums differ from the CPU's, so the weights are those of an
 #    equivalent run, not byte for byte the CPU-only one.
 # `DEVICE=cpu bash recipes/gpu-train.sh run RUN SECONDS` (with OUT, and DATA_DONE=1 to keep the data) tries the
-# run step here.
+# run step here, in a copy of the checkout (it trains the recipe's own out/ checkpoint).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -27,6 +28,14 @@ case "$run" in
   *) echo "usage: $0 prepare|run|collect styles64|styles256 [SECONDS|FILES_AT]" >&2; exit 2 ;;
 esac
 ckpt=out/$run.spn.ckpt
+# Whether this checkout's trainer of RUN is running (another checkout's may be, with the same relative paths).
+trainer_running() {
+  local pid
+  for pid in $(pgrep -f "train .*--out out/$run.spn" || true); do
+    [ "$(readlink "/proc/$pid/cwd")" = "$PWD" ] && return 0
+  done
+  return 1
+}
 sources=(data/cache/iconify-json-*.tgz)
 # Stage 256 names its emoji after the PNG set's files (make's --keys-from) but needs none of their pixels.
 names=target/gpu/google-names.txt
@@ -34,7 +43,7 @@ names=target/gpu/google-names.txt
 case "$mode" in
   prepare)
     [ -f "$ckpt" ] || { echo "no $ckpt: run recipes/$run.sh first" >&2; exit 1; }
-    if pgrep -f "train .*--out out/$run.spn" >/dev/null; then
+    if trainer_running; then
       echo "the $run trainer is running: stop it first (pkill -INT -f 'out/$run.spn'), so the carried checkpoint is its last" >&2
       exit 1
     fi
@@ -52,7 +61,8 @@ case "$mode" in
     [ "$bytes" -le $((64 << 20)) ] || { echo "over the 64 MiB the device tool carries" >&2; exit 1; }
     ;;
   run)
-    seconds=${3:?give the training budget in seconds}
+    seconds=${3:?give the time budget in seconds}
+    start=$(date +%s)
     out=${OUT:-/tmp/out}
     mkdir -p "$out"
     if [ "${DEVICE:-cuda}" = cuda ]; then
@@ -69,26 +79,33 @@ case "$mode" in
       mkdir -p data/emoji && touch data/emoji/.done
       make -s -o build -o data/emoji/.done "$data_target"
     fi
-    # SIGINT reaches the recipe and its trainer (timeout signals its process group): the trainer writes a
-    # checkpoint and the recipe stops before its next phase.
+    # SIGTERM reaches the recipe and its trainer (timeout signals its process group): the trainer writes a
+    # checkpoint (seconds) and the recipe stops before its next phase. 60 s are kept for that and for the
+    # copies below.
+    left=$((seconds - ($(date +%s) - start) - 60))
+    [ "$left" -gt 30 ] || { echo "no time left to train after the data ($left s)" >&2; exit 1; }
     status=0
     # The device tool's $OUT is a folder; the recipe's OUT is its bundle.
-    OUT=out/$run.spn timeout -s INT -k 120 "$seconds" "recipes/$run.sh" >"$out/train.log" 2>&1 || status=$?
-    [ "$status" -eq 0 ] || [ "$status" -eq 124 ] || [ "$status" -eq 130 ] || { tail -20 "$out/train.log"; exit "$status"; }
+    OUT=out/$run.spn timeout -s TERM -k 40 "$left" "recipes/$run.sh" >"$out/train.log" 2>&1 || status=$?
+    [ "$status" -eq 0 ] || [ "$status" -eq 124 ] || [ "$status" -eq 143 ] || { tail -20 "$out/train.log"; exit "$status"; }
     grep -E "steps, .* images/s" "$out/train.log" | tee "$out/rate.txt" || true
     split -b 15M "$ckpt" "$out/$run.spn.ckpt.part-"
+    (cd out && sha256sum "$run.spn.ckpt") > "$out/$run.spn.ckpt.sha256"
     cp "out/$run.spn" "$out/"
     ;;
   collect)
     from=${3:?give the folder the device tool returned}
-    if pgrep -f "train .*--out out/$run.spn" >/dev/null; then
+    if trainer_running; then
       echo "the $run trainer is running: stop it first" >&2
       exit 1
     fi
     parts=("$from/$run.spn.ckpt.part-"*)
     [ -f "${parts[0]}" ] || { echo "no $run.spn.ckpt.part-* in $from" >&2; exit 1; }
-    target/release/spn info --model "$from/$run.spn" | head -3
+    target/release/spn info --model "$from/$run.spn" >/dev/null
     cat "${parts[@]}" > "$ckpt.gpu"
+    # A part that did not come back must not replace the CPU checkpoint.
+    [ "$(cut -d' ' -f1 "$from/$run.spn.ckpt.sha256")" = "$(sha256sum "$ckpt.gpu" | cut -d' ' -f1)" ] ||
+      { rm -f "$ckpt.gpu"; echo "the joined checkpoint does not match its SHA-256: a part is missing" >&2; exit 1; }
     [ -f "$ckpt" ] && mv "$ckpt" "$ckpt.before-gpu"
     mv "$ckpt.gpu" "$ckpt"
     cp "$from/$run.spn" "out/$run.spn"

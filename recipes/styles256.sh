@@ -11,9 +11,10 @@
 # Every random choice is seeded by (seed, step), so an interrupted run resumed with the same command ends with the
 # same weights.
 set -euo pipefail
-# Ctrl-C (or the SIGINT of recipes/gpu-train.sh) stops the trainer with a checkpoint and the recipe with it,
-# rather than going on to the next phase.
+# Ctrl-C, or SIGTERM (recipes/gpu-train.sh's timeout), stops the trainer with a checkpoint and the recipe with
+# it, rather than going on to the next phase.
 trap 'exit 130' INT
+trap 'exit 143' TERM
 cd "$(dirname "$0")/.."
 STEPS=${1:-12000}
 OUT=${OUT:-out/styles256.spn}

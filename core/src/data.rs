@@ -88,8 +88,17 @@ pub fn mask_flags(mask: &DynamicImage) -> Vec<bool> {
         .collect()
 }
 
-/// Centre-crops to the target aspect ratio and resizes; a no-op for images already of that size. (RGBA is
-/// resized with straight alpha: data sets are rendered at their size, so only odd user files are resized.)
+/// The one rule for an image kept with its alpha at a given size: as it is when it has that size; otherwise
+/// composited on white and then fitted, like every other read ([`fit`] of [`composite_on_white`]), and opaque.
+/// Resizing straight alpha would bleed the colour hidden under transparent pixels into the edges.
+pub fn fit_rgba(img: &DynamicImage, height: u32, width: u32) -> image::RgbaImage {
+    if (img.width(), img.height()) == (width, height) {
+        return img.to_rgba8();
+    }
+    DynamicImage::ImageRgb8(fit(composite_on_white(img), height, width)).to_rgba8()
+}
+
+/// Centre-crops to the target aspect ratio and resizes; a no-op for images already of that size.
 pub fn fit<P>(
     img: ImageBuffer<P, Vec<P::Subpixel>>,
     height: u32,
@@ -167,14 +176,16 @@ pub fn is_heldout(path: &Path, heldout_percent: u32) -> bool {
     fnv1a(&name) % 100 < heldout_percent as u64
 }
 
-/// Image files of a folder and its sub-folders (one per style in a prepared data set), sorted by path.
-/// The folders directly inside `dir`, sorted by name (the styles of a data set).
+/// The folders directly inside `dir`, sorted by name (the styles of a data set); hidden ones are left out.
 pub fn sub_folders(dir: &Path) -> Result<Vec<PathBuf>> {
     let err = |e: std::io::Error| Error::input(format!("cannot read {}: {e}", dir.display()));
     let mut v = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(err)? {
         let path = entry.map_err(err)?.path();
-        if path.is_dir() {
+        let hidden = path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+        if path.is_dir() && !hidden {
             v.push(path);
         }
     }
@@ -182,6 +193,7 @@ pub fn sub_folders(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// Image files of a folder and its sub-folders (one per style in a prepared data set), sorted by path.
 pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut v = Vec::new();
     collect_images(dir, &mut v)?;
@@ -246,7 +258,7 @@ pub fn load_batch(files: &[PathBuf], height: i64, width: i64) -> Result<Tensor> 
 pub fn load_batch_rgba(files: &[PathBuf], height: i64, width: i64) -> Result<(Tensor, usize)> {
     let (mut ts, mut transparent) = (Vec::with_capacity(files.len()), 0);
     for f in files {
-        let img = fit(open_image(f)?.to_rgba8(), height as u32, width as u32);
+        let img = fit_rgba(&open_image(f)?, height as u32, width as u32);
         transparent += img.pixels().any(|p| p.0[3] < 255) as usize;
         ts.push(channels_first(img.as_raw(), img.height(), img.width(), 4)?);
     }

@@ -152,20 +152,12 @@ fn refuse_leftovers(opts: &PrepareOptions, items: &BTreeMap<PathBuf, Item>) -> R
     Ok(())
 }
 
-/// Reads or renders one item at the requested size, composited on white or, with `keep_alpha`, as RGBA.
-/// Files are composited before they are resized, as `spn train` fits them; a resized RGBA file would differ.
+/// Reads or renders one item at the requested size, composited on white or, with `keep_alpha`, as RGBA
+/// ([`data::fit_rgba`]: a file that has to be resized is composited first, as every reader does).
 fn image_of(item: &Item, size: Option<u32>, keep_alpha: bool) -> Result<DynamicImage> {
     let rgba = match (&item.from, size) {
         (From::File(f), None) => data::open_image(f)?.to_rgba8(),
-        (From::File(f), Some(n)) => {
-            let img = data::open_image(f)?;
-            if keep_alpha && (img.width(), img.height()) == (n, n) {
-                img.to_rgba8()
-            } else {
-                let rgb = data::fit(data::composite_on_white(&img), n, n);
-                return Ok(DynamicImage::ImageRgb8(rgb));
-            }
-        }
+        (From::File(f), Some(n)) => data::fit_rgba(&data::open_image(f)?, n, n),
         (From::Svg(svg), Some(n)) => iconify::render(svg, n)
             .map_err(|e| Error::input(format!("{}: {e}", item.to.display())))?,
         (From::Svg(_), None) => return Err(Error::input("icon sets need --size")),

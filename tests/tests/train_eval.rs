@@ -567,18 +567,34 @@ fn a_run_in_phases_ends_as_one_run() {
     let data = dir.path().join("data");
     transparent_pictures(&data, 9);
     let (a, b) = (dir.path().join("a.spn"), dir.path().join("b.spn"));
+    // 40% held out (of 9 pictures by name hash, some), one scored at the end of the run, not of a phase.
     let with = |out: &std::path::Path, extra: &[&str]| {
         let mut args = train_args(s(&data), s(out), "60");
-        args.extend(["--heldout-percent", "0", "--backgrounds", "0.5", "--flip"]);
+        args.extend(["--heldout-percent", "40", "--backgrounds", "0.5", "--flip"]);
+        let at = args.iter().position(|&a| a == "--eval-images").unwrap();
+        args[at + 1] = "1";
         args.extend(extra);
         json(&spn_ok(&args))
     };
-    with(&a, &[]);
+    let whole = with(&a, &[]);
+    assert!(whole["heldout_bits_per_dim"].as_f64().is_some(), "{whole}");
     let first = with(&b, &["--until", "30"]);
     assert_eq!(first["steps"].as_u64(), Some(30), "{first}");
     assert_eq!(first["interrupted"].as_bool(), Some(false), "{first}");
+    assert!(first["heldout_bits_per_dim"].is_null(), "{first}");
+    // A phase already passed (a recipe rerun) does nothing.
+    let again = with(&b, &["--resume", "--until", "20"]);
+    assert_eq!(
+        (again["resumed_from"].as_u64(), again["steps"].as_u64()),
+        (Some(30), Some(30)),
+        "{again}"
+    );
     let second = with(&b, &["--resume"]);
     assert_eq!(second["resumed_from"].as_u64(), Some(30), "{second}");
+    assert!(
+        second["heldout_bits_per_dim"].as_f64().is_some(),
+        "{second}"
+    );
     let pa = spn::Pipeline::load(&a, tch::Device::Cpu).unwrap();
     let pb = spn::Pipeline::load(&b, tch::Device::Cpu).unwrap();
     for ((na, ta), (nb, tb)) in pa.named_weights().iter().zip(pb.named_weights().iter()) {

@@ -255,8 +255,8 @@ fn open_run(
 }
 
 /// The pipeline, step and training time of a resumed run; `opts` become the saved ones with what may
-/// change on resume (more steps, the checkpoint interval, which stages to train next, flips, and the
-/// settings given again) taken from the command line.
+/// change on resume (more steps, where to stop, the checkpoint interval, which stages to train next, flips
+/// and backgrounds, and the settings given again) taken from the command line.
 fn resume_pipeline(
     config: Option<PipelineConfig>,
     opts: &mut TrainOptions,
@@ -282,6 +282,16 @@ fn resume_pipeline(
     let mut saved = apply_given(state.options, opts)?;
     saved.steps = opts.steps;
     saved.checkpoint_every = opts.checkpoint_every;
+    // Augmentations are set by each command line, like --steps: say so when one changes.
+    if (saved.flip, saved.backgrounds) != (opts.flip, opts.backgrounds) {
+        log::info!(
+            "resuming with --flip {} and --backgrounds {} (the run had {} and {})",
+            opts.flip,
+            opts.backgrounds,
+            saved.flip,
+            saved.backgrounds
+        );
+    }
     saved.flip = opts.flip;
     saved.backgrounds = opts.backgrounds;
     saved.until = opts.until;
@@ -538,6 +548,7 @@ impl Trainer {
         let ckpt = checkpoint_path(&opts.out);
         let rank0 = dist.as_ref().is_none_or(|d| d.rank == 0);
         let resumed = open_run(&opts, &ckpt, resume, rank0)?;
+        check_settings(&opts)?;
         let (pipeline, step, seconds) = match &resumed {
             Some(c) => resume_pipeline(config, &mut opts, c, &ckpt, device)?,
             None => new_pipeline(config, &opts, device)?,
@@ -550,7 +561,13 @@ impl Trainer {
         }
         let (adam, ema, carried) =
             optimiser_state(&params, &names, opts.ema, resumed.as_ref(), &ckpt, device)?;
-        let (train, train_count, heldout_files) = read_data(&opts, &pipeline.config, device)?;
+        // A phase already passed (a recipe rerun) trains nothing: its data need not be read.
+        let passed = opts.until.is_some_and(|u| u <= step) || step >= opts.steps;
+        let (train, train_count, heldout_files) = if passed && resumed.is_some() {
+            (Tensor::f_zeros([0], (Kind::Uint8, device))?, 0, Vec::new())
+        } else {
+            read_data(&opts, &pipeline.config, device)?
+        };
         if !resume && opts.overwrite && rank0 {
             // The old run's checkpoint must not be resumed into this one by a later --resume.
             std::fs::remove_file(&ckpt).or_else(|e| match e.kind() {
@@ -890,6 +907,23 @@ impl Trainer {
             .opts
             .until
             .map_or(self.opts.steps, |u| u.min(self.opts.steps));
+        if self.step >= end && self.train_count == 0 {
+            // Resumed past this phase: nothing to train, nothing to write.
+            log::info!(
+                "step {} is past this phase's end ({end}): nothing to do",
+                self.step
+            );
+            return Ok(Report {
+                resumed_from: self.step,
+                steps: self.step,
+                seconds: self.seconds,
+                images_per_sec: 0.0,
+                first_bits_per_dim: None,
+                last_bits_per_dim: None,
+                heldout_bits_per_dim: None,
+                interrupted: false,
+            });
+        }
         while self.step < end {
             if stop.load(Ordering::Relaxed) {
                 interrupted = true;
@@ -910,7 +944,7 @@ impl Trainer {
             window.push(bpd);
             if self.opts.checkpoint_every > 0
                 && self.step.is_multiple_of(self.opts.checkpoint_every)
-                && self.step < self.opts.steps
+                && self.step < end
             {
                 self.save()?;
                 let mean = window.iter().sum::<f64>() / window.len().max(1) as f64;

@@ -27,9 +27,8 @@ pub struct Args {
     steps: u64,
     #[arg(long)]
     out: PathBuf,
-    /// Continue from OUT.ckpt with its saved settings; --steps, --stages, --flip, --backgrounds,
-    /// --checkpoint-every and the
-    /// settings given again here replace them (not --heldout-percent or --ema).
+    /// Continue from OUT.ckpt with its saved settings; --steps, --until, --stages, --flip, --backgrounds,
+    /// --checkpoint-every and the settings given again here replace them (not --heldout-percent or --ema).
     #[arg(long)]
     resume: bool,
     #[arg(long, default_value_t = d().batch_size)]
@@ -151,6 +150,10 @@ pub fn run(a: Args, given: Vec<String>, device: tch::Device) -> Result<()> {
     pb.finish_and_clear();
     if json {
         return print_json(&report);
+    }
+    if report.last_bits_per_dim.is_none() && !report.interrupted {
+        println!("already at step {}: nothing to train", report.steps);
+        return Ok(());
     }
     println!(
         "{} steps, {:.1} images/s, last batch {:.4} bits/dim{}{}",
