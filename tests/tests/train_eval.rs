@@ -611,6 +611,11 @@ fn data_keeps_alpha_and_reads_back_as_the_composited_set() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
     transparent_pictures(&src, 4);
+    // One of another size: resized, it is composited first, as every reader does (data::fit_rgba).
+    let big = image::RgbaImage::from_fn(16, 16, |x, y| {
+        image::Rgba([200, 16 * x as u8, 16 * y as u8, (x * 16) as u8])
+    });
+    big.save(src.join("big.png")).unwrap();
     let set = dir.path().join("icons.json");
     std::fs::write(
         &set,
@@ -637,7 +642,7 @@ fn data_keeps_alpha_and_reads_back_as_the_composited_set() {
         spn_ok(&args);
     }
     let files = spn::data::list_images(&plain).unwrap();
-    assert_eq!(files.len(), 6, "{files:?}");
+    assert_eq!(files.len(), 7, "{files:?}");
     let mut translucent = 0;
     for f in files {
         let k = kept.join(f.strip_prefix(&plain).unwrap());
