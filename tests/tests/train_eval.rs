@@ -96,6 +96,17 @@ fn training_drives_bits_per_dim_far_below_the_start() {
     assert!(info["parameters"].as_i64().unwrap() > 0);
 }
 
+/// The two bundles hold the same weights (within 1e-5), named alike.
+fn assert_same_weights(a: &std::path::Path, b: &std::path::Path, when: &str) {
+    let pa = spn::Pipeline::load(a, tch::Device::Cpu).unwrap();
+    let pb = spn::Pipeline::load(b, tch::Device::Cpu).unwrap();
+    for ((na, ta), (nb, tb)) in pa.named_weights().iter().zip(pb.named_weights().iter()) {
+        assert_eq!(na, nb);
+        let diff = (ta - tb).abs().max().double_value(&[]);
+        assert!(diff < 1e-5, "{na} differs by {diff} {when}");
+    }
+}
+
 /// `spn eval`'s bits/dim of a model on a folder.
 fn eval_bits(model: &std::path::Path, data: &std::path::Path) -> f64 {
     json(&spn_ok(&[
@@ -179,13 +190,7 @@ fn a_killed_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_one() {
     );
     assert_eq!(r["steps"].as_u64(), Some(400));
 
-    let pa = spn::Pipeline::load(&a, tch::Device::Cpu).unwrap();
-    let pb = spn::Pipeline::load(&b, tch::Device::Cpu).unwrap();
-    for ((na, ta), (nb, tb)) in pa.named_weights().iter().zip(pb.named_weights().iter()) {
-        assert_eq!(na, nb);
-        let diff = (ta - tb).abs().max().double_value(&[]);
-        assert!(diff < 1e-5, "{na} differs by {diff} after resume");
-    }
+    assert_same_weights(&a, &b, "after resume");
 }
 
 #[test]
@@ -595,13 +600,7 @@ fn a_run_in_phases_ends_as_one_run() {
         second["heldout_bits_per_dim"].as_f64().is_some(),
         "{second}"
     );
-    let pa = spn::Pipeline::load(&a, tch::Device::Cpu).unwrap();
-    let pb = spn::Pipeline::load(&b, tch::Device::Cpu).unwrap();
-    for ((na, ta), (nb, tb)) in pa.named_weights().iter().zip(pb.named_weights().iter()) {
-        assert_eq!(na, nb);
-        let diff = (ta - tb).abs().max().double_value(&[]);
-        assert!(diff < 1e-5, "{na} differs by {diff} after the second phase");
-    }
+    assert_same_weights(&a, &b, "after the second phase");
 }
 
 /// `spn data --keep-alpha` writes the sources' alpha (what `--backgrounds` needs), and every reader

@@ -907,8 +907,8 @@ impl Trainer {
             .opts
             .until
             .map_or(self.opts.steps, |u| u.min(self.opts.steps));
-        if self.step >= end && self.train_count == 0 {
-            // Resumed past this phase: nothing to train, nothing to write.
+        if self.step >= end {
+            // Resumed past this phase (`new` read no data for it): nothing to train, nothing to write.
             log::info!(
                 "step {} is past this phase's end ({end}): nothing to do",
                 self.step
