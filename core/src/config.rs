@@ -50,10 +50,20 @@ pub struct NetConfig {
     /// it stay readable by earlier versions.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropout: f64,
+    /// The channel head's copy path (`model::head`, docs/design.md section 3): every known image neighbour
+    /// of a target sub-pixel adds a learned, context-gated bonus to the logit of its own value, so that flat
+    /// colour is continued exactly rather than approximated from scalar inputs. Left out of the file when
+    /// off, so bundles without it stay readable by earlier versions.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub copy: bool,
 }
 
 fn is_zero(x: &f64) -> bool {
     *x == 0.0
+}
+
+fn is_false(x: &bool) -> bool {
+    !*x
 }
 
 /// What a stage models (docs/design.md section 2).
@@ -181,7 +191,13 @@ impl StageSpec {
             + conv(d, 2 * d * blocks.max(1), 1) // context projection
             + blocks * (conv(d, 2 * d, 3) + conv(d, d, 1))
             + attention_layers * attention;
-        let head = linear(d, d) + 3 * levels * d + 3 * linear(d, levels);
+        let copy = if net.copy {
+            let gates = 3 * crate::decode::neighbours::NEIGHBOURS as u128;
+            linear(d, gates) + gates // gate, and the weight of earlier channels' agreement
+        } else {
+            0
+        };
+        let head = linear(d, d) + 3 * levels * d + 3 * linear(d, levels) + copy;
         u64::try_from(embedder + decoder + head).unwrap_or(u64::MAX)
     }
 }
@@ -234,6 +250,7 @@ impl PipelineConfig {
             heads: 2,
             first_kernel: 3,
             dropout: 0.0,
+            copy: true,
         };
         // Sized for a 2-core CPU: training throughput and sampling speed over depth.
         let emoji_net = NetConfig {
@@ -244,6 +261,7 @@ impl PipelineConfig {
             heads: 4,
             first_kernel: 5,
             dropout: 0.0,
+            copy: true,
         };
         // Sized for one GPU (see recipes/gpu.sh): wider and deeper, with dropout because 3,597 training
         // images overfit even the CPU-sized net. About 39 MB as a bundle.
@@ -255,6 +273,7 @@ impl PipelineConfig {
             heads: 8,
             first_kernel: 5,
             dropout: 0.1,
+            copy: true,
         };
         // Every preset is square, with a plain stage A.
         let make = |size: i64, scale: i64, msb_bits: Option<u32>, net: NetConfig| PipelineConfig {
@@ -489,6 +508,7 @@ mod tests {
             heads,
             first_kernel: [1, 3, 5][rng.gen_range(0..3)],
             dropout: 0.0,
+            copy: rng.gen_bool(0.5),
         }
     }
 

@@ -98,6 +98,8 @@ fn incremental_logits_equal_full_pass_logits() {
                     let full = net.logits(own, cond.as_ref(), &kk).unwrap(); // (B, 3, L, h, w)
                     let ctx = net.context(own, cond.as_ref(), &kk).unwrap();
                     let mut dec = SliceDecoder::new(net, &w, &ctx).unwrap();
+                    let cond_in = net.condition(own, cond.as_ref(), &kk).unwrap();
+                    let copy = net.copy_map(&cond_in, &kk).unwrap();
                     let (h, wd) = net.spec.slice_hw();
                     let target = own_t.select(2, k);
                     for pos in 0..h * wd {
@@ -108,10 +110,13 @@ fn incremental_logits_equal_full_pass_logits() {
                             Values::Hard(px.select(1, 0).view([3, 1, 1])),
                             Values::Hard(px.select(1, 1).view([3, 1, 1])),
                         ];
+                        let copy_at = copy
+                            .as_ref()
+                            .map(|m| m.select(1, r).select(1, c).unsqueeze(1).unsqueeze(1));
                         for ch in 0..3 {
                             let inc = net
                                 .head
-                                .channel_logits(&f, ch, &earlier[..ch])
+                                .channel_logits(&f, ch, &earlier[..ch], copy_at.as_ref())
                                 .unwrap()
                                 .view([3, -1]);
                             let reference = full.select(1, ch as i64).select(2, r).select(2, c);
@@ -127,6 +132,25 @@ fn incremental_logits_equal_full_pass_logits() {
             worst < 1e-4,
             "{preset}: incremental logits differ from the full pass by {worst}"
         );
+    }
+}
+
+/// The head's copy map of target slices `k` as the host engines take it, `(B, h * w, NEIGHBOURS, 3)` (empty
+/// without the copy path).
+fn copy_rows(
+    net: &spn::model::SpnNet,
+    own: &spn::model::Values,
+    cond: Option<&spn::model::Values>,
+    k: &Tensor,
+) -> Vec<i32> {
+    let c = net.condition(own, cond, k).unwrap();
+    match net.copy_map(&c, k).unwrap() {
+        Some(m) => Vec::<i64>::try_from(m.flatten(0, -1))
+            .unwrap()
+            .into_iter()
+            .map(|v| v as i32)
+            .collect(),
+        None => Vec::new(),
     }
 }
 
@@ -183,6 +207,8 @@ fn cpu_decoder_logits_equal_full_pass_logits() {
                     let (h, wd) = net.spec.slice_hw();
                     let n = (h * wd) as usize;
                     let target = own_t.select(2, k);
+                    let copy = copy_rows(net, own, cond.as_ref(), &kk);
+                    let cw = copy.len() / 3;
                     // The plain-Rust full pass (`decode::full`, which scores known slices): every
                     // image's teacher-forced logits.
                     let d = net.spec.net.channels as usize;
@@ -200,6 +226,7 @@ fn cpu_decoder_logits_equal_full_pass_logits() {
                             &ctx_v[i * n * d..(i + 1) * n * d],
                             &proj_v[i * n * pw..(i + 1) * n * pw],
                             &vals,
+                            &copy[i * cw..(i + 1) * cw],
                         );
                         // (3, L, h, w) -> (h * w, 3, L)
                         let reference = Vec::<f32>::try_from(
@@ -223,7 +250,8 @@ fn cpu_decoder_logits_equal_full_pass_logits() {
                             size,
                             &ctx_v[start * n * d..(start + size) * n * d],
                             &proj_v[start * n * pw..(start + size) * n * pw],
-                        );
+                        )
+                        .with_copy(&copy[start * cw..(start + size) * cw]);
                         for pos in 0..n {
                             let (r, c) = (pos as i64 / wd, pos as i64 % wd);
                             let vals: Vec<[i64; 3]> = (0..size)
@@ -721,8 +749,9 @@ fn the_cpu_engine_matches_libtorch_on_every_preset() {
                             .unwrap();
                     let vals: Vec<[i64; 3]> =
                         t.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
-                    let fp = full.logits(&step, &ctx, &proj, &vals);
-                    let mut dec = CpuSliceDecoder::new(&step, 1, &ctx, &proj);
+                    let copy = copy_rows(net, own, cond.as_ref(), &kk);
+                    let fp = full.logits(&step, &ctx, &proj, &vals, &copy);
+                    let mut dec = CpuSliceDecoder::new(&step, 1, &ctx, &proj).with_copy(&copy);
                     let mut inc = Vec::with_capacity(reference.len());
                     for (pos, v) in vals.iter().enumerate() {
                         dec.features(pos);

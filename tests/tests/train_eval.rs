@@ -789,3 +789,83 @@ fn eval_per_folder_reports_each_style() {
     ]);
     assert!(err.contains("no sub-folders"), "{err}");
 }
+
+/// The channel head's copy path (`decode::neighbours`): stage C trained on nothing but flat colours learns to
+/// continue them, paying about the ideal (only the first slice's low bits are unknown: 5 bits of one
+/// sub-pixel in S*S = 4), while the same network without it stays near the 5 bits of knowing nothing
+/// (models/README.md: "stage C does not copy").
+#[test]
+fn the_copy_path_continues_flat_colour() {
+    let dir = tempfile::tempdir().unwrap();
+    let train = dir.path().join("train");
+    std::fs::create_dir_all(&train).unwrap();
+    for i in 0..16 {
+        image::RgbaImage::new(8, 8)
+            .save(train.join(format!("t{i}.png")))
+            .unwrap();
+    }
+    let flat = dir.path().join("flat.png");
+    image::RgbImage::from_pixel(8, 8, image::Rgb([46, 139, 87]))
+        .save(&flat)
+        .unwrap();
+    let mut no_copy = spn::PipelineConfig::preset("tiny").unwrap();
+    no_copy.net.copy = false;
+    let no_copy_path = dir.path().join("no-copy.json");
+    std::fs::write(&no_copy_path, serde_json::to_string(&no_copy).unwrap()).unwrap();
+    let stage_c_bits = |model: &std::path::Path, net: [&str; 2]| {
+        spn_ok(&[
+            "train",
+            "--data",
+            s(&train),
+            net[0],
+            net[1],
+            "--stages",
+            "c",
+            "--backgrounds",
+            "1",
+            "--steps",
+            "300",
+            "--batch-size",
+            "16",
+            "--lr",
+            "1e-2",
+            "--warmup",
+            "20",
+            "--seed",
+            "0",
+            "--heldout-percent",
+            "0",
+            "--eval-images",
+            "0",
+            "--out",
+            s(model),
+            "--device",
+            "cpu",
+        ]);
+        let score = json(&spn_ok(&[
+            "score",
+            "--model",
+            s(model),
+            "--image",
+            s(&flat),
+            "--json",
+        ]));
+        score["stages"][2]["bits_per_dim"].as_f64().unwrap()
+    };
+    let with = stage_c_bits(&dir.path().join("copy.spn"), ["--preset", "tiny"]);
+    let without = stage_c_bits(
+        &dir.path().join("no-copy.spn"),
+        ["--config", s(&no_copy_path)],
+    );
+    eprintln!(
+        "stage C on a flat colour: {with:.3} bits/dim with the copy path, {without:.3} without"
+    );
+    assert!(
+        with < 1.25 + 0.3,
+        "the copy path should continue flat colour: {with} bits/dim"
+    );
+    assert!(
+        without > 2.0 * with,
+        "without the copy path: {without} bits/dim"
+    );
+}

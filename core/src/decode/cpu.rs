@@ -12,6 +12,7 @@
 //! logits of all three to the same tolerance.
 // Index loops over several equal-length rows at once read more plainly here than zipped iterators.
 #![allow(clippy::needless_range_loop)]
+use super::neighbours::{add_copy_bonus, NEIGHBOURS};
 use crate::config::StageSpec;
 use crate::error::Result;
 use crate::weights::{HostTensor, Weights};
@@ -229,6 +230,33 @@ pub(super) struct HeadWeights {
     pub(super) r_to_b: Vec<f32>,
     pub(super) g_to_b: Vec<f32>,
     pub(super) out: [(Vec<f32>, Vec<f32>); 3],
+    pub(super) copy: Option<CopyWeights>,
+}
+
+/// The head's copy path (`model::head::CopyGates`): gates `(D, NEIGHBOURS * 3)` row-major with their bias,
+/// and the weight of the earlier channels' agreement.
+pub(super) struct CopyWeights {
+    pub(super) gate: (Vec<f32>, Vec<f32>),
+    pub(super) agree: Vec<f32>,
+}
+
+impl CopyWeights {
+    fn new(w: &Weights, d: usize) -> Result<Self> {
+        let gates = 3 * NEIGHBOURS;
+        Ok(Self {
+            gate: linear(w, "head.copy_gate", d, gates)?,
+            agree: w.get("head.copy_agree", &[gates])?.data.clone(),
+        })
+    }
+
+    /// Gate logits `(m, NEIGHBOURS * 3)` of head features `t` `(m, D)` into `out`.
+    pub(super) fn gates(&self, t: &[f32], m: usize, d: usize, out: &mut [f32]) {
+        let gates = 3 * NEIGHBOURS;
+        for row in out[..m * gates].chunks_exact_mut(gates) {
+            row.copy_from_slice(&self.gate.1);
+        }
+        gemm(m, d, gates, t, d, &self.gate.0, out, gates, 1.0);
+    }
 }
 
 /// One stage's decoder and head weights, rearranged once per sampler for the CPU step.
@@ -298,6 +326,7 @@ impl CpuStepWeights {
                 linear(w, "head.out_g", d, levels)?,
                 linear(w, "head.out_b", d, levels)?,
             ],
+            copy: spec.net.copy.then(|| CopyWeights::new(w, d)).transpose()?,
         };
         Ok(Self {
             d,
@@ -373,6 +402,11 @@ pub struct CpuSliceDecoder<'a> {
     trunk: Vec<f32>,
     hin: Vec<f32>,
     logits: Vec<f32>,
+    /// The group's copy map `(G, n, NEIGHBOURS, 3)` (empty without the copy path), the gate logits at the
+    /// current position `(G, NEIGHBOURS * 3)`, and that position.
+    copy: &'a [i32],
+    copy_gates: Vec<f32>,
+    pos: usize,
 }
 
 impl<'a> CpuSliceDecoder<'a> {
@@ -430,7 +464,16 @@ impl<'a> CpuSliceDecoder<'a> {
             trunk: vec![0f32; g * d],
             hin: vec![0f32; g * d],
             logits: vec![0f32; g * w.levels],
+            copy: &[],
+            copy_gates: vec![0f32; g * 3 * NEIGHBOURS],
+            pos: 0,
         }
+    }
+
+    /// The group's copy map `(G, n, NEIGHBOURS, 3)` (`neighbours::copy_map`), for a stage with the copy path.
+    pub fn with_copy(mut self, copy: &'a [i32]) -> Self {
+        self.copy = copy;
+        self
     }
 
     fn pix_stride(&self) -> (usize, usize) {
@@ -484,14 +527,24 @@ impl<'a> CpuSliceDecoder<'a> {
     /// Trunk features at `pos` (raster index) after the head's projection, `(G, D)`. Needs every pixel
     /// before `pos` committed.
     pub fn features(&mut self, pos: usize) -> &[f32] {
+        self.pos = pos;
         #[cfg(target_arch = "x86_64")]
         if self.w.avx2_fma {
             // SAFETY: the CPU reported AVX2 and FMA (`CpuStepWeights::new`).
             unsafe { self.features_avx2_fma(pos) };
+            self.copy_gates();
             return &self.trunk;
         }
         self.features_impl::<false>(pos);
+        self.copy_gates();
         &self.trunk
+    }
+
+    /// The copy path's gate logits at the current position, once per position for all three channels.
+    fn copy_gates(&mut self) {
+        if let (Some(cw), false) = (&self.w.head.copy, self.copy.is_empty()) {
+            cw.gates(&self.trunk, self.g, self.w.d, &mut self.copy_gates);
+        }
     }
 
     /// The same step compiled for AVX2 with fused multiply-adds: its loops run twice as wide.
@@ -635,6 +688,19 @@ impl<'a> CpuSliceDecoder<'a> {
             self.logits[gi * l..][..l].copy_from_slice(ob);
         }
         gemm(g, d, l, &self.hin, d, ow, &mut self.logits, l, 1.0);
+        if let (Some(cw), false) = (&hd.copy, self.copy.is_empty()) {
+            let (gates, n) = (3 * NEIGHBOURS, wt.h * wt.w);
+            for gi in 0..g {
+                add_copy_bonus(
+                    &mut self.logits[gi * l..][..l],
+                    &self.copy_gates[gi * gates..][..gates],
+                    &cw.agree,
+                    &self.copy[(gi * n + self.pos) * gates..][..gates],
+                    ch,
+                    &values[gi],
+                );
+            }
+        }
         &self.logits
     }
 

@@ -9,6 +9,7 @@
 #![allow(clippy::needless_range_loop)]
 use super::cpu::{gemm, sigmoid, tanh, AttnWeights, CpuStepWeights, LAYER_NORM_EPS};
 use super::embed::HostConv;
+use super::neighbours::{add_copy_bonus, NEIGHBOURS};
 use crate::config::StageSpec;
 use crate::error::Result;
 use crate::weights::Weights;
@@ -45,16 +46,18 @@ impl FullPass {
     }
 
     /// Natural log-probability of every sub-pixel `(h * w, 3)` of one image's known slice `values` (integer
-    /// levels) given its context `(h * w, D)` and context projection, channel-last (`HostEmbedder::forward`).
+    /// levels) given its context `(h * w, D)` and context projection, channel-last (`HostEmbedder::forward`),
+    /// and its copy map `(h * w, NEIGHBOURS, 3)` (`neighbours::copy_map`; empty without the copy path).
     pub fn log_probs(
         &self,
         st: &CpuStepWeights,
         ctx: &[f32],
         proj: &[f32],
         values: &[[i64; 3]],
+        copy: &[i32],
     ) -> Vec<f32> {
         let l = st.levels;
-        let logits = self.logits(st, ctx, proj, values);
+        let logits = self.logits(st, ctx, proj, values, copy);
         let level = |v: i64| v.clamp(0, l as i64 - 1) as usize;
         logits
             .chunks_exact(l)
@@ -67,13 +70,15 @@ impl FullPass {
             .collect()
     }
 
-    /// Teacher-forced logits `(h * w, 3, L)` of one image's slice (`SpnNet::logits`, channel-last).
+    /// Teacher-forced logits `(h * w, 3, L)` of one image's slice (`SpnNet::logits`, channel-last); `copy`
+    /// as for [`Self::log_probs`].
     pub fn logits(
         &self,
         st: &CpuStepWeights,
         ctx: &[f32],
         proj: &[f32],
         values: &[[i64; 3]],
+        copy: &[i32],
     ) -> Vec<f32> {
         let (d, h, w, l) = (st.d, st.h, st.w, st.levels);
         let n = h * w;
@@ -111,7 +116,7 @@ impl FullPass {
                 }
             }
         }
-        head_logits(st, &x, values, n)
+        head_logits(st, &x, values, n, copy)
     }
 }
 
@@ -187,11 +192,26 @@ fn attention(a: &AttnWeights, x: &[f32], pix: &[f32], n: usize, d: usize) -> Vec
 
 /// Logits `(n, 3, L)` of every channel under the channel head (`ChannelHead::forward`): R from the trunk, G
 /// given R, B given R and G.
-fn head_logits(st: &CpuStepWeights, trunk: &[f32], values: &[[i64; 3]], n: usize) -> Vec<f32> {
+fn head_logits(
+    st: &CpuStepWeights,
+    trunk: &[f32],
+    values: &[[i64; 3]],
+    n: usize,
+    copy: &[i32],
+) -> Vec<f32> {
     let (d, l) = (st.d, st.levels);
     let hd = &st.head;
     let relu: Vec<f32> = trunk.iter().map(|v| v.max(0.0)).collect();
     let t = linear(&relu, &hd.proj, n, d);
+    let gates = 3 * NEIGHBOURS;
+    let copy_gates = match (&hd.copy, copy.len() == n * gates) {
+        (Some(cw), true) => {
+            let mut z = vec![0f32; n * gates];
+            cw.gates(&t, n, d, &mut z);
+            Some((cw, z))
+        }
+        _ => None,
+    };
     let level = |v: i64| v.clamp(0, l as i64 - 1) as usize;
     let mut out = vec![0f32; n * 3 * l];
     let mut hin = vec![0f32; n * d];
@@ -210,7 +230,12 @@ fn head_logits(st: &CpuStepWeights, trunk: &[f32], values: &[[i64; 3]], n: usize
         }
         let logits = linear(&hin, &hd.out[ch], n, d);
         for (p, lg) in logits.chunks_exact(l).enumerate() {
-            out[(p * 3 + ch) * l..][..l].copy_from_slice(lg);
+            let row = &mut out[(p * 3 + ch) * l..][..l];
+            row.copy_from_slice(lg);
+            if let Some((cw, z)) = &copy_gates {
+                let (z, c) = (&z[p * gates..][..gates], &copy[p * gates..][..gates]);
+                add_copy_bonus(row, z, &cw.agree, c, ch, &values[p]);
+            }
         }
     }
     out

@@ -14,6 +14,7 @@ use std::path::Path;
 
 /// One stage's weights, arranged for each part of the CPU engine.
 struct Stage {
+    spec: StageSpec,
     step: CpuStepWeights,
     embed: HostEmbedder,
     full: FullPass,
@@ -35,6 +36,7 @@ impl CpuEngine {
             .map(|spec| {
                 let w = weights.under(spec.kind.name());
                 Ok(Stage {
+                    spec: spec.clone(),
                     step: CpuStepWeights::new(spec, &w)?,
                     embed: HostEmbedder::new(spec, &w)?,
                     full: FullPass::new(spec, &w)?,
@@ -111,15 +113,32 @@ impl CpuEngine {
         si: usize,
         ctx: Vec<f32>,
         proj: Vec<f32>,
-        n: usize,
+        input: &SliceBatch,
     ) -> Result<CpuPrepared<'_>> {
         let step = &self.stage(si)?.step;
+        let n = input.h * input.w;
+        let copy = self.copy_map(si, input)?;
         if !ctx.len().is_multiple_of(n * step.channels())
             || !proj.len().is_multiple_of(n * step.proj_width())
         {
             return Err(Error::Other("slice context of the wrong size".into()));
         }
-        Ok(CpuPrepared { step, ctx, proj, n })
+        Ok(CpuPrepared {
+            step,
+            ctx,
+            proj,
+            n,
+            copy,
+        })
+    }
+
+    /// The head's copy map of a slice batch (`neighbours::copy_map`), empty for a stage without the copy path.
+    fn copy_map(&self, si: usize, input: &SliceBatch) -> Result<Vec<i32>> {
+        let spec = &self.stage(si)?.spec;
+        if !spec.net.copy {
+            return Ok(Vec::new());
+        }
+        super::neighbours::copy_map(spec, input.cond, input.cin, input.ks, (input.h, input.w))
     }
 }
 
@@ -148,7 +167,7 @@ impl Engine for CpuEngine {
 
     fn prepare<'e>(&'e self, si: usize, input: &SliceBatch) -> Result<Box<dyn PreparedSlice + 'e>> {
         let (ctx, proj) = self.context(si, input)?;
-        Ok(Box::new(self.prepared(si, ctx, proj, input.h * input.w)?))
+        Ok(Box::new(self.prepared(si, ctx, proj, input)?))
     }
 
     fn score(&self, si: usize, input: &SliceBatch) -> Result<Vec<f32>> {
@@ -158,12 +177,14 @@ impl Engine for CpuEngine {
         if input.values.len() != input.b * n {
             return Err(Error::Other("slice values of the wrong size".into()));
         }
+        let copy = self.copy_map(si, input)?;
+        let per_copy = copy.len() / input.b.max(1);
         let (d, pw) = (st.step.channels(), st.step.proj_width());
         let mut out = vec![0f32; input.b * n * 3];
         let per = input.b.div_ceil(self.groups(input.b));
         std::thread::scope(|sc| {
             for (g, o) in out.chunks_mut(per * n * 3).enumerate() {
-                let (ctx, proj) = (&ctx, &proj);
+                let (ctx, proj, copy) = (&ctx, &proj, &copy);
                 sc.spawn(move || {
                     for (j, lp) in o.chunks_mut(n * 3).enumerate() {
                         let i = g * per + j;
@@ -172,6 +193,7 @@ impl Engine for CpuEngine {
                             &ctx[i * n * d..(i + 1) * n * d],
                             &proj[i * n * pw..(i + 1) * n * pw],
                             &input.values[i * n..(i + 1) * n],
+                            &copy[i * per_copy..(i + 1) * per_copy],
                         ));
                     }
                 });
@@ -187,17 +209,23 @@ pub(crate) struct CpuPrepared<'e> {
     ctx: Vec<f32>,
     proj: Vec<f32>,
     n: usize,
+    /// The copy map `(B, n, NEIGHBOURS, 3)`, empty without the copy path.
+    copy: Vec<i32>,
 }
 
 impl CpuPrepared<'_> {
     fn cpu_decoder(&self, range: std::ops::Range<usize>) -> Result<CpuSliceDecoder<'_>> {
         let (n, d, pw) = (self.n, self.step.channels(), self.step.proj_width());
-        let (ctx, proj) = (
+        let cw = 3 * super::neighbours::NEIGHBOURS * n * usize::from(!self.copy.is_empty());
+        let (ctx, proj, copy) = (
             self.ctx.get(range.start * n * d..range.end * n * d),
             self.proj.get(range.start * n * pw..range.end * n * pw),
+            self.copy.get(range.start * cw..range.end * cw),
         );
-        match (ctx, proj) {
-            (Some(c), Some(p)) => Ok(CpuSliceDecoder::new(self.step, range.len(), c, p)),
+        match (ctx, proj, copy) {
+            (Some(c), Some(p), Some(cp)) => {
+                Ok(CpuSliceDecoder::new(self.step, range.len(), c, p).with_copy(cp))
+            }
             _ => Err(Error::Other(format!(
                 "images {range:?} are not in the batch"
             ))),

@@ -22,6 +22,7 @@ pub mod full;
 pub mod host;
 #[cfg(feature = "torch")]
 pub mod naive;
+pub mod neighbours;
 #[cfg(feature = "torch")]
 pub mod tensor;
 #[cfg(feature = "torch")]

@@ -1,6 +1,6 @@
 //! The naive engine: a full decoder pass over the whole slice for every position. Slow (h*w passes per
 //! slice) and obviously right: the reference the incremental engines are held to.
-use super::torch::{head_logits, pixels};
+use super::torch::{copy_at, head_logits, pixels};
 use super::SliceDecoding;
 use crate::error::Result;
 use crate::model::{SpnNet, Values};
@@ -13,10 +13,13 @@ pub struct NaiveSlice<'a> {
     values: Tensor,
     feats: Option<Tensor>,
     logits: Vec<f32>,
+    /// The head's copy map `(B, h, w, NEIGHBOURS, 3)`, and its rows at the current position.
+    copy: Option<Tensor>,
+    copy_at: Option<Tensor>,
 }
 
 impl<'a> NaiveSlice<'a> {
-    pub fn new(net: &'a SpnNet, ctx: Tensor, values: Tensor) -> Result<Self> {
+    pub fn new(net: &'a SpnNet, ctx: Tensor, values: Tensor, copy: Option<Tensor>) -> Result<Self> {
         let mut own = values.f_empty_like()?;
         own.f_copy_(&values)?;
         Ok(Self {
@@ -25,6 +28,8 @@ impl<'a> NaiveSlice<'a> {
             values: own,
             feats: None,
             logits: Vec::new(),
+            copy,
+            copy_at: None,
         })
     }
 }
@@ -44,11 +49,19 @@ impl SliceDecoding for NaiveSlice<'_> {
                 .f_select(1, pos % w)?
                 .f_view([b, 1, 1, -1])?,
         );
+        self.copy_at = copy_at(self.copy.as_ref(), pos as usize)?;
         Ok(())
     }
 
     fn channel_logits(&mut self, ch: usize, chosen: &[[i64; 3]]) -> Result<&[f32]> {
-        head_logits(self.net, self.feats.as_ref(), ch, chosen, &mut self.logits)
+        head_logits(
+            self.net,
+            self.feats.as_ref(),
+            ch,
+            chosen,
+            self.copy_at.as_ref(),
+            &mut self.logits,
+        )
     }
 
     fn commit(&mut self, pos: usize, values: &[[i64; 3]]) -> Result<()> {

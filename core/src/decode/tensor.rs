@@ -248,15 +248,25 @@ pub struct TensorSlice<'a> {
     dec: SliceDecoder<'a>,
     feats: Option<Tensor>,
     logits: Vec<f32>,
+    /// The head's copy map `(B, h, w, NEIGHBOURS, 3)`, and its rows at the current position.
+    copy: Option<Tensor>,
+    copy_at: Option<Tensor>,
 }
 
 impl<'a> TensorSlice<'a> {
-    pub fn new(net: &'a SpnNet, w: &'a StepWeights, ctx: &Tensor) -> Result<Self> {
+    pub fn new(
+        net: &'a SpnNet,
+        w: &'a StepWeights,
+        ctx: &Tensor,
+        copy: Option<Tensor>,
+    ) -> Result<Self> {
         Ok(Self {
             net,
             dec: SliceDecoder::new(net, w, ctx)?,
             feats: None,
             logits: Vec::new(),
+            copy,
+            copy_at: None,
         })
     }
 }
@@ -264,11 +274,19 @@ impl<'a> TensorSlice<'a> {
 impl super::SliceDecoding for TensorSlice<'_> {
     fn features(&mut self, pos: usize) -> Result<()> {
         self.feats = Some(self.dec.features(pos as i64)?);
+        self.copy_at = super::torch::copy_at(self.copy.as_ref(), pos)?;
         Ok(())
     }
 
     fn channel_logits(&mut self, ch: usize, chosen: &[[i64; 3]]) -> Result<&[f32]> {
-        super::torch::head_logits(self.net, self.feats.as_ref(), ch, chosen, &mut self.logits)
+        super::torch::head_logits(
+            self.net,
+            self.feats.as_ref(),
+            ch,
+            chosen,
+            self.copy_at.as_ref(),
+            &mut self.logits,
+        )
     }
 
     fn commit(&mut self, pos: usize, values: &[[i64; 3]]) -> Result<()> {

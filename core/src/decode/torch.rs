@@ -4,7 +4,7 @@
 use super::host::CpuEngine;
 use super::naive::NaiveSlice;
 use super::tensor::{StepWeights, TensorSlice};
-use super::{Decoding, Engine, Network, PreparedSlice, SliceBatch, SliceDecoding};
+use super::{neighbours, Decoding, Engine, Network, PreparedSlice, SliceBatch, SliceDecoding};
 use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
 use crate::model::{SpnNet, Values};
@@ -62,6 +62,28 @@ fn embed_input(input: &SliceBatch, dev: tch::Device) -> Result<(Tensor, Tensor)>
     Ok((cond, Tensor::f_from_slice(&ks)?.f_to_device(dev)?))
 }
 
+/// The head's copy map of a slice batch `(B, h, w, NEIGHBOURS, 3)` int64 on `dev` (None without the copy
+/// path).
+fn copy_tensor(net: &SpnNet, input: &SliceBatch, dev: tch::Device) -> Result<Option<Tensor>> {
+    if !net.spec.net.copy {
+        return Ok(None);
+    }
+    let map = neighbours::copy_map(
+        &net.spec,
+        input.cond,
+        input.cin,
+        input.ks,
+        (input.h, input.w),
+    )?;
+    let map: Vec<i64> = map.into_iter().map(i64::from).collect();
+    let (b, h, w) = (input.b as i64, input.h as i64, input.w as i64);
+    Ok(Some(
+        Tensor::f_from_slice(&map)?
+            .f_view([b, h, w, neighbours::NEIGHBOURS as i64, 3])?
+            .f_to_device(dev)?,
+    ))
+}
+
 /// The slice's values `(B, 3, h, w)` int64 on `dev`.
 fn values_tensor(input: &SliceBatch, dev: tch::Device) -> Result<Tensor> {
     let flat: Vec<i64> = input.values.iter().flatten().copied().collect();
@@ -106,6 +128,7 @@ impl Engine for TorchEngine<'_> {
                 steps: self.steps.as_ref().map(|s| &s[si]),
                 ctx: net.embedder.forward_t(&cond, &ks, false)?,
                 values: values_tensor(input, dev)?,
+                copy: copy_tensor(net, input, dev)?,
             }) as Box<dyn PreparedSlice>)
         })
     }
@@ -126,7 +149,8 @@ fn full_pass_log_probs(net: &SpnNet, input: &SliceBatch, dev: tch::Device) -> Re
         let trunk = net
             .decoder
             .forward(&v.normalized(net.spec.levels())?, &ctx)?;
-        let logits = net.head.forward(&trunk, &v)?;
+        let copy = copy_tensor(net, input, dev)?;
+        let logits = net.head.forward(&trunk, &v, copy.as_ref())?;
         // (B, 3, h, w) -> (B, h * w, 3)
         let lp = crate::model::nll(&logits, &target)?
             .f_neg()?
@@ -141,18 +165,25 @@ struct TorchPrepared<'e> {
     steps: Option<&'e StepWeights>,
     ctx: Tensor,
     values: Tensor,
+    copy: Option<Tensor>,
 }
 
 impl PreparedSlice for TorchPrepared<'_> {
     fn decoder(&self, range: std::ops::Range<usize>) -> Result<Box<dyn SliceDecoding + '_>> {
         let (a, g) = (range.start as i64, range.len() as i64);
         let ctx = self.ctx.f_narrow(0, a, g)?;
+        let copy = self
+            .copy
+            .as_ref()
+            .map(|c| c.f_narrow(0, a, g))
+            .transpose()?;
         Ok(match self.steps {
-            Some(w) => Box::new(TensorSlice::new(self.net, w, &ctx)?),
+            Some(w) => Box::new(TensorSlice::new(self.net, w, &ctx, copy)?),
             None => Box::new(NaiveSlice::new(
                 self.net,
                 ctx,
                 self.values.f_narrow(0, a, g)?,
+                copy,
             )?),
         })
     }
@@ -186,12 +217,7 @@ impl Engine for LibtorchEmbedded<'_> {
             let proj = crate::model::layers::conv2d_same(&ctx, &net.decoder.context)?;
             Ok((channel_last(&ctx)?, channel_last(&proj)?))
         })?;
-        Ok(Box::new(self.cpu.prepared(
-            si,
-            ctx,
-            proj,
-            input.h * input.w,
-        )?))
+        Ok(Box::new(self.cpu.prepared(si, ctx, proj, input)?))
     }
 
     fn score(&self, si: usize, input: &SliceBatch) -> Result<Vec<f32>> {
@@ -220,12 +246,14 @@ fn channel_last(t: &Tensor) -> Result<Vec<f32>> {
 }
 
 /// Logits of channel `ch` from trunk features `(B, 1, 1, D)` through the model's own head, into a host
-/// vector: the tensor engines' shared step.
+/// vector: the tensor engines' shared step. `copy`: the copy map's rows at this position `(B, 1, 1,
+/// NEIGHBOURS, 3)`.
 pub(crate) fn head_logits<'l>(
     net: &SpnNet,
     feats: Option<&Tensor>,
     ch: usize,
     chosen: &[[i64; 3]],
+    copy: Option<&Tensor>,
     out: &'l mut Vec<f32>,
 ) -> Result<&'l [f32]> {
     let feats = feats.ok_or_else(|| Error::Other("logits asked before features".into()))?;
@@ -243,7 +271,7 @@ pub(crate) fn head_logits<'l>(
         .collect::<Result<Vec<_>>>()?;
     let logits = net
         .head
-        .channel_logits(feats, ch, &earlier)?
+        .channel_logits(feats, ch, &earlier, copy)?
         .f_view([b, net.spec.levels()])?;
     *out = to_host(&logits)?;
     Ok(out)
@@ -255,4 +283,16 @@ pub(crate) fn pixels(values: &[[i64; 3]], dev: tch::Device) -> Result<Tensor> {
     Ok(Tensor::f_from_slice(&flat)?
         .f_view([values.len() as i64, 3])?
         .f_to_device(dev)?)
+}
+
+/// The copy map `(B, h, w, NEIGHBOURS, 3)` at raster position `pos`, as `(B, 1, 1, NEIGHBOURS, 3)`.
+pub(crate) fn copy_at(copy: Option<&Tensor>, pos: usize) -> Result<Option<Tensor>> {
+    copy.map(|c| -> Result<Tensor> {
+        let (b, _, w, n, _) = c.size5()?;
+        let pos = pos as i64;
+        Ok(c.f_select(1, pos / w)?
+            .f_select(1, pos % w)?
+            .f_view([b, 1, 1, n, 3])?)
+    })
+    .transpose()
 }

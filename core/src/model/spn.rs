@@ -5,6 +5,7 @@ use super::embedder::SliceEmbedder;
 use super::head::ChannelHead;
 use super::values::Values;
 use crate::config::StageSpec;
+use crate::decode::neighbours;
 use crate::error::{Error, Result};
 use tch::{nn, Kind, Tensor};
 
@@ -23,7 +24,12 @@ impl SpnNet {
             spec: spec.clone(),
             embedder: SliceEmbedder::new(&vs / "embedder", spec)?,
             decoder: MaskedDecoder::new(&vs / "decoder", spec)?,
-            head: ChannelHead::new(&vs / "head", spec.net.channels, spec.levels())?,
+            head: ChannelHead::new(
+                &vs / "head",
+                spec.net.channels,
+                spec.levels(),
+                spec.net.copy,
+            )?,
         })
     }
 
@@ -73,14 +79,40 @@ impl SpnNet {
         k: &Tensor,
         train: bool,
     ) -> Result<Tensor> {
-        let ctx = self
-            .embedder
-            .forward_t(&self.condition(own, cond, k)?, k, train)?;
+        let cond = self.condition(own, cond, k)?;
+        let ctx = self.embedder.forward_t(&cond, k, train)?;
         let target = own.gather_slice(k)?;
         let trunk = self
             .decoder
             .forward_t(&target.normalized(self.spec.levels())?, &ctx, train)?;
-        self.head.forward(&trunk, &target)
+        let copy = self.copy_map(&cond, k)?;
+        self.head.forward(&trunk, &target, copy.as_ref())
+    }
+
+    /// The head's copy map `(B, h, w, NEIGHBOURS, 3)` (int64) read off the embedder input `cond`
+    /// `(B, cin, h, w)` by the one rule every engine uses (`decode::neighbours::copy_map`), or None
+    /// without the copy path. Computed on the host: an integer map, no gradient flows through it.
+    pub fn copy_map(&self, cond: &Tensor, k: &Tensor) -> Result<Option<Tensor>> {
+        if !self.spec.net.copy {
+            return Ok(None);
+        }
+        let (b, cin, h, w) = cond.size4()?;
+        let host = crate::decode::torch::to_host(&cond.f_detach()?.f_permute([0, 2, 3, 1])?)?;
+        let ks = Vec::<i64>::try_from(&k.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Int64)?)?;
+        let ks: Vec<usize> = ks.iter().map(|&k| k.max(0) as usize).collect();
+        let map = neighbours::copy_map(
+            &self.spec,
+            &host,
+            cin as usize,
+            &ks,
+            (h as usize, w as usize),
+        )?;
+        let map: Vec<i64> = map.into_iter().map(i64::from).collect();
+        Ok(Some(
+            Tensor::f_from_slice(&map)?
+                .f_view([b, h, w, neighbours::NEIGHBOURS as i64, 3])?
+                .f_to_device(cond.device())?,
+        ))
     }
 }
 

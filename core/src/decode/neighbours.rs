@@ -1,0 +1,224 @@
+//! The copy input of the channel head: for every target sub-pixel, the levels of its eight image neighbours
+//! that are already known when its slice is decoded (docs/design.md section 3, "copy path").
+//!
+//! Why: the slice embedder sees known values as scalars in [-1, 1]. Turning a scalar back into one sharp
+//! category out of 32 takes many units, so a flat region was continued only approximately (stage C trained on
+//! flat colours alone stayed at 3.6 to 5.0 bits/dim where copying costs about 0.3, models/README.md). The copy
+//! path hands the head each neighbour's exact level instead, and the head learns how much to trust it.
+//!
+//! One rule for training, evaluation and every engine: the map is read off the embedder's input
+//! (`host::condition`, or `SpnNet::condition` on libtorch), which every engine already receives, so the copy
+//! input is by construction what the embedder may see: only slices before the target's, and for stage C the
+//! MSBs of every slice.
+use crate::config::StageSpec;
+use crate::error::{Error, Result};
+
+/// Offsets `(dy, dx)` of the neighbours in the full image, in the order of the gates.
+pub const OFFSETS: [(isize, isize); 8] = [
+    (-1, -1),
+    (-1, 0),
+    (-1, 1),
+    (0, -1),
+    (0, 1),
+    (1, -1),
+    (1, 0),
+    (1, 1),
+];
+pub const NEIGHBOURS: usize = OFFSETS.len();
+/// A neighbour with nothing to copy: not yet known, outside the image, or (stage C) with other MSBs.
+pub const NONE: i32 = -1;
+
+/// Copy map `(B, h * w, NEIGHBOURS, 3)` of target slices `ks` from the embedder input `cond`
+/// `(B, h * w, cin)`: the neighbour's level in this stage, or [`NONE`].
+///
+/// A neighbour counts when it lies in a slice before the target's (the embedder zeroes later ones). For
+/// stage C the value copied is a low-bit level, which only continues the neighbour's colour when its MSBs
+/// are the target's own, so a neighbour with other MSBs counts for that channel only when they agree.
+pub fn copy_map(
+    spec: &StageSpec,
+    cond: &[f32],
+    cin: usize,
+    ks: &[usize],
+    (h, w): (usize, usize),
+) -> Result<Vec<i32>> {
+    let s = spec.scale.max(1) as usize;
+    let slices = s * s;
+    let n = h * w;
+    let with_msb = spec.cond_bits.is_some();
+    if cin != 3 * slices * if with_msb { 2 } else { 1 } || cond.len() != ks.len() * n * cin {
+        return Err(Error::Other("slice context of the wrong size".into()));
+    }
+    let level = |x: f32, levels: i64| ((x + 1.0) * (levels - 1).max(1) as f32 / 2.0).round() as i32;
+    let (own_levels, msb_levels) = (spec.levels(), 1i64 << spec.cond_bits.unwrap_or(1));
+    let mut out = vec![NONE; ks.len() * n * NEIGHBOURS * 3];
+    for (i, &k) in ks.iter().enumerate() {
+        let (a, b) = ((k / s) as isize, (k % s) as isize);
+        let at = |ch: usize, p: usize| cond[(i * n + p) * cin + ch];
+        for (p, px) in out[i * n * NEIGHBOURS * 3..][..n * NEIGHBOURS * 3]
+            .chunks_exact_mut(NEIGHBOURS * 3)
+            .enumerate()
+        {
+            let (y, x) = ((p / w) as isize, (p % w) as isize);
+            for (o, &(dy, dx)) in OFFSETS.iter().enumerate() {
+                // Image row S*y + a + dy is row (a + dy) mod S of slice row y + floor((a + dy) / S).
+                let (ny, na) = (
+                    y + (a + dy).div_euclid(s as isize),
+                    (a + dy).rem_euclid(s as isize),
+                );
+                let (nx, nb) = (
+                    x + (b + dx).div_euclid(s as isize),
+                    (b + dx).rem_euclid(s as isize),
+                );
+                let q = (na * s as isize + nb) as usize;
+                if q >= k || ny < 0 || nx < 0 || ny >= h as isize || nx >= w as isize {
+                    continue;
+                }
+                let np = ny as usize * w + nx as usize;
+                for c in 0..3 {
+                    let msb_ok = !with_msb
+                        || level(at(3 * slices + c * slices + q, np), msb_levels)
+                            == level(at(3 * slices + c * slices + k, p), msb_levels);
+                    if msb_ok {
+                        px[o * 3 + c] = level(at(c * slices + q, np), own_levels);
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The head's copy rule for one pixel and channel `ch`, on the host: each neighbour with a level to copy
+/// adds `softplus(gate + agree * (earlier channels it matches))` to that level's logit. `gate`, `agree`:
+/// `(NEIGHBOURS * 3)`, neighbour-major; `copy`: the pixel's row of [`copy_map`]; `earlier`: the pixel's
+/// channels chosen so far. `model::head::ChannelHead` is the same rule on libtorch (tests hold the two equal).
+pub fn add_copy_bonus(
+    logits: &mut [f32],
+    gate: &[f32],
+    agree: &[f32],
+    copy: &[i32],
+    ch: usize,
+    earlier: &[i64; 3],
+) {
+    for o in 0..NEIGHBOURS {
+        let v = copy[o * 3 + ch];
+        if v < 0 || v as usize >= logits.len() {
+            continue;
+        }
+        let matched = (0..ch)
+            .filter(|&c| copy[o * 3 + c] >= 0 && copy[o * 3 + c] as i64 == earlier[c])
+            .count();
+        let z = gate[o * 3 + ch] + agree[o * 3 + ch] * matched as f32;
+        logits[v as usize] += softplus(z);
+    }
+}
+
+/// `ln(1 + e^z)` as libtorch computes it (linear above 20).
+pub fn softplus(z: f32) -> f32 {
+    if z > 20.0 {
+        z
+    } else {
+        z.exp().ln_1p()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::PipelineConfig;
+
+    /// A stage-B-like spec with scale `s` and its embedder input for one image whose own value at slice q,
+    /// position p is `q * 10 + p` (scaled to levels), every slice present.
+    fn setup(kind: usize) -> (StageSpec, usize, Vec<f32>) {
+        let c = PipelineConfig::preset("tiny").unwrap();
+        let spec = c.stages()[kind].clone();
+        let s = spec.scale as usize;
+        let (h, w) = spec.slice_hw();
+        let n = (h * w) as usize;
+        let slices = s * s;
+        let cin = spec.cond_channels() as usize;
+        let mut cond = vec![0f32; n * cin];
+        let scale = 2.0 / (spec.levels() - 1) as f32;
+        for ch in 0..3 * slices {
+            for p in 0..n {
+                let v = ((ch % slices) + p + ch / slices) as i64 % spec.levels();
+                cond[p * cin + ch] = v as f32 * scale - 1.0;
+                if cin > 3 * slices {
+                    cond[p * cin + 3 * slices + ch] = -1.0; // every MSB 0: all agree
+                }
+            }
+        }
+        (spec, cin, cond)
+    }
+
+    #[test]
+    fn only_earlier_slices_are_copied_and_their_levels_are_exact() {
+        for kind in [1, 2] {
+            let (spec, cin, cond) = setup(kind);
+            let s = spec.scale as usize;
+            let (h, w) = spec.slice_hw();
+            let (h, w) = (h as usize, w as usize);
+            let slices = s * s;
+            for k in 0..slices {
+                let map = copy_map(&spec, &cond, cin, &[k], (h, w)).unwrap();
+                for p in 0..h * w {
+                    for (o, &(dy, dx)) in OFFSETS.iter().enumerate() {
+                        // The neighbour's image coordinates, then its slice and position.
+                        let iy = (p / w * s + k / s) as isize + dy;
+                        let ix = (p % w * s + k % s) as isize + dx;
+                        let inside =
+                            iy >= 0 && ix >= 0 && iy < (h * s) as isize && ix < (w * s) as isize;
+                        let q = (iy.rem_euclid(s as isize) * s as isize + ix.rem_euclid(s as isize))
+                            as usize;
+                        let np = (iy.div_euclid(s as isize) * w as isize
+                            + ix.div_euclid(s as isize)) as usize;
+                        for c in 0..3 {
+                            let got = map[(p * NEIGHBOURS + o) * 3 + c];
+                            if inside && q < k {
+                                let want = ((q + np + c) as i64 % spec.levels()) as i32;
+                                assert_eq!(got, want, "stage {kind} slice {k} pos {p} offset {o}");
+                            } else {
+                                assert_eq!(got, NONE, "stage {kind} slice {k} pos {p} offset {o}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn stage_c_copies_only_where_the_msbs_agree() {
+        let (spec, cin, mut cond) = setup(2);
+        let slices = (spec.scale * spec.scale) as usize;
+        let (h, w) = spec.slice_hw();
+        let (h, w) = (h as usize, w as usize);
+        let k = slices - 1;
+        let before = copy_map(&spec, &cond, cin, &[k], (h, w)).unwrap();
+        // The target's red MSB becomes 1 at position 0: red stops copying there, green and blue go on.
+        cond[3 * slices + k] = 2.0 / ((1 << spec.cond_bits.unwrap()) - 1) as f32 - 1.0;
+        let after = copy_map(&spec, &cond, cin, &[k], (h, w)).unwrap();
+        for o in 0..NEIGHBOURS {
+            assert_eq!(after[o * 3], NONE);
+            assert_eq!(after[o * 3 + 1..o * 3 + 3], before[o * 3 + 1..o * 3 + 3]);
+        }
+        assert!(before[..NEIGHBOURS * 3].iter().any(|&v| v != NONE));
+        assert_eq!(after[NEIGHBOURS * 3..], before[NEIGHBOURS * 3..]);
+    }
+
+    #[test]
+    fn the_bonus_goes_to_each_neighbours_level_and_grows_with_agreement() {
+        let mut copy = [NONE; NEIGHBOURS * 3];
+        copy[..3].copy_from_slice(&[2, 5, 1]); // neighbour 0
+        copy[3..6].copy_from_slice(&[2, 5, 1]); // neighbour 1, the same colour
+        let (gate, agree) = ([0.5f32; NEIGHBOURS * 3], [1.0f32; NEIGHBOURS * 3]);
+        let mut logits = vec![0f32; 8];
+        add_copy_bonus(&mut logits, &gate, &agree, &copy, 2, &[2, 5, 0]);
+        let one = softplus(0.5 + 2.0);
+        assert!((logits[1] - 2.0 * one).abs() < 1e-6);
+        assert_eq!(logits.iter().filter(|&&l| l != 0.0).count(), 1);
+        let mut logits = vec![0f32; 8];
+        add_copy_bonus(&mut logits, &gate, &agree, &copy, 2, &[3, 5, 0]);
+        assert!((logits[1] - 2.0 * softplus(0.5 + 1.0)).abs() < 1e-6);
+    }
+}
