@@ -4,7 +4,7 @@
 use super::host::CpuEngine;
 use super::naive::NaiveSlice;
 use super::tensor::{StepWeights, TensorSlice};
-use super::{neighbours, Decoding, Engine, Network, PreparedSlice, SliceBatch, SliceDecoding};
+use super::{Decoding, Engine, Network, PreparedSlice, SliceBatch, SliceDecoding};
 use crate::config::PipelineConfig;
 use crate::error::{Error, Result};
 use crate::model::{SpnNet, Values};
@@ -65,23 +65,7 @@ fn embed_input(input: &SliceBatch, dev: tch::Device) -> Result<(Tensor, Tensor)>
 /// The head's copy map of a slice batch `(B, h, w, NEIGHBOURS, 3)` int64 on `dev` (None without the copy
 /// path).
 fn copy_tensor(net: &SpnNet, input: &SliceBatch, dev: tch::Device) -> Result<Option<Tensor>> {
-    if !net.spec.net.copy {
-        return Ok(None);
-    }
-    let map = neighbours::copy_map(
-        &net.spec,
-        input.cond,
-        input.cin,
-        input.ks,
-        (input.h, input.w),
-    )?;
-    let map: Vec<i64> = map.into_iter().map(i64::from).collect();
-    let (b, h, w) = (input.b as i64, input.h as i64, input.w as i64);
-    Ok(Some(
-        Tensor::f_from_slice(&map)?
-            .f_view([b, h, w, neighbours::NEIGHBOURS as i64, 3])?
-            .f_to_device(dev)?,
-    ))
+    net.copy_map_host(input.cond, input.cin, input.ks, (input.h, input.w), dev)
 }
 
 /// The slice's values `(B, 3, h, w)` int64 on `dev`.

@@ -96,22 +96,39 @@ impl SpnNet {
         if !self.spec.net.copy {
             return Ok(None);
         }
-        let (b, cin, h, w) = cond.size4()?;
+        let (_, cin, h, w) = cond.size4()?;
         let host = crate::decode::torch::to_host(&cond.f_detach()?.f_permute([0, 2, 3, 1])?)?;
         let ks = Vec::<i64>::try_from(&k.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Int64)?)?;
         let ks: Vec<usize> = ks.iter().map(|&k| k.max(0) as usize).collect();
-        let map = neighbours::copy_map(
-            &self.spec,
+        self.copy_map_host(
             &host,
             cin as usize,
             &ks,
             (h as usize, w as usize),
-        )?;
+            cond.device(),
+        )
+    }
+
+    /// [`Self::copy_map`] of a channel-last embedder input `(B, h * w, cin)` on the host (as the engines
+    /// receive it), onto `device`.
+    pub fn copy_map_host(
+        &self,
+        cond: &[f32],
+        cin: usize,
+        ks: &[usize],
+        (h, w): (usize, usize),
+        device: tch::Device,
+    ) -> Result<Option<Tensor>> {
+        if !self.spec.net.copy {
+            return Ok(None);
+        }
+        let map = neighbours::copy_map(&self.spec, cond, cin, ks, (h, w))?;
         let map: Vec<i64> = map.into_iter().map(i64::from).collect();
+        let dims = [ks.len(), h, w, neighbours::NEIGHBOURS, 3].map(|d| d as i64);
         Ok(Some(
             Tensor::f_from_slice(&map)?
-                .f_view([b, h, w, neighbours::NEIGHBOURS as i64, 3])?
-                .f_to_device(cond.device())?,
+                .f_view(dims)?
+                .f_to_device(device)?,
         ))
     }
 }
