@@ -99,7 +99,9 @@ fn incremental_logits_equal_full_pass_logits() {
                     let ctx = net.context(own, cond.as_ref(), &kk).unwrap();
                     let mut dec = SliceDecoder::new(net, &w, &ctx).unwrap();
                     let cond_in = net.condition(own, cond.as_ref(), &kk).unwrap();
-                    let copy = net.copy_map(&cond_in, &kk).unwrap();
+                    let copy = net
+                        .copy_map(&cond_in, &kk, &own.gather_slice(&kk).unwrap())
+                        .unwrap();
                     let (h, wd) = net.spec.slice_hw();
                     let target = own_t.select(2, k);
                     for pos in 0..h * wd {
@@ -136,22 +138,37 @@ fn incremental_logits_equal_full_pass_logits() {
 }
 
 /// The head's copy map of target slices `k` as the host engines take it, `(B, h * w, NEIGHBOURS, 3)` (empty
-/// without the copy path).
+/// without the copy path): `filled`, with the in-slice neighbours taken from the target slice (the full pass);
+/// otherwise left for the decoder to fill in as it commits.
 fn copy_rows(
     net: &spn::model::SpnNet,
     own: &spn::model::Values,
     cond: Option<&spn::model::Values>,
     k: &Tensor,
+    filled: bool,
 ) -> Vec<i32> {
+    if !net.spec.net.copy {
+        return Vec::new();
+    }
     let c = net.condition(own, cond, k).unwrap();
-    match net.copy_map(&c, k).unwrap() {
-        Some(m) => Vec::<i64>::try_from(m.flatten(0, -1))
+    if filled {
+        let target = own.gather_slice(k).unwrap();
+        let m = net.copy_map(&c, k, &target).unwrap().unwrap();
+        return Vec::<i64>::try_from(m.flatten(0, -1))
             .unwrap()
             .into_iter()
             .map(|v| v as i32)
-            .collect(),
-        None => Vec::new(),
+            .collect();
     }
+    let (_, cin, h, w) = c.size4().unwrap();
+    let cl = Vec::<f32>::try_from(c.permute([0, 2, 3, 1]).contiguous().flatten(0, -1)).unwrap();
+    let ks: Vec<usize> = Vec::<i64>::try_from(k)
+        .unwrap()
+        .iter()
+        .map(|&k| k as usize)
+        .collect();
+    spn::decode::neighbours::copy_map(&net.spec, &cl, cin as usize, &ks, (h as usize, w as usize))
+        .unwrap()
 }
 
 /// The CPU decoder (row-wise precomputation, threads of image groups) against the full pass, with groups of
@@ -207,7 +224,10 @@ fn cpu_decoder_logits_equal_full_pass_logits() {
                     let (h, wd) = net.spec.slice_hw();
                     let n = (h * wd) as usize;
                     let target = own_t.select(2, k);
-                    let copy = copy_rows(net, own, cond.as_ref(), &kk);
+                    let (copy, raw) = (
+                        copy_rows(net, own, cond.as_ref(), &kk, true),
+                        copy_rows(net, own, cond.as_ref(), &kk, false),
+                    );
                     let cw = copy.len() / 3;
                     // The plain-Rust full pass (`decode::full`, which scores known slices): every
                     // image's teacher-forced logits.
@@ -251,7 +271,8 @@ fn cpu_decoder_logits_equal_full_pass_logits() {
                             &ctx_v[start * n * d..(start + size) * n * d],
                             &proj_v[start * n * pw..(start + size) * n * pw],
                         )
-                        .with_copy(&copy[start * cw..(start + size) * cw]);
+                        .with_copy(&raw[start * cw..(start + size) * cw])
+                        .unwrap();
                         for pos in 0..n {
                             let (r, c) = (pos as i64 / wd, pos as i64 % wd);
                             let vals: Vec<[i64; 3]> = (0..size)
@@ -749,9 +770,12 @@ fn the_cpu_engine_matches_libtorch_on_every_preset() {
                             .unwrap();
                     let vals: Vec<[i64; 3]> =
                         t.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
-                    let copy = copy_rows(net, own, cond.as_ref(), &kk);
+                    let copy = copy_rows(net, own, cond.as_ref(), &kk, true);
+                    let raw = copy_rows(net, own, cond.as_ref(), &kk, false);
                     let fp = full.logits(&step, &ctx, &proj, &vals, &copy);
-                    let mut dec = CpuSliceDecoder::new(&step, 1, &ctx, &proj).with_copy(&copy);
+                    let mut dec = CpuSliceDecoder::new(&step, 1, &ctx, &proj)
+                        .with_copy(&raw)
+                        .unwrap();
                     let mut inc = Vec::with_capacity(reference.len());
                     for (pos, v) in vals.iter().enumerate() {
                         dec.features(pos);

@@ -791,9 +791,9 @@ fn eval_per_folder_reports_each_style() {
 }
 
 /// The channel head's copy path (`decode::neighbours`): stage C trained on nothing but flat colours learns to
-/// continue them, paying about the ideal (only the first slice's low bits are unknown: 5 bits of one
-/// sub-pixel in S*S = 4), while the same network without it stays near the 5 bits of knowing nothing
-/// (models/README.md: "stage C does not copy").
+/// continue them, paying almost nothing (only the first pixel's low bits are unknown; 0.12 bits/dim after
+/// these few steps, 1.25 had it copied from other slices only), while the same network without it stays near
+/// the 5 bits of knowing nothing (models/README.md: "stage C does not copy").
 #[test]
 fn the_copy_path_continues_flat_colour() {
     let dir = tempfile::tempdir().unwrap();
@@ -861,11 +861,11 @@ fn the_copy_path_continues_flat_colour() {
         "stage C on a flat colour: {with:.3} bits/dim with the copy path, {without:.3} without"
     );
     assert!(
-        with < 1.25 + 0.3,
+        with < 0.5,
         "the copy path should continue flat colour: {with} bits/dim"
     );
     assert!(
-        without > 2.0 * with,
+        without > 10.0 * with,
         "without the copy path: {without} bits/dim"
     );
 }

@@ -12,7 +12,7 @@
 //! logits of all three to the same tolerance.
 // Index loops over several equal-length rows at once read more plainly here than zipped iterators.
 #![allow(clippy::needless_range_loop)]
-use super::neighbours::{add_copy_bonus, NEIGHBOURS};
+use super::neighbours::{add_copy_bonus, CopyRows, NEIGHBOURS};
 use crate::config::StageSpec;
 use crate::error::Result;
 use crate::weights::{HostTensor, Weights};
@@ -402,11 +402,10 @@ pub struct CpuSliceDecoder<'a> {
     trunk: Vec<f32>,
     hin: Vec<f32>,
     logits: Vec<f32>,
-    /// The group's copy map `(G, n, NEIGHBOURS, 3)` (empty without the copy path), the gate logits at the
-    /// current position `(G, NEIGHBOURS * 3)`, and that position.
-    copy: &'a [i32],
+    /// The group's copy rows (None without the copy path), and the gate logits at the current position
+    /// `(G, NEIGHBOURS * 3)`.
+    copy: Option<CopyRows>,
     copy_gates: Vec<f32>,
-    pos: usize,
 }
 
 impl<'a> CpuSliceDecoder<'a> {
@@ -464,16 +463,17 @@ impl<'a> CpuSliceDecoder<'a> {
             trunk: vec![0f32; g * d],
             hin: vec![0f32; g * d],
             logits: vec![0f32; g * w.levels],
-            copy: &[],
+            copy: None,
             copy_gates: vec![0f32; g * 3 * NEIGHBOURS],
-            pos: 0,
         }
     }
 
     /// The group's copy map `(G, n, NEIGHBOURS, 3)` (`neighbours::copy_map`), for a stage with the copy path.
-    pub fn with_copy(mut self, copy: &'a [i32]) -> Self {
-        self.copy = copy;
-        self
+    pub fn with_copy(mut self, copy: &[i32]) -> Result<Self> {
+        if self.w.head.copy.is_some() {
+            self.copy = Some(CopyRows::new(copy.to_vec(), (self.w.h, self.w.w))?);
+        }
+        Ok(self)
     }
 
     fn pix_stride(&self) -> (usize, usize) {
@@ -527,22 +527,22 @@ impl<'a> CpuSliceDecoder<'a> {
     /// Trunk features at `pos` (raster index) after the head's projection, `(G, D)`. Needs every pixel
     /// before `pos` committed.
     pub fn features(&mut self, pos: usize) -> &[f32] {
-        self.pos = pos;
         #[cfg(target_arch = "x86_64")]
         if self.w.avx2_fma {
             // SAFETY: the CPU reported AVX2 and FMA (`CpuStepWeights::new`).
             unsafe { self.features_avx2_fma(pos) };
-            self.copy_gates();
+            self.copy_gates(pos);
             return &self.trunk;
         }
         self.features_impl::<false>(pos);
-        self.copy_gates();
+        self.copy_gates(pos);
         &self.trunk
     }
 
-    /// The copy path's gate logits at the current position, once per position for all three channels.
-    fn copy_gates(&mut self) {
-        if let (Some(cw), false) = (&self.w.head.copy, self.copy.is_empty()) {
+    /// The copy path's rows and gate logits at `pos`, once per position for all three channels.
+    fn copy_gates(&mut self, pos: usize) {
+        if let (Some(cw), Some(rows)) = (&self.w.head.copy, self.copy.as_mut()) {
+            rows.at(pos);
             cw.gates(&self.trunk, self.g, self.w.d, &mut self.copy_gates);
         }
     }
@@ -688,14 +688,14 @@ impl<'a> CpuSliceDecoder<'a> {
             self.logits[gi * l..][..l].copy_from_slice(ob);
         }
         gemm(g, d, l, &self.hin, d, ow, &mut self.logits, l, 1.0);
-        if let (Some(cw), false) = (&hd.copy, self.copy.is_empty()) {
-            let (gates, n) = (3 * NEIGHBOURS, wt.h * wt.w);
+        if let (Some(cw), Some(rows)) = (&hd.copy, self.copy.as_ref()) {
+            let gates = 3 * NEIGHBOURS;
             for gi in 0..g {
                 add_copy_bonus(
                     &mut self.logits[gi * l..][..l],
                     &self.copy_gates[gi * gates..][..gates],
                     &cw.agree,
-                    &self.copy[(gi * n + self.pos) * gates..][..gates],
+                    &rows.current()[gi * gates..][..gates],
                     ch,
                     &values[gi],
                 );
@@ -706,6 +706,9 @@ impl<'a> CpuSliceDecoder<'a> {
 
     /// Records the pixels at `pos` (one `[R, G, B]` of integer levels per image) for later positions.
     pub fn commit(&mut self, pos: usize, values: &[[i64; 3]]) {
+        if let Some(rows) = self.copy.as_mut() {
+            rows.commit(pos, values);
+        }
         let wt = self.w;
         let (d, p, wd, g) = (wt.d, wt.p, wt.w, self.g);
         let n = wt.h * wd;

@@ -177,7 +177,10 @@ impl Engine for CpuEngine {
         if input.values.len() != input.b * n {
             return Err(Error::Other("slice values of the wrong size".into()));
         }
-        let copy = self.copy_map(si, input)?;
+        let mut copy = self.copy_map(si, input)?;
+        if !copy.is_empty() {
+            super::neighbours::fill_all(&mut copy, input.values, (input.h, input.w));
+        }
         let per_copy = copy.len() / input.b.max(1);
         let (d, pw) = (st.step.channels(), st.step.proj_width());
         let mut out = vec![0f32; input.b * n * 3];
@@ -224,7 +227,7 @@ impl CpuPrepared<'_> {
         );
         match (ctx, proj, copy) {
             (Some(c), Some(p), Some(cp)) => {
-                Ok(CpuSliceDecoder::new(self.step, range.len(), c, p).with_copy(cp))
+                CpuSliceDecoder::new(self.step, range.len(), c, p).with_copy(cp)
             }
             _ => Err(Error::Other(format!(
                 "images {range:?} are not in the batch"

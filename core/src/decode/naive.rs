@@ -1,5 +1,6 @@
 //! The naive engine: a full decoder pass over the whole slice for every position. Slow (h*w passes per
 //! slice) and obviously right: the reference the incremental engines are held to.
+use super::neighbours::CopyRows;
 use super::torch::{copy_at, head_logits, pixels};
 use super::SliceDecoding;
 use crate::error::Result;
@@ -13,13 +14,18 @@ pub struct NaiveSlice<'a> {
     values: Tensor,
     feats: Option<Tensor>,
     logits: Vec<f32>,
-    /// The head's copy map `(B, h, w, NEIGHBOURS, 3)`, and its rows at the current position.
-    copy: Option<Tensor>,
+    /// The group's copy rows, and those at the current position `(G, 1, 1, NEIGHBOURS, 3)`.
+    copy: Option<CopyRows>,
     copy_at: Option<Tensor>,
 }
 
 impl<'a> NaiveSlice<'a> {
-    pub fn new(net: &'a SpnNet, ctx: Tensor, values: Tensor, copy: Option<Tensor>) -> Result<Self> {
+    pub fn new(
+        net: &'a SpnNet,
+        ctx: Tensor,
+        values: Tensor,
+        copy: Option<CopyRows>,
+    ) -> Result<Self> {
         let mut own = values.f_empty_like()?;
         own.f_copy_(&values)?;
         Ok(Self {
@@ -49,7 +55,7 @@ impl SliceDecoding for NaiveSlice<'_> {
                 .f_select(1, pos % w)?
                 .f_view([b, 1, 1, -1])?,
         );
-        self.copy_at = copy_at(self.copy.as_ref(), pos as usize)?;
+        self.copy_at = copy_at(self.copy.as_mut(), pos as usize, self.values.device())?;
         Ok(())
     }
 
@@ -65,6 +71,9 @@ impl SliceDecoding for NaiveSlice<'_> {
     }
 
     fn commit(&mut self, pos: usize, values: &[[i64; 3]]) -> Result<()> {
+        if let Some(rows) = self.copy.as_mut() {
+            rows.commit(pos, values);
+        }
         let (_, _, _, w) = self.values.size4()?;
         let px = pixels(values, self.values.device())?; // (B, 3)
         let (r, c) = (pos as i64 / w, pos as i64 % w);

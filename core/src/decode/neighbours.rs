@@ -1,5 +1,6 @@
-//! The copy input of the channel head: for every target sub-pixel, the levels of its eight image neighbours
-//! that are already known when its slice is decoded (docs/design.md section 3, "copy path").
+//! The copy input of the channel head: for every target sub-pixel, the levels of its neighbours that are
+//! already known when it is decoded (docs/design.md section 3, "copy path"): its eight image neighbours that
+//! lie in earlier slices, and its four causal neighbours in its own slice (S pixels apart in the image).
 //!
 //! Why: the slice embedder sees known values as scalars in [-1, 1]. Turning a scalar back into one sharp
 //! category out of 32 takes many units, so a flat region was continued only approximately (stage C trained on
@@ -14,7 +15,7 @@ use crate::config::StageSpec;
 use crate::error::{Error, Result};
 
 /// Offsets `(dy, dx)` of the neighbours in the full image, in the order of the gates.
-pub const OFFSETS: [(isize, isize); 8] = [
+pub const IMAGE: [(isize, isize); 8] = [
     (-1, -1),
     (-1, 0),
     (-1, 1),
@@ -24,16 +25,22 @@ pub const OFFSETS: [(isize, isize); 8] = [
     (1, 0),
     (1, 1),
 ];
-pub const NEIGHBOURS: usize = OFFSETS.len();
+/// Offsets `(dy, dx)` in the target's own slice of the positions decoded before it (raster order), whose gates
+/// follow the image neighbours'.
+pub const IN_SLICE: [(isize, isize); 4] = [(-1, -1), (-1, 0), (-1, 1), (0, -1)];
+pub const NEIGHBOURS: usize = IMAGE.len() + IN_SLICE.len();
 /// A neighbour with nothing to copy: not yet known, outside the image, or (stage C) with other MSBs.
 pub const NONE: i32 = -1;
+/// An in-slice neighbour whose level is known only once it is decoded: [`fill_in_slice`] puts it in.
+pub const PENDING: i32 = -2;
 
 /// Copy map `(B, h * w, NEIGHBOURS, 3)` of target slices `ks` from the embedder input `cond`
-/// `(B, h * w, cin)`: the neighbour's level in this stage, or [`NONE`].
+/// `(B, h * w, cin)`: the neighbour's level in this stage, [`NONE`], or for the in-slice neighbours
+/// [`PENDING`] (their levels are the slice's own, filled in by [`fill_in_slice`] as they become known).
 ///
-/// A neighbour counts when it lies in a slice before the target's (the embedder zeroes later ones). For
-/// stage C the value copied is a low-bit level, which only continues the neighbour's colour when its MSBs
-/// are the target's own, so a neighbour with other MSBs counts for that channel only when they agree.
+/// An image neighbour counts when it lies in a slice before the target's (the embedder zeroes later ones).
+/// For stage C the value copied is a low-bit level, which only continues the neighbour's colour when its
+/// MSBs are the target's own, so a neighbour with other MSBs counts for that channel only when they agree.
 pub fn copy_map(
     spec: &StageSpec,
     cond: &[f32],
@@ -59,7 +66,12 @@ pub fn copy_map(
             .enumerate()
         {
             let (y, x) = ((p / w) as isize, (p % w) as isize);
-            for (o, &(dy, dx)) in OFFSETS.iter().enumerate() {
+            let msb_ok = |c: usize, q: usize, np: usize| {
+                !with_msb
+                    || level(at(3 * slices + c * slices + q, np), msb_levels)
+                        == level(at(3 * slices + c * slices + k, p), msb_levels)
+            };
+            for (o, &(dy, dx)) in IMAGE.iter().enumerate() {
                 // Image row S*y + a + dy is row (a + dy) mod S of slice row y + floor((a + dy) / S).
                 let (ny, na) = (
                     y + (a + dy).div_euclid(s as isize),
@@ -75,17 +87,111 @@ pub fn copy_map(
                 }
                 let np = ny as usize * w + nx as usize;
                 for c in 0..3 {
-                    let msb_ok = !with_msb
-                        || level(at(3 * slices + c * slices + q, np), msb_levels)
-                            == level(at(3 * slices + c * slices + k, p), msb_levels);
-                    if msb_ok {
+                    if msb_ok(c, q, np) {
                         px[o * 3 + c] = level(at(c * slices + q, np), own_levels);
+                    }
+                }
+            }
+            for (j, &(dy, dx)) in IN_SLICE.iter().enumerate() {
+                let (ny, nx) = (y + dy, x + dx);
+                if ny < 0 || nx < 0 || nx >= w as isize {
+                    continue;
+                }
+                let np = ny as usize * w + nx as usize;
+                for c in 0..3 {
+                    if msb_ok(c, k, np) {
+                        px[(IMAGE.len() + j) * 3 + c] = PENDING;
                     }
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// Puts the levels of the slice's own earlier pixels into the [`PENDING`] entries of the copy map's row for
+/// position `pos`: `values` is the slice `(h * w)` of one image, final at least before `pos`; `w` its width.
+pub fn fill_in_slice(row: &mut [i32], values: &[[i64; 3]], pos: usize, w: usize) {
+    let (y, x) = ((pos / w) as isize, (pos % w) as isize);
+    for (j, &(dy, dx)) in IN_SLICE.iter().enumerate() {
+        for c in 0..3 {
+            let e = &mut row[(IMAGE.len() + j) * 3 + c];
+            if *e == PENDING {
+                // PENDING is only ever set for a neighbour inside the slice, before `pos`.
+                let np = (y + dy) as usize * w + (x + dx) as usize;
+                *e = values.get(np).map_or(NONE, |v| v[c] as i32);
+            }
+        }
+    }
+}
+
+/// [`fill_in_slice`] for every position of every image of a map whose slices are all known (teacher forcing,
+/// the full pass): `values` `(B, h * w)`.
+pub fn fill_all(map: &mut [i32], values: &[[i64; 3]], (h, w): (usize, usize)) {
+    let n = h * w;
+    for (rows, vals) in map
+        .chunks_exact_mut(n * NEIGHBOURS * 3)
+        .zip(values.chunks_exact(n))
+    {
+        for (pos, row) in rows.chunks_exact_mut(NEIGHBOURS * 3).enumerate() {
+            fill_in_slice(row, vals, pos, w);
+        }
+    }
+}
+
+/// The copy rows of a group of images while their slice is decoded: the slice's copy map and the levels
+/// committed so far, from which each position's in-slice entries are filled in.
+pub struct CopyRows {
+    /// `(G, h * w, NEIGHBOURS, 3)`.
+    map: Vec<i32>,
+    /// `(G, h * w)`.
+    levels: Vec<[i64; 3]>,
+    n: usize,
+    w: usize,
+    /// The rows at the current position, `(G, NEIGHBOURS * 3)`.
+    rows: Vec<i32>,
+}
+
+impl CopyRows {
+    /// `map`: the group's rows of [`copy_map`], `(G, h * w, NEIGHBOURS, 3)`.
+    pub fn new(map: Vec<i32>, (h, w): (usize, usize)) -> Result<Self> {
+        let n = h * w;
+        if n == 0 || !map.len().is_multiple_of(n * NEIGHBOURS * 3) {
+            return Err(Error::Other("copy map of the wrong size".into()));
+        }
+        let g = map.len() / (n * NEIGHBOURS * 3);
+        Ok(Self {
+            map,
+            levels: vec![[0; 3]; g * n],
+            n,
+            w,
+            rows: vec![NONE; g * NEIGHBOURS * 3],
+        })
+    }
+
+    /// The rows `(G, NEIGHBOURS * 3)` at `pos`, every position before it committed.
+    pub fn at(&mut self, pos: usize) -> &[i32] {
+        let width = NEIGHBOURS * 3;
+        for (gi, row) in self.rows.chunks_exact_mut(width).enumerate() {
+            row.copy_from_slice(&self.map[(gi * self.n + pos) * width..][..width]);
+            fill_in_slice(row, &self.levels[gi * self.n..][..self.n], pos, self.w);
+        }
+        &self.rows
+    }
+
+    /// The rows of the last [`Self::at`].
+    pub fn current(&self) -> &[i32] {
+        &self.rows
+    }
+
+    /// Records the pixels at `pos`, one per image of the group.
+    pub fn commit(&mut self, pos: usize, values: &[[i64; 3]]) {
+        for (gi, v) in values.iter().enumerate() {
+            if let Some(l) = self.levels.get_mut(gi * self.n + pos) {
+                *l = *v;
+            }
+        }
+    }
 }
 
 /// The head's copy rule for one pixel and channel `ch`, on the host: each neighbour with a level to copy
@@ -162,7 +268,7 @@ mod tests {
             for k in 0..slices {
                 let map = copy_map(&spec, &cond, cin, &[k], (h, w)).unwrap();
                 for p in 0..h * w {
-                    for (o, &(dy, dx)) in OFFSETS.iter().enumerate() {
+                    for (o, &(dy, dx)) in IMAGE.iter().enumerate() {
                         // The neighbour's image coordinates, then its slice and position.
                         let iy = (p / w * s + k / s) as isize + dy;
                         let ix = (p % w * s + k % s) as isize + dx;
@@ -188,6 +294,43 @@ mod tests {
     }
 
     #[test]
+    fn in_slice_neighbours_are_the_earlier_positions_filled_in_as_they_are_known() {
+        for kind in [0, 1, 2] {
+            let (spec, cin, cond) = setup(kind);
+            let (h, w) = spec.slice_hw();
+            let (h, w) = (h as usize, w as usize);
+            let k = spec.first_slice as usize;
+            let mut map = copy_map(&spec, &cond, cin, &[k], (h, w)).unwrap();
+            let values: Vec<[i64; 3]> = (0..h * w).map(|p| [p as i64, 100, 7]).collect();
+            fill_all(&mut map, &values, (h, w));
+            for p in 0..h * w {
+                let (y, x) = ((p / w) as isize, (p % w) as isize);
+                for (j, &(dy, dx)) in IN_SLICE.iter().enumerate() {
+                    let o = IMAGE.len() + j;
+                    let inside = y + dy >= 0 && x + dx >= 0 && x + dx < w as isize;
+                    let np = (y + dy) * w as isize + x + dx;
+                    assert!(!inside || np < p as isize, "only earlier positions");
+                    let want = |c: usize| {
+                        if inside {
+                            values[np as usize][c] as i32
+                        } else {
+                            NONE
+                        }
+                    };
+                    for c in 0..3 {
+                        assert_eq!(
+                            map[(p * NEIGHBOURS + o) * 3 + c],
+                            want(c),
+                            "stage {kind} pos {p}"
+                        );
+                    }
+                }
+            }
+            assert!(!map.contains(&PENDING));
+        }
+    }
+
+    #[test]
     fn stage_c_copies_only_where_the_msbs_agree() {
         let (spec, cin, mut cond) = setup(2);
         let slices = (spec.scale * spec.scale) as usize;
@@ -203,7 +346,18 @@ mod tests {
             assert_eq!(after[o * 3 + 1..o * 3 + 3], before[o * 3 + 1..o * 3 + 3]);
         }
         assert!(before[..NEIGHBOURS * 3].iter().any(|&v| v != NONE));
-        assert_eq!(after[NEIGHBOURS * 3..], before[NEIGHBOURS * 3..]);
+        // Elsewhere only red entries change, to NONE: the in-slice neighbours that are position 0.
+        let changed: Vec<usize> = (NEIGHBOURS * 3..after.len())
+            .filter(|&i| after[i] != before[i])
+            .collect();
+        assert!(!changed.is_empty());
+        for i in changed {
+            assert_eq!(
+                (i % 3, after[i], before[i]),
+                (0, NONE, PENDING),
+                "entry {i}"
+            );
+        }
     }
 
     #[test]

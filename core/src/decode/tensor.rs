@@ -1,5 +1,6 @@
 //! Incremental decoding: per-layer caches (the rows a masked convolution sees; keys and values of
 //! attention) so that each step computes only the new position. Its logits equal the full pass's.
+use super::neighbours::CopyRows;
 use crate::error::Result;
 use crate::model::layers::{conv2d_same, linear};
 use crate::model::SpnNet;
@@ -248,8 +249,8 @@ pub struct TensorSlice<'a> {
     dec: SliceDecoder<'a>,
     feats: Option<Tensor>,
     logits: Vec<f32>,
-    /// The head's copy map `(B, h, w, NEIGHBOURS, 3)`, and its rows at the current position.
-    copy: Option<Tensor>,
+    /// The group's copy rows, and those at the current position `(G, 1, 1, NEIGHBOURS, 3)`.
+    copy: Option<CopyRows>,
     copy_at: Option<Tensor>,
 }
 
@@ -258,7 +259,7 @@ impl<'a> TensorSlice<'a> {
         net: &'a SpnNet,
         w: &'a StepWeights,
         ctx: &Tensor,
-        copy: Option<Tensor>,
+        copy: Option<CopyRows>,
     ) -> Result<Self> {
         Ok(Self {
             net,
@@ -274,7 +275,7 @@ impl<'a> TensorSlice<'a> {
 impl super::SliceDecoding for TensorSlice<'_> {
     fn features(&mut self, pos: usize) -> Result<()> {
         self.feats = Some(self.dec.features(pos as i64)?);
-        self.copy_at = super::torch::copy_at(self.copy.as_ref(), pos)?;
+        self.copy_at = super::torch::copy_at(self.copy.as_mut(), pos, self.dec.device())?;
         Ok(())
     }
 
@@ -290,6 +291,9 @@ impl super::SliceDecoding for TensorSlice<'_> {
     }
 
     fn commit(&mut self, pos: usize, values: &[[i64; 3]]) -> Result<()> {
+        if let Some(rows) = self.copy.as_mut() {
+            rows.commit(pos, values);
+        }
         let px = super::torch::pixels(values, self.dec.device())?;
         self.dec.commit(pos as i64, &px)
     }

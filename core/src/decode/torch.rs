@@ -3,6 +3,7 @@
 //! arrays (`SliceBatch`) and moves them to the model's device.
 use super::host::CpuEngine;
 use super::naive::NaiveSlice;
+use super::neighbours::{self, CopyRows};
 use super::tensor::{StepWeights, TensorSlice};
 use super::{Decoding, Engine, Network, PreparedSlice, SliceBatch, SliceDecoding};
 use crate::config::PipelineConfig;
@@ -62,10 +63,19 @@ fn embed_input(input: &SliceBatch, dev: tch::Device) -> Result<(Tensor, Tensor)>
     Ok((cond, Tensor::f_from_slice(&ks)?.f_to_device(dev)?))
 }
 
-/// The head's copy map of a slice batch `(B, h, w, NEIGHBOURS, 3)` int64 on `dev` (None without the copy
-/// path).
-fn copy_tensor(net: &SpnNet, input: &SliceBatch, dev: tch::Device) -> Result<Option<Tensor>> {
-    net.copy_map_host(input.cond, input.cin, input.ks, (input.h, input.w), dev)
+/// The head's copy map of a slice batch `(B, h * w, NEIGHBOURS, 3)` on the host, its in-slice neighbours
+/// left to be filled in while decoding (None without the copy path).
+fn copy_map(net: &SpnNet, input: &SliceBatch) -> Result<Option<Vec<i32>>> {
+    if !net.spec.net.copy {
+        return Ok(None);
+    }
+    Ok(Some(neighbours::copy_map(
+        &net.spec,
+        input.cond,
+        input.cin,
+        input.ks,
+        (input.h, input.w),
+    )?))
 }
 
 /// The slice's values `(B, 3, h, w)` int64 on `dev`.
@@ -112,7 +122,7 @@ impl Engine for TorchEngine<'_> {
                 steps: self.steps.as_ref().map(|s| &s[si]),
                 ctx: net.embedder.forward_t(&cond, &ks, false)?,
                 values: values_tensor(input, dev)?,
-                copy: copy_tensor(net, input, dev)?,
+                copy: copy_map(net, input)?,
             }) as Box<dyn PreparedSlice>)
         })
     }
@@ -133,7 +143,14 @@ fn full_pass_log_probs(net: &SpnNet, input: &SliceBatch, dev: tch::Device) -> Re
         let trunk = net
             .decoder
             .forward(&v.normalized(net.spec.levels())?, &ctx)?;
-        let copy = copy_tensor(net, input, dev)?;
+        let copy = net.copy_map_host(
+            input.cond,
+            input.cin,
+            input.ks,
+            (input.h, input.w),
+            Some(input.values),
+            dev,
+        )?;
         let logits = net.head.forward(&trunk, &v, copy.as_ref())?;
         // (B, 3, h, w) -> (B, h * w, 3)
         let lp = crate::model::nll(&logits, &target)?
@@ -149,7 +166,8 @@ struct TorchPrepared<'e> {
     steps: Option<&'e StepWeights>,
     ctx: Tensor,
     values: Tensor,
-    copy: Option<Tensor>,
+    /// The copy map `(B, h * w, NEIGHBOURS, 3)`, None without the copy path.
+    copy: Option<Vec<i32>>,
 }
 
 impl PreparedSlice for TorchPrepared<'_> {
@@ -159,7 +177,14 @@ impl PreparedSlice for TorchPrepared<'_> {
         let copy = self
             .copy
             .as_ref()
-            .map(|c| c.f_narrow(0, a, g))
+            .map(|c| {
+                let (b, _, h, w) = self.ctx.size4()?;
+                let per = c.len() / b.max(1) as usize;
+                let rows = c.get(range.start * per..range.end * per).ok_or_else(|| {
+                    Error::Other(format!("images {range:?} are not in the batch"))
+                })?;
+                CopyRows::new(rows.to_vec(), (h as usize, w as usize))
+            })
             .transpose()?;
         Ok(match self.steps {
             Some(w) => Box::new(TensorSlice::new(self.net, w, &ctx, copy)?),
@@ -269,14 +294,16 @@ pub(crate) fn pixels(values: &[[i64; 3]], dev: tch::Device) -> Result<Tensor> {
         .f_to_device(dev)?)
 }
 
-/// The copy map `(B, h, w, NEIGHBOURS, 3)` at raster position `pos`, as `(B, 1, 1, NEIGHBOURS, 3)`.
-pub(crate) fn copy_at(copy: Option<&Tensor>, pos: usize) -> Result<Option<Tensor>> {
-    copy.map(|c| -> Result<Tensor> {
-        let (b, _, w, n, _) = c.size5()?;
-        let pos = pos as i64;
-        Ok(c.f_select(1, pos / w)?
-            .f_select(1, pos % w)?
-            .f_view([b, 1, 1, n, 3])?)
+/// The copy rows of a decoding group at raster position `pos`, as `(G, 1, 1, NEIGHBOURS, 3)` on `dev`.
+pub(crate) fn copy_at(
+    copy: Option<&mut CopyRows>,
+    pos: usize,
+    dev: tch::Device,
+) -> Result<Option<Tensor>> {
+    copy.map(|c| {
+        let rows = c.at(pos);
+        let g = rows.len() / (neighbours::NEIGHBOURS * 3);
+        crate::model::spn::map_tensor(rows, (g, 1, 1), dev)
     })
     .transpose()
 }

@@ -85,14 +85,15 @@ impl SpnNet {
         let trunk = self
             .decoder
             .forward_t(&target.normalized(self.spec.levels())?, &ctx, train)?;
-        let copy = self.copy_map(&cond, k)?;
+        let copy = self.copy_map(&cond, k, &target)?;
         self.head.forward(&trunk, &target, copy.as_ref())
     }
 
     /// The head's copy map `(B, h, w, NEIGHBOURS, 3)` (int64) read off the embedder input `cond`
-    /// `(B, cin, h, w)` by the one rule every engine uses (`decode::neighbours::copy_map`), or None
-    /// without the copy path. Computed on the host: an integer map, no gradient flows through it.
-    pub fn copy_map(&self, cond: &Tensor, k: &Tensor) -> Result<Option<Tensor>> {
+    /// `(B, cin, h, w)` by the one rule every engine uses (`decode::neighbours`), the in-slice neighbours
+    /// taken from the target slice (teacher forcing), or None without the copy path. Computed on the host:
+    /// an integer map, no gradient flows through it.
+    pub fn copy_map(&self, cond: &Tensor, k: &Tensor, target: &Values) -> Result<Option<Tensor>> {
         if !self.spec.net.copy {
             return Ok(None);
         }
@@ -100,37 +101,63 @@ impl SpnNet {
         let host = crate::decode::torch::to_host(&cond.f_detach()?.f_permute([0, 2, 3, 1])?)?;
         let ks = Vec::<i64>::try_from(&k.f_to_device(tch::Device::Cpu)?.f_to_kind(Kind::Int64)?)?;
         let ks: Vec<usize> = ks.iter().map(|&k| k.max(0) as usize).collect();
+        let levels = match target {
+            Values::Hard(t) => t.shallow_clone(),
+            Values::Soft(t) => t.f_argmax(2, false)?,
+        };
+        // (B, 3, h, w) -> (B, h * w) pixels of three levels.
+        let levels = Vec::<i64>::try_from(
+            &levels
+                .f_permute([0, 2, 3, 1])?
+                .f_to_device(tch::Device::Cpu)?
+                .f_contiguous()?
+                .f_flatten(0, -1)?,
+        )?;
+        let levels: Vec<[i64; 3]> = levels.chunks_exact(3).map(|c| [c[0], c[1], c[2]]).collect();
         self.copy_map_host(
             &host,
             cin as usize,
             &ks,
             (h as usize, w as usize),
+            Some(&levels),
             cond.device(),
         )
     }
 
     /// [`Self::copy_map`] of a channel-last embedder input `(B, h * w, cin)` on the host (as the engines
-    /// receive it), onto `device`.
+    /// receive it), onto `device`; `levels` `(B, h * w)`: the target slices, to fill in the in-slice
+    /// neighbours (None: leave them `PENDING`).
     pub fn copy_map_host(
         &self,
         cond: &[f32],
         cin: usize,
         ks: &[usize],
         (h, w): (usize, usize),
+        levels: Option<&[[i64; 3]]>,
         device: tch::Device,
     ) -> Result<Option<Tensor>> {
         if !self.spec.net.copy {
             return Ok(None);
         }
-        let map = neighbours::copy_map(&self.spec, cond, cin, ks, (h, w))?;
-        let map: Vec<i64> = map.into_iter().map(i64::from).collect();
-        let dims = [ks.len(), h, w, neighbours::NEIGHBOURS, 3].map(|d| d as i64);
-        Ok(Some(
-            Tensor::f_from_slice(&map)?
-                .f_view(dims)?
-                .f_to_device(device)?,
-        ))
+        let mut map = neighbours::copy_map(&self.spec, cond, cin, ks, (h, w))?;
+        if let Some(l) = levels {
+            neighbours::fill_all(&mut map, l, (h, w));
+        }
+        Ok(Some(map_tensor(&map, (ks.len(), h, w), device)?))
     }
+}
+
+/// A copy map (or rows of one) as an int64 tensor `(B, h, w, NEIGHBOURS, 3)` on `device`.
+pub fn map_tensor(
+    map: &[i32],
+    (b, h, w): (usize, usize, usize),
+    device: tch::Device,
+) -> Result<Tensor> {
+    let map: Vec<i64> = map.iter().map(|&v| i64::from(v)).collect();
+    let dims = [b, h, w, neighbours::NEIGHBOURS, 3].map(|d| d as i64);
+    Ok(Tensor::f_from_slice(&map)?
+        .f_view(dims)?
+        .f_to_device(device)?)
 }
 
 /// Negative log-likelihood in nats of every sub-pixel: logits `(B, 3, L, h, w)`, targets `(B, 3, h, w)`.
