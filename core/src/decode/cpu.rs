@@ -471,6 +471,11 @@ impl<'a> CpuSliceDecoder<'a> {
     /// The group's copy map `(G, n, NEIGHBOURS, 3)` (`neighbours::copy_map`), for a stage with the copy path.
     pub fn with_copy(mut self, copy: &[i32]) -> Result<Self> {
         if self.w.head.copy.is_some() {
+            if copy.len() != self.g * self.w.h * self.w.w * NEIGHBOURS * 3 {
+                return Err(crate::Error::Other(
+                    "the copy path needs the group's copy map".into(),
+                ));
+            }
             self.copy = Some(CopyRows::new(copy.to_vec(), (self.w.h, self.w.w))?);
         }
         Ok(self)
