@@ -13,8 +13,8 @@
 #    command started in the background) in time to write to $OUT the checkpoint in parts under the 16 MiB a
 #    returned file may have, its SHA-256, the bundle, the training log and its images/s.
 # 3. Here: recipes/gpu-train.sh collect styles64 FILES_AT   (FILES_AT: the folder the tool returned)
-#    joins the parts into out/RUN.spn.ckpt (the CPU one kept as out/RUN.spn.ckpt.before-gpu), then resume the
-#    recipe as usual. The GPU's floating-point sums differ from the CPU's, so the weights are those of an
+#    joins the parts into out/RUN.spn.ckpt (the CPU one kept as out/RUN.spn.ckpt.before-gpu) and puts
+#    models/training back, then resume the recipe as usual (and `recipes/checkpoint.sh save` to keep it). The GPU's floating-point sums differ from the CPU's, so the weights are those of an
 #    equivalent run, not byte for byte the CPU-only one.
 # `DEVICE=cpu bash recipes/gpu-train.sh run RUN SECONDS` (with OUT, and DATA_DONE=1 to keep the data) tries the
 # run step here, in a copy of the checkout (it trains the recipe's own out/ checkpoint).
@@ -55,8 +55,17 @@ case "$mode" in
       ls data/cache/package/img/google/64 > "$names"
       carry+=("$names")
     fi
-    bytes=$(du -cb "${carry[@]}" | tail -1 | cut -f1)
-    echo "carry ($((bytes >> 20)) MiB):" >&2
+    # The checkpoints kept in models/training (recipes/checkpoint.sh) are tracked files, which travel with the
+    # working tree and count towards the same 64 MiB as the carry: they are set aside until `collect` puts
+    # them back (git has them either way).
+    if compgen -G "models/training/*.ckpt" >/dev/null; then
+      mkdir -p target/gpu/kept
+      mv models/training/*.ckpt target/gpu/kept/
+      echo "set aside models/training/*.ckpt in target/gpu/kept until collect" >&2
+    fi
+    tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+    bytes=$(( $(du -cb "${carry[@]}" | tail -1 | cut -f1) + tree ))
+    echo "carry, with the working tree ($((bytes >> 20)) MiB):" >&2
     printf '%s\n' "${carry[@]}" | python3 -c 'import json, sys; print(json.dumps(sys.stdin.read().split()))'
     [ "$bytes" -le $((64 << 20)) ] || { echo "over the 64 MiB the device tool carries" >&2; exit 1; }
     ;;
@@ -106,6 +115,9 @@ case "$mode" in
     # A part that did not come back must not replace the CPU checkpoint.
     [ "$(cut -d' ' -f1 "$from/$run.spn.ckpt.sha256")" = "$(sha256sum "$ckpt.gpu" | cut -d' ' -f1)" ] ||
       { rm -f "$ckpt.gpu"; echo "the joined checkpoint does not match its SHA-256: a part is missing" >&2; exit 1; }
+    if compgen -G "target/gpu/kept/*.ckpt" >/dev/null; then
+      mv target/gpu/kept/*.ckpt models/training/
+    fi
     [ -f "$ckpt" ] && mv "$ckpt" "$ckpt.before-gpu"
     mv "$ckpt.gpu" "$ckpt"
     cp "$from/$run.spn" "out/$run.spn"
