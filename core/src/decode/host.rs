@@ -5,6 +5,7 @@
 use super::cpu::{CpuSliceDecoder, CpuStepWeights};
 use super::embed::HostEmbedder;
 use super::full::FullPass;
+use super::neighbours;
 use super::{Decoding, Engine, Network, PreparedSlice, SliceBatch, SliceDecoding};
 use crate::bundle::{self, TrainingInfo};
 use crate::config::{PipelineConfig, StageSpec};
@@ -134,11 +135,7 @@ impl CpuEngine {
 
     /// The head's copy map of a slice batch (`neighbours::copy_map`), empty for a stage without the copy path.
     fn copy_map(&self, si: usize, input: &SliceBatch) -> Result<Vec<i32>> {
-        let spec = &self.stage(si)?.spec;
-        if !spec.net.copy {
-            return Ok(Vec::new());
-        }
-        super::neighbours::copy_map(spec, input.cond, input.cin, input.ks, (input.h, input.w))
+        Ok(neighbours::batch_map(&self.stage(si)?.spec, input)?.unwrap_or_default())
     }
 }
 
@@ -179,7 +176,7 @@ impl Engine for CpuEngine {
         }
         let mut copy = self.copy_map(si, input)?;
         if !copy.is_empty() {
-            super::neighbours::fill_all(&mut copy, input.values, (input.h, input.w));
+            neighbours::fill_all(&mut copy, input.values, (input.h, input.w));
         }
         let per_copy = copy.len() / input.b.max(1);
         let (d, pw) = (st.step.channels(), st.step.proj_width());
@@ -219,15 +216,17 @@ pub(crate) struct CpuPrepared<'e> {
 impl CpuPrepared<'_> {
     fn cpu_decoder(&self, range: std::ops::Range<usize>) -> Result<CpuSliceDecoder<'_>> {
         let (n, d, pw) = (self.n, self.step.channels(), self.step.proj_width());
-        let cw = 3 * super::neighbours::NEIGHBOURS * n * usize::from(!self.copy.is_empty());
-        let (ctx, proj, copy) = (
+        let copy = match self.copy.is_empty() {
+            true => &[],
+            false => neighbours::group_rows(&self.copy, range.clone(), n)?,
+        };
+        let (ctx, proj) = (
             self.ctx.get(range.start * n * d..range.end * n * d),
             self.proj.get(range.start * n * pw..range.end * n * pw),
-            self.copy.get(range.start * cw..range.end * cw),
         );
-        match (ctx, proj, copy) {
-            (Some(c), Some(p), Some(cp)) => {
-                CpuSliceDecoder::new(self.step, range.len(), c, p).with_copy(cp)
+        match (ctx, proj) {
+            (Some(c), Some(p)) => {
+                CpuSliceDecoder::new(self.step, range.len(), c, p).with_copy(copy)
             }
             _ => Err(Error::Other(format!(
                 "images {range:?} are not in the batch"

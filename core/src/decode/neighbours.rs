@@ -11,6 +11,7 @@
 //! (`host::condition`, or `SpnNet::condition` on libtorch), which every engine already receives, so the copy
 //! input is by construction what the embedder may see: only slices before the target's, and for stage C the
 //! MSBs of every slice.
+use super::SliceBatch;
 use crate::config::StageSpec;
 use crate::error::{Error, Result};
 
@@ -107,6 +108,21 @@ pub fn copy_map(
         }
     }
     Ok(out)
+}
+
+/// [`copy_map`] of a slice batch as every engine receives it, None for a stage without the copy path.
+pub fn batch_map(spec: &StageSpec, input: &SliceBatch) -> Result<Option<Vec<i32>>> {
+    if !spec.net.copy {
+        return Ok(None);
+    }
+    copy_map(spec, input.cond, input.cin, input.ks, (input.h, input.w)).map(Some)
+}
+
+/// The rows of images `range` of a batch's copy map, `n` positions a slice: what one decoding group takes.
+pub fn group_rows(map: &[i32], range: std::ops::Range<usize>, n: usize) -> Result<&[i32]> {
+    let per = n * NEIGHBOURS * 3;
+    map.get(range.start * per..range.end * per)
+        .ok_or_else(|| Error::Other(format!("images {range:?} are not in the batch")))
 }
 
 /// Puts the levels of the slice's own earlier pixels into the [`PENDING`] entries of the copy map's row for

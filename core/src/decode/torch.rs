@@ -63,21 +63,6 @@ fn embed_input(input: &SliceBatch, dev: tch::Device) -> Result<(Tensor, Tensor)>
     Ok((cond, Tensor::f_from_slice(&ks)?.f_to_device(dev)?))
 }
 
-/// The head's copy map of a slice batch `(B, h * w, NEIGHBOURS, 3)` on the host, its in-slice neighbours
-/// left to be filled in while decoding (None without the copy path).
-fn copy_map(net: &SpnNet, input: &SliceBatch) -> Result<Option<Vec<i32>>> {
-    if !net.spec.net.copy {
-        return Ok(None);
-    }
-    Ok(Some(neighbours::copy_map(
-        &net.spec,
-        input.cond,
-        input.cin,
-        input.ks,
-        (input.h, input.w),
-    )?))
-}
-
 /// The slice's values `(B, 3, h, w)` int64 on `dev`.
 fn values_tensor(input: &SliceBatch, dev: tch::Device) -> Result<Tensor> {
     let flat: Vec<i64> = input.values.iter().flatten().copied().collect();
@@ -122,7 +107,7 @@ impl Engine for TorchEngine<'_> {
                 steps: self.steps.as_ref().map(|s| &s[si]),
                 ctx: net.embedder.forward_t(&cond, &ks, false)?,
                 values: values_tensor(input, dev)?,
-                copy: copy_map(net, input)?,
+                copy: neighbours::batch_map(&net.spec, input)?,
             }) as Box<dyn PreparedSlice>)
         })
     }
@@ -178,12 +163,10 @@ impl PreparedSlice for TorchPrepared<'_> {
             .copy
             .as_ref()
             .map(|c| {
-                let (b, _, h, w) = self.ctx.size4()?;
-                let per = c.len() / b.max(1) as usize;
-                let rows = c.get(range.start * per..range.end * per).ok_or_else(|| {
-                    Error::Other(format!("images {range:?} are not in the batch"))
-                })?;
-                CopyRows::new(rows.to_vec(), (h as usize, w as usize))
+                let (_, _, h, w) = self.ctx.size4()?;
+                let (h, w) = (h as usize, w as usize);
+                let rows = neighbours::group_rows(c, range.clone(), h * w)?;
+                CopyRows::new(rows.to_vec(), (h, w))
             })
             .transpose()?;
         Ok(match self.steps {
