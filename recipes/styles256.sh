@@ -4,13 +4,13 @@
 # four Iconify styles rendered at 256 (`make data-256`: data/styles256/train/{noto,fluent-emoji-flat,openmoji,
 # emojione}), with left-right flips, 30% of the examples over a random flat colour or gradient, a fifth of
 # those without their emoji (--backgrounds 0.3, issue 15 item 5; it needs the data's alpha, which
-# `make data-256` keeps). It starts from the 64x64 model bundled at commit b472580 (stop 13) wherever the
-# weights' names and shapes match (--warm-start: 74% of the parameters; the embedders' inputs, which see S*S
-# slices, and the copy gates start fresh): in the run before the copy path, after 400 steps its training
-# batches cost 1.31 bits/dim, where the same run from scratch had cost 9.03 after 100 steps, 2.53 after 400
-# and 1.65 after 800 (models/README.md).
+# `make data-256` keeps). The copy path has its palette (docs/design.md section 3). It starts from the
+# stop-18 run of this recipe without the palette (models/training/styles256-stop18.spn, EMA weights at step
+# 3,627; that run was this recipe at commit 53b8ea9, started from the 64x64 model bundled at commit b472580
+# for 73% of its weights) wherever names and shapes match (--warm-start: every weight; the copy gates gained
+# the palette's rows, which start fresh).
 # Usage: recipes/styles256.sh [STEPS]   (resumable: rerun the same command)
-#   OUT=out/styles256.spn   WARM=out/default-stop13.spn
+#   OUT=out/styles256.spn   WARM=models/training/styles256-stop18.spn
 # Every random choice is seeded by (seed, step), so an interrupted run resumed with the same command ends with the
 # same weights. A run's checkpoint committed in models/training/ (recipes/checkpoint.sh) is where a fresh
 # checkout resumes from.
@@ -21,17 +21,15 @@ trap 'exit 143' TERM
 cd "$(dirname "$0")/.."
 STEPS=${1:-12000}
 OUT=${OUT:-out/styles256.spn}
-WARM=${WARM:-out/default-stop13.spn}
+WARM=${WARM:-models/training/styles256-stop18.spn}
 SPN=${SPN:-target/release/spn}
 [ -f data/styles256/.done ] || { echo "no data/styles256: run make data-256 first" >&2; exit 1; }
-mkdir -p "$(dirname "$OUT")" "$(dirname "$WARM")"
+mkdir -p "$(dirname "$OUT")"
 recipes/checkpoint.sh restore "$OUT"
 common=(--data data/styles256/train --steps "$STEPS" --batch-size 16 --lr 1e-3 --warmup 500 --ema 0.999 --flip
   --backgrounds 0.3 --checkpoint-every 100 --seed 0 --eval-images 0 --out "$OUT" -v)
 if [ -f "$OUT.ckpt" ]; then
   "$SPN" train --resume "${common[@]}"
 else
-  # Pinned to the commit that bundled it, so the recipe means the same after the default model is replaced.
-  [ -f "$WARM" ] || git show b472580:models/default.spn > "$WARM"
   "$SPN" train --preset emoji256-s8 --warm-start "$WARM" "${common[@]}"
 fi

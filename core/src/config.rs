@@ -51,8 +51,9 @@ pub struct NetConfig {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub dropout: f64,
     /// The channel head's copy path (`model::head`, docs/design.md section 3): every known image neighbour
-    /// of a target sub-pixel adds a learned, context-gated bonus to the logit of its own value, so that flat
-    /// colour is continued exactly rather than approximated from scalar inputs. Left out of the file when
+    /// of a target sub-pixel, and each colour of the earlier slices' palette, adds a learned, context-gated
+    /// bonus to the logit of its own value, so that flat colour is continued exactly rather than
+    /// approximated from scalar inputs. Left out of the file when
     /// off, so bundles without it stay readable by earlier versions.
     #[serde(default, skip_serializing_if = "is_false")]
     pub copy: bool,

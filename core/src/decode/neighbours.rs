@@ -1,11 +1,17 @@
 //! The copy input of the channel head: for every target sub-pixel, the levels of its neighbours that are
 //! already known when it is decoded (docs/design.md section 3, "copy path"): its eight image neighbours that
-//! lie in earlier slices, and its four causal neighbours in its own slice (S pixels apart in the image).
+//! lie in earlier slices, and its four causal neighbours in its own slice (S pixels apart in the image); and
+//! a palette: the [`PALETTE`] colours most frequent in the earlier slices (for stage C, among those with the
+//! target's MSBs).
 //!
 //! Why: the slice embedder sees known values as scalars in [-1, 1]. Turning a scalar back into one sharp
 //! category out of 32 takes many units, so a flat region was continued only approximately (stage C trained on
 //! flat colours alone stayed at 3.6 to 5.0 bits/dim where copying costs about 0.3, models/README.md). The copy
 //! path hands the head each neighbour's exact level instead, and the head learns how much to trust it.
+//! The palette serves the pixels no neighbour continues (antialiased edges, small details): in flat emoji
+//! styles 30 to 45% of the bits that are left go to such pixels whose exact colour is already in the image,
+//! and with the earlier channels' agreement (`m` of [`add_copy_bonus`]) a palette colour whose red matches
+//! the chosen red makes green and blue nearly certain (models/README.md, stop 19).
 //!
 //! One rule for training, evaluation and every engine: the map is read off the embedder's input
 //! (`host::condition`, or `SpnNet::condition` on libtorch), which every engine already receives, so the copy
@@ -29,7 +35,10 @@ pub const IMAGE: [(isize, isize); 8] = [
 /// Offsets `(dy, dx)` in the target's own slice of the positions decoded before it (raster order), whose gates
 /// follow the image neighbours'.
 pub const IN_SLICE: [(isize, isize); 4] = [(-1, -1), (-1, 0), (-1, 1), (0, -1)];
-pub const NEIGHBOURS: usize = IMAGE.len() + IN_SLICE.len();
+/// Palette entries, after the in-slice neighbours: the most frequent colours of the earlier slices.
+pub const PALETTE: usize = 8;
+/// Entries of a target's row of the copy map: image neighbours, in-slice neighbours, palette.
+pub const NEIGHBOURS: usize = IMAGE.len() + IN_SLICE.len() + PALETTE;
 /// A neighbour with nothing to copy: not yet known, outside the image, or (stage C) with other MSBs.
 pub const NONE: i32 = -1;
 /// An in-slice neighbour whose level is known only once it is decoded: [`fill_in_slice`] puts it in.
@@ -42,6 +51,9 @@ pub const PENDING: i32 = -2;
 /// An image neighbour counts when it lies in a slice before the target's (the embedder zeroes later ones).
 /// For stage C the value copied is a low-bit level, which only continues the neighbour's colour when its
 /// MSBs are the target's own, so a neighbour with other MSBs counts for that channel only when they agree.
+/// The palette entries are the [`PALETTE`] colours that occur most often in the slices before the target's
+/// (ties to the lower levels), for stage C among those whose three MSBs are the target's; [`NONE`] past the
+/// last.
 pub fn copy_map(
     spec: &StageSpec,
     cond: &[f32],
@@ -62,6 +74,19 @@ pub fn copy_map(
     for (i, &k) in ks.iter().enumerate() {
         let (a, b) = ((k / s) as isize, (k % s) as isize);
         let at = |ch: usize, p: usize| cond[(i * n + p) * cin + ch];
+        // A pixel's (MSBs, own levels); the MSBs are 0 without them.
+        let colour = |q: usize, p: usize| -> ([i32; 3], [i32; 3]) {
+            let own = [0, 1, 2].map(|c| level(at(c * slices + q, p), own_levels));
+            let msb = [0, 1, 2].map(|c| {
+                if with_msb {
+                    level(at(3 * slices + c * slices + q, p), msb_levels)
+                } else {
+                    0
+                }
+            });
+            (msb, own)
+        };
+        let palette = palette((0..k).flat_map(|q| (0..n).map(move |p| (q, p))).map(|(q, p)| colour(q, p)));
         for (p, px) in out[i * n * NEIGHBOURS * 3..][..n * NEIGHBOURS * 3]
             .chunks_exact_mut(NEIGHBOURS * 3)
             .enumerate()
@@ -105,9 +130,36 @@ pub fn copy_map(
                     }
                 }
             }
+            if let Some(colours) = palette.get(&colour(k, p).0) {
+                let first = IMAGE.len() + IN_SLICE.len();
+                for (e, own) in px[first * 3..].chunks_exact_mut(3).zip(colours) {
+                    e.copy_from_slice(own);
+                }
+            }
         }
     }
     Ok(out)
+}
+
+/// The palette of a set of known pixels `(MSBs, own levels)`: for each MSB triple, the own levels of its
+/// [`PALETTE`] most frequent colours, the most frequent first, ties to the lower levels.
+fn palette(
+    known: impl Iterator<Item = ([i32; 3], [i32; 3])>,
+) -> std::collections::HashMap<[i32; 3], Vec<[i32; 3]>> {
+    let mut counts = std::collections::HashMap::<([i32; 3], [i32; 3]), usize>::new();
+    for c in known {
+        *counts.entry(c).or_default() += 1;
+    }
+    let mut ranked: Vec<_> = counts.into_iter().collect();
+    ranked.sort_unstable_by(|(a, n), (b, m)| (a.0, std::cmp::Reverse(*n), a.1).cmp(&(b.0, std::cmp::Reverse(*m), b.1)));
+    let mut out = std::collections::HashMap::<[i32; 3], Vec<[i32; 3]>>::new();
+    for ((msb, own), _) in ranked {
+        let list = out.entry(msb).or_default();
+        if list.len() < PALETTE {
+            list.push(own);
+        }
+    }
+    out
 }
 
 /// [`copy_map`] of a slice batch as every engine receives it, None for a stage without the copy path.
@@ -357,10 +409,14 @@ mod tests {
         // The target's red MSB becomes 1 at position 0: red stops copying there, green and blue go on.
         cond[3 * slices + k] = 2.0 / ((1 << spec.cond_bits.unwrap()) - 1) as f32 - 1.0;
         let after = copy_map(&spec, &cond, cin, &[k], (h, w)).unwrap();
-        for o in 0..NEIGHBOURS {
+        let first = IMAGE.len() + IN_SLICE.len();
+        for o in 0..first {
             assert_eq!(after[o * 3], NONE);
             assert_eq!(after[o * 3 + 1..o * 3 + 3], before[o * 3 + 1..o * 3 + 3]);
         }
+        // No earlier pixel has the new MSBs: no palette there, where there was one.
+        assert!(after[first * 3..NEIGHBOURS * 3].iter().all(|&v| v == NONE));
+        assert!(before[first * 3..NEIGHBOURS * 3].iter().all(|&v| v >= 0));
         assert!(before[..NEIGHBOURS * 3].iter().any(|&v| v != NONE));
         // Elsewhere only red entries change, to NONE: the in-slice neighbours that are position 0.
         let changed: Vec<usize> = (NEIGHBOURS * 3..after.len())
@@ -373,6 +429,53 @@ mod tests {
                 (0, NONE, PENDING),
                 "entry {i}"
             );
+        }
+    }
+
+    #[test]
+    fn the_palette_is_the_most_frequent_earlier_colours_with_the_targets_msbs() {
+        let (spec, cin, mut cond) = setup(2);
+        let slices = (spec.scale * spec.scale) as usize;
+        let (h, w) = spec.slice_hw();
+        let (h, w) = (h as usize, w as usize);
+        let n = h * w;
+        let (own_l, msb_l) = (spec.levels(), 1i64 << spec.cond_bits.unwrap());
+        let norm = |v: i64, l: i64| v as f32 * 2.0 / (l - 1) as f32 - 1.0;
+        // Slices 0 and 1 hold few colours, some repeated: own level (p % 3) * 5 + q in red, p % 2 in green,
+        // 7 in blue; MSBs 1 in red where p % 4 == 0, else 0.
+        for q in 0..slices {
+            for p in 0..n {
+                let own = [(p % 3) as i64 * 5 + q as i64, (p % 2) as i64, 7];
+                let msb = [i64::from(p % 4 == 0), 0, 0];
+                for c in 0..3 {
+                    cond[p * cin + c * slices + q] = norm(own[c], own_l);
+                    cond[p * cin + 3 * slices + c * slices + q] = norm(msb[c], msb_l);
+                }
+            }
+        }
+        for k in [0, 1, 2, slices - 1] {
+            let map = copy_map(&spec, &cond, cin, &[k], (h, w)).unwrap();
+            for p in 0..n {
+                // The reference: count the earlier slices' colours with this target's MSBs, by brute force.
+                let cube = i64::from(p % 4 == 0);
+                let mut counts: Vec<([i64; 3], usize)> = Vec::new();
+                for q in 0..k {
+                    for r in (0..n).filter(|r| i64::from(r % 4 == 0) == cube) {
+                        let own = [(r % 3) as i64 * 5 + q as i64, (r % 2) as i64, 7];
+                        match counts.iter_mut().find(|(c, _)| *c == own) {
+                            Some((_, m)) => *m += 1,
+                            None => counts.push((own, 1)),
+                        }
+                    }
+                }
+                counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                let first = IMAGE.len() + IN_SLICE.len();
+                for j in 0..PALETTE {
+                    let got = &map[(p * NEIGHBOURS + first + j) * 3..][..3];
+                    let want = counts.get(j).map_or([NONE; 3], |(c, _)| c.map(|v| v as i32));
+                    assert_eq!(got, want, "slice {k} pos {p} entry {j}");
+                }
+            }
         }
     }
 

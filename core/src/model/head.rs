@@ -2,7 +2,7 @@
 //! pixel; only this small head runs per channel.
 use super::layers::{linear, new_embedding, new_linear, new_randn, Embedding};
 use super::values::Values;
-use crate::decode::neighbours::NEIGHBOURS;
+use crate::decode::neighbours::{NEIGHBOURS, PALETTE};
 use crate::error::Result;
 use tch::{nn, Kind, Tensor};
 
@@ -38,8 +38,10 @@ impl ChannelHead {
             copy: copy
                 .then(|| -> Result<CopyGates> {
                     let gates = 3 * NEIGHBOURS as i64;
+                    let gate = new_linear(&(&vs / "copy_gate"), dim, gates)?;
+                    close_palette(&gate)?;
                     Ok(CopyGates {
-                        gate: new_linear(&(&vs / "copy_gate"), dim, gates)?,
+                        gate,
                         agree: new_randn(&vs, "copy_agree", &[gates], 0.01)?,
                     })
                 })
@@ -97,6 +99,22 @@ impl ChannelHead {
         }
         Ok(Tensor::f_stack(&out, 1)?)
     }
+}
+
+/// Starts the palette's gates closed (zero weights, bias -4: a bonus of 0.018 nats), so that a model warm
+/// started from one without the palette (`train::warm_start` keeps the old rows) begins with its density
+/// unchanged: random gates on trained features gave each palette colour nats of bonus, and the 64 run's
+/// training loss went from 0.97 to 1.42 bits/dim in its first 100 steps.
+fn close_palette(gate: &nn::Linear) -> Result<()> {
+    let first = 3 * (NEIGHBOURS - PALETTE) as i64;
+    let n = 3 * PALETTE as i64;
+    tch::no_grad(|| -> Result<()> {
+        let _ = gate.ws.f_narrow(0, first, n)?.f_zero_()?;
+        if let Some(b) = &gate.bs {
+            let _ = b.f_narrow(0, first, n)?.f_fill_(-4.0)?;
+        }
+        Ok(())
+    })
 }
 
 impl CopyGates {

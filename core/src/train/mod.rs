@@ -339,18 +339,33 @@ fn new_pipeline(
 /// Copies into `p` every weight of the bundle `from` with the same name and shape. Networks of the same
 /// widths share most of their weights across image sizes and S (only the context embedder's input, which
 /// sees S*S slices, differs), so a model trained at one size is a start for another.
+/// Copies into `p` every weight of the model at `from` whose name it shares and whose shape fits: the same
+/// shape, or (a head that gained entries, such as the copy path's palette: docs/design.md section 3) the
+/// same shape but for a shorter first dimension, whose rows then start the new tensor and the rest keep
+/// their initialisation. The source's tensors are read as stored, so a model of an earlier config serves.
 fn warm_start(p: &Pipeline, from: &Path) -> Result<()> {
-    let src: HashMap<String, Tensor> = Pipeline::load(from, Device::Cpu)?
-        .named_weights()
-        .into_iter()
-        .collect();
+    let contents = bundle::read(from)?;
+    if contents.meta.contains_key("train_state") {
+        return Err(bundle::checkpoint_not_model(from));
+    }
     let (mut copied, mut total) = (0i64, 0i64);
     for (name, t) in p.named_weights() {
         total += t.numel() as i64;
-        if let Some(s) = src.get(&name).filter(|s| s.size() == t.size()) {
-            tch::no_grad(|| t.shallow_clone().f_copy_(&s.f_to_device(t.device())?))?;
-            copied += t.numel() as i64;
+        let Some(s) = contents.tensors.0.get(&name) else {
+            continue;
+        };
+        let size: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
+        let grown = s.shape.len() == size.len()
+            && s.shape.first() < size.first()
+            && s.shape[1..] == size[1..];
+        if s.shape != size && !grown {
+            continue;
         }
+        let src = s.to_tensor()?.f_to_device(t.device())?;
+        let rows = s.shape.first().copied().unwrap_or(1) as i64;
+        let mut dst = if grown { t.f_narrow(0, 0, rows)? } else { t.shallow_clone() };
+        tch::no_grad(|| dst.f_copy_(&src))?;
+        copied += s.numel() as i64;
     }
     if copied == 0 {
         return Err(Error::input(format!(
@@ -968,5 +983,56 @@ impl Trainer {
             heldout_bits_per_dim: heldout,
             interrupted,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decode::neighbours::{NEIGHBOURS, PALETTE};
+    use crate::weights::HostTensor;
+
+    /// A model saved before the copy path had its palette (gates for 12 entries) warm-starts one with it: the
+    /// old gates keep their rows, the palette's start closed, every other weight is copied.
+    #[test]
+    fn a_warm_start_keeps_the_rows_of_a_grown_head_and_leaves_the_new_ones_closed() {
+        tch::manual_seed(3);
+        let c = PipelineConfig::preset("tiny").unwrap();
+        let old = Pipeline::new(c.clone(), Device::Cpu).unwrap();
+        let old_rows = 3 * (NEIGHBOURS - PALETTE);
+        let mut tensors = crate::weights::from_tensors(&old.named_weights()).unwrap();
+        for (name, t) in tensors.iter_mut() {
+            if name.contains("copy_gate") || name.contains("copy_agree") {
+                *t = t.narrow(0, 0, old_rows);
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.spn");
+        bundle::write(&path, bundle::base_meta(&c, &old.info).unwrap(), &tensors).unwrap();
+
+        tch::manual_seed(4);
+        let new = Pipeline::new(c, Device::Cpu).unwrap();
+        warm_start(&new, &path).unwrap();
+        let stored: HashMap<&str, &HostTensor> =
+            tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let mut grown = 0;
+        for (name, t) in new.named_weights() {
+            let got = crate::weights::from_tensors(&[(name.clone(), t)]).unwrap();
+            let got = &got[0].1;
+            let src = stored[name.as_str()];
+            if got.shape == src.shape {
+                assert_eq!(got, src, "{name} is copied");
+                continue;
+            }
+            grown += 1;
+            assert_eq!(&got.narrow(0, 0, old_rows), src, "{name} keeps the old rows");
+            let fresh = got.narrow(0, old_rows, 3 * PALETTE);
+            let want = if name.ends_with("copy_gate.bias") { -4.0 } else { 0.0 };
+            if !name.ends_with("copy_agree") {
+                assert!(fresh.data.iter().all(|&v| v == want), "{name}: palette closed");
+            }
+        }
+        // Three stages, each with a gate weight, bias and agreement weight.
+        assert_eq!(grown, 9);
     }
 }
