@@ -339,10 +339,13 @@ fn new_pipeline(
 /// Copies into `p` every weight of the bundle `from` with the same name and shape. Networks of the same
 /// widths share most of their weights across image sizes and S (only the context embedder's input, which
 /// sees S*S slices, differs), so a model trained at one size is a start for another.
+/// The copy path's weights, one row per entry: the palette (docs/design.md section 3) appended entries.
+const GROWN_BY_ENTRIES: [&str; 3] = ["copy_gate.weight", "copy_gate.bias", "copy_agree"];
+
 /// Copies into `p` every weight of the model at `from` whose name it shares and whose shape fits: the same
-/// shape, or (a head that gained entries, such as the copy path's palette: docs/design.md section 3) the
-/// same shape but for a shorter first dimension, whose rows then start the new tensor and the rest keep
-/// their initialisation. The source's tensors are read as stored, so a model of an earlier config serves.
+/// shape, or for the copy path's weights ([`GROWN_BY_ENTRIES`]) fewer rows, which then start the new tensor
+/// while the new entries keep their initialisation. The source's tensors are read as stored, so a model of
+/// an earlier config serves.
 fn warm_start(p: &Pipeline, from: &Path) -> Result<()> {
     let contents = bundle::read(from)?;
     if contents.meta.contains_key("train_state") {
@@ -355,7 +358,8 @@ fn warm_start(p: &Pipeline, from: &Path) -> Result<()> {
             continue;
         };
         let size: Vec<usize> = t.size().iter().map(|&d| d as usize).collect();
-        let grown = s.shape.len() == size.len()
+        let grown = GROWN_BY_ENTRIES.iter().any(|g| name.ends_with(g))
+            && s.shape.len() == size.len()
             && s.shape.first() < size.first()
             && s.shape[1..] == size[1..];
         if s.shape != size && !grown {
