@@ -40,8 +40,12 @@ rows() {
   png "${flat[@]}" -append +repage -filter point -resize "$zoom%" "$OUT/flat-$side.png"
 }
 rows "$MODEL64" 64 data/styles64/heldout/{google,noto,fluent-emoji-flat,openmoji,emojione}
-rows "$MODEL256" 256 data/styles256/heldout/{noto,fluent-emoji-flat,openmoji,emojione}
-
 "$SPN" generate --model "$MODEL64" --count 16 --seed 1 --grid "$OUT/samples64.png" --out "$tmp/s64" >/dev/null
-"$SPN" generate --model "$MODEL256" --count 4 --seed 1 --batch-size 4 --grid "$OUT/samples256.png" --out "$tmp/s256" >/dev/null
+# The 256 pictures wait for the 256 bundle (issue 15): until it lands, only the 64 ones are made.
+if [ -f "$MODEL256" ]; then
+  rows "$MODEL256" 256 data/styles256/heldout/{noto,fluent-emoji-flat,openmoji,emojione}
+  "$SPN" generate --model "$MODEL256" --count 4 --seed 1 --batch-size 4 --grid "$OUT/samples256.png" --out "$tmp/s256" >/dev/null
+else
+  echo "no $MODEL256: the 256x256 pictures are left as they are" >&2
+fi
 echo "wrote $OUT/"
