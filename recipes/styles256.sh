@@ -4,13 +4,14 @@
 # four Iconify styles rendered at 256 (`make data-256`: data/styles256/train/{noto,fluent-emoji-flat,openmoji,
 # emojione}), with left-right flips, 30% of the examples over a random flat colour or gradient, a fifth of
 # those without their emoji (--backgrounds 0.3, issue 15 item 5; it needs the data's alpha, which
-# `make data-256` keeps). The copy path has its palette (docs/design.md section 3). It starts from the
-# stop-18 run of this recipe without the palette (models/training/styles256-stop18.spn, EMA weights at step
-# 3,627; that run was this recipe at commit 53b8ea9, started from the 64x64 model bundled at commit b472580
-# for 73% of its weights) wherever names and shapes match (--warm-start: every weight; the copy gates gained
-# the palette's rows, which start fresh).
+# `make data-256` keeps). The copy path has its palette and line entries (docs/design.md section 3). It starts
+# from the stop-19 run of this recipe with the palette but without the lines (models/training/styles256-stop19.spn,
+# EMA weights at step 1,967 at commit 1b5d866), which started from the stop-18 run without the palette (EMA
+# weights at step 3,627 at commit 53b8ea9, kept in git history as models/training/styles256-stop18.spn; it
+# started from the 64x64 model bundled at commit b472580 for 73% of its weights). Each start takes every weight
+# whose name and shape match (--warm-start; the copy gates gained rows for the new entries, which start closed).
 # Usage: recipes/styles256.sh [STEPS]   (resumable: rerun the same command)
-#   OUT=out/styles256.spn   WARM=models/training/styles256-stop18.spn
+#   OUT=out/styles256.spn   WARM=models/training/styles256-stop19.spn
 # Every random choice is seeded by (seed, step), so an interrupted run resumed with the same command ends with the
 # same weights. A run's checkpoint committed in models/training/ (recipes/checkpoint.sh) is where a fresh
 # checkout resumes from.
@@ -21,7 +22,7 @@ trap 'exit 143' TERM
 cd "$(dirname "$0")/.."
 STEPS=${1:-12000}
 OUT=${OUT:-out/styles256.spn}
-WARM=${WARM:-models/training/styles256-stop18.spn}
+WARM=${WARM:-models/training/styles256-stop19.spn}
 SPN=${SPN:-target/release/spn}
 [ -f data/styles256/.done ] || { echo "no data/styles256: run make data-256 first" >&2; exit 1; }
 mkdir -p "$(dirname "$OUT")"

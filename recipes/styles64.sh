@@ -5,15 +5,17 @@
 # their emoji: issue 15 item 5, upscaling must keep flat colour flat; it needs the data's alpha, which
 # `make data` keeps).
 #
-# The network is the emoji preset with the channel head's copy path and its palette (docs/design.md section 3).
-# It starts from the weights of the stop-18 run on the copy path without the palette
-# (models/training/styles64-stop18.spn, EMA weights at step 12,050: that run was this recipe at commit 53b8ea9,
-# itself started from the model trained on the PNG set alone, models/default.spn at commit b472580) wherever
-# names and shapes match (--warm-start: every weight; the copy gates gained the palette's rows, which start
-# fresh). Stage A at 16x16 has one slice, so nothing earlier to copy and no palette: it is kept as it is and
-# only stages B and C train.
+# The network is the emoji preset with the channel head's copy path, its palette and its line entries
+# (docs/design.md section 3). It starts from the weights of the stop-19 run with the palette but without the
+# lines (models/training/styles64-stop19.spn, EMA weights at step 6,741 of this recipe at commit 1b5d866), which
+# started from the stop-18 run without the palette (EMA weights at step 12,050 of this recipe at commit 53b8ea9,
+# kept in git history as models/training/styles64-stop18.spn), itself started from the model trained on the PNG
+# set alone (models/default.spn at commit b472580). Each start takes every weight whose name and shape match
+# (--warm-start: all of them; the copy gates gained rows for the new entries, which start closed). Stage A at
+# 16x16 has one slice, so nothing earlier to copy, no palette and no lines: it is kept as it is and only
+# stages B and C train.
 # Usage: recipes/styles64.sh [STEPS]   (after `make data`; resumable: rerun the same command)
-#   OUT=out/styles64.spn   WARM=models/training/styles64-stop18.spn
+#   OUT=out/styles64.spn   WARM=models/training/styles64-stop19.spn
 # Every random choice is seeded by (seed, step), so an interrupted run resumed with the same command ends with
 # the same weights. A run's checkpoint committed in models/training/ (recipes/checkpoint.sh) is where a fresh
 # checkout resumes from.
@@ -24,7 +26,7 @@ trap 'exit 143' TERM
 cd "$(dirname "$0")/.."
 STEPS=${1:-20000}
 OUT=${OUT:-out/styles64.spn}
-WARM=${WARM:-models/training/styles64-stop18.spn}
+WARM=${WARM:-models/training/styles64-stop19.spn}
 SPN=${SPN:-target/release/spn}
 [ -f data/styles64/.done ] || { echo "no data/styles64: run make data first" >&2; exit 1; }
 mkdir -p "$(dirname "$OUT")"

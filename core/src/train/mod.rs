@@ -367,7 +367,11 @@ fn warm_start(p: &Pipeline, from: &Path) -> Result<()> {
         }
         let src = s.to_tensor()?.f_to_device(t.device())?;
         let rows = s.shape.first().copied().unwrap_or(1) as i64;
-        let mut dst = if grown { t.f_narrow(0, 0, rows)? } else { t.shallow_clone() };
+        let mut dst = if grown {
+            t.f_narrow(0, 0, rows)?
+        } else {
+            t.shallow_clone()
+        };
         tch::no_grad(|| dst.f_copy_(&src))?;
         copied += s.numel() as i64;
     }
@@ -993,17 +997,17 @@ impl Trainer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::neighbours::{NEIGHBOURS, PALETTE};
+    use crate::decode::neighbours::{IMAGE, IN_SLICE, NEIGHBOURS};
     use crate::weights::HostTensor;
 
-    /// A model saved before the copy path had its palette (gates for 12 entries) warm-starts one with it: the
-    /// old gates keep their rows, the palette's start closed, every other weight is copied.
+    /// A model saved before the copy path had its palette and lines (gates for 12 entries) warm-starts one
+    /// with them: the old gates keep their rows, the new entries' start closed, every other weight is copied.
     #[test]
     fn a_warm_start_keeps_the_rows_of_a_grown_head_and_leaves_the_new_ones_closed() {
         tch::manual_seed(3);
         let c = PipelineConfig::preset("tiny").unwrap();
         let old = Pipeline::new(c.clone(), Device::Cpu).unwrap();
-        let old_rows = 3 * (NEIGHBOURS - PALETTE);
+        let old_rows = 3 * (IMAGE.len() + IN_SLICE.len());
         let mut tensors = crate::weights::from_tensors(&old.named_weights()).unwrap();
         for (name, t) in tensors.iter_mut() {
             if name.contains("copy_gate") || name.contains("copy_agree") {
@@ -1029,11 +1033,22 @@ mod tests {
                 continue;
             }
             grown += 1;
-            assert_eq!(&got.narrow(0, 0, old_rows), src, "{name} keeps the old rows");
-            let fresh = got.narrow(0, old_rows, 3 * PALETTE);
-            let want = if name.ends_with("copy_gate.bias") { -4.0 } else { 0.0 };
+            assert_eq!(
+                &got.narrow(0, 0, old_rows),
+                src,
+                "{name} keeps the old rows"
+            );
+            let fresh = got.narrow(0, old_rows, 3 * NEIGHBOURS - old_rows);
+            let want = if name.ends_with("copy_gate.bias") {
+                -4.0
+            } else {
+                0.0
+            };
             if !name.ends_with("copy_agree") {
-                assert!(fresh.data.iter().all(|&v| v == want), "{name}: palette closed");
+                assert!(
+                    fresh.data.iter().all(|&v| v == want),
+                    "{name}: palette closed"
+                );
             }
         }
         // Three stages, each with a gate weight, bias and agreement weight.
