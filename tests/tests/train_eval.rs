@@ -343,8 +343,7 @@ fn flip_teaches_the_mirror_image() {
     assert!(
         // Both near zero (the copy path's lines learn this small picture to about 0.02 bits/dim) is both
         // learned too: a relative difference there is noise.
-        flip_m < 0.7 * plain_m
-            && (flip_m - flip_o).abs() < (0.3 * flip_m.max(flip_o)).max(0.05),
+        flip_m < 0.7 * plain_m && (flip_m - flip_o).abs() < (0.3 * flip_m.max(flip_o)).max(0.05),
         "with --flip both orientations should be learned: {flip_o} / {flip_m} (no flip: {plain_m})"
     );
 }

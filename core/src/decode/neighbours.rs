@@ -142,7 +142,8 @@ pub fn copy_map(
                 }
             }
             let first = IMAGE.len() + IN_SLICE.len();
-            if let Some(colours) = palette.get(&colour(k, p).0) {
+            let target_msb = colour(k, p).0;
+            if let Some(colours) = palette.get(&target_msb) {
                 for (e, own) in px[first * 3..].chunks_exact_mut(3).zip(colours) {
                     e.copy_from_slice(own);
                 }
@@ -163,25 +164,40 @@ pub fn copy_map(
                     })
                 })
             };
-            let target_msb = colour(k, p).0;
+            let msb = with_msb.then_some(target_msb);
             for (j, &(dy, dx)) in LINES.iter().enumerate() {
-                let (Some((ta, va)), Some((tc, vc))) = (nearest(-dy, -dx), nearest(dy, dx)) else {
-                    continue;
-                };
-                let e = &mut px[(first + PALETTE + j) * 3..][..3];
-                for c in 0..3 {
-                    // Rounded half up, in integers, so that every engine agrees.
-                    let (num, den) = (va[c] * tc as i32 + vc[c] * ta as i32, (ta + tc) as i32);
-                    let v = (2 * num + den) / (2 * den);
-                    let (msb, own) = (v / own_levels as i32, v % own_levels as i32);
-                    if !with_msb || msb == target_msb[c] {
-                        e[c] = own;
-                    }
+                if let (Some(before), Some(after)) = (nearest(-dy, -dx), nearest(dy, dx)) {
+                    px[(first + PALETTE + j) * 3..][..3].copy_from_slice(&interpolate(
+                        before,
+                        after,
+                        own_levels as i32,
+                        msb,
+                    ));
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// A line entry: the full values `va`, `vc` at distances `ta`, `tc` on either side of the target, weighted by
+/// distance and rounded half up in integers (so that every engine agrees), as own levels; with the target's
+/// MSBs `msb` (stage C), [`NONE`] in a channel whose result has other MSBs.
+fn interpolate(
+    (ta, va): (isize, [i32; 3]),
+    (tc, vc): (isize, [i32; 3]),
+    own_levels: i32,
+    msb: Option<[i32; 3]>,
+) -> [i32; 3] {
+    let (ta, tc) = (ta as i32, tc as i32);
+    [0, 1, 2].map(|c| {
+        let (num, den) = (va[c] * tc + vc[c] * ta, ta + tc);
+        let v = (2 * num + den) / (2 * den);
+        match msb {
+            Some(m) if v / own_levels != m[c] => NONE,
+            _ => v % own_levels,
+        }
+    })
 }
 
 /// The palette of a set of known pixels `(MSBs, own levels)`: for each MSB triple, the own levels of its
