@@ -37,6 +37,9 @@ pub const IMAGE: [(isize, isize); 8] = [
 pub const IN_SLICE: [(isize, isize); 4] = [(-1, -1), (-1, 0), (-1, 1), (0, -1)];
 /// Palette entries, after the in-slice neighbours: the most frequent colours of the earlier slices.
 pub const PALETTE: usize = 8;
+/// How often a colour must occur in the earlier slices to be a palette entry: a colour seen once is not yet a
+/// colour of the picture's palette.
+pub const PALETTE_MIN_COUNT: usize = 2;
 /// Directions `(dy, dx)` of the interpolation entries, after the palette: along each, the value between the
 /// nearest known pixels on either side (at most S apart), weighted by their distances.
 pub const LINES: [(isize, isize); 4] = [(0, 1), (1, 0), (1, 1), (1, -1)];
@@ -55,8 +58,8 @@ pub const PENDING: i32 = -2;
 /// For stage C the value copied is a low-bit level, which only continues the neighbour's colour when its
 /// MSBs are the target's own, so a neighbour with other MSBs counts for that channel only when they agree.
 /// The palette entries are the [`PALETTE`] colours that occur most often in the slices before the target's
-/// (ties to the lower levels), for stage C among those whose three MSBs are the target's; [`NONE`] past the
-/// last. The line entries interpolate, along each of [`LINES`], between the nearest pixels of earlier slices
+/// (recurring and ranked without ties, [`palette`]), for stage C among those whose three MSBs are the
+/// target's; [`NONE`] past the last. The line entries interpolate, along each of [`LINES`], between the nearest pixels of earlier slices
 /// on either side (full values for stage C, which count only where the result has the target's MSBs): a
 /// gradient upscaled from every S-th pixel has no equal neighbour to copy, and the 64 model at stop 19 drew it
 /// as flat S-by-S blocks; on synthetic ramps these candidates (within one level) took 52% of its bits, on
@@ -201,8 +204,13 @@ fn interpolate(
 }
 
 /// The palette of a set of known pixels `(MSBs, own levels)`: for each MSB triple, the own levels of its
-/// [`PALETTE`] most frequent colours, the most frequent first, ties to the lower levels. Counted by sorting
-/// packed colours (levels are below 256): hashing tuples took 1.1% of a 256x256 sample's time, this 0.04%.
+/// [`PALETTE`] most frequent colours, the most frequent first (equal counts in level order). Only colours that
+/// recur ([`PALETTE_MIN_COUNT`]) and rank unambiguously count: when the colour after the last entry is as
+/// frequent as the last, every colour of that count is left out. A tie rule there would pick an arbitrary
+/// colour that the head then copies: on a smooth gradient, where every colour occurs about equally often,
+/// "ties to the lower levels" (the stop-19 rule) drew each MSB band's lowest colour everywhere and turned the
+/// gradient into eight flat steps per channel (models/README.md, stop 20). Counted by sorting packed colours
+/// (levels are below 256): hashing tuples took 1.1% of a 256x256 sample's time, this 0.04%.
 fn palette(
     known: impl Iterator<Item = ([i32; 3], [i32; 3])>,
 ) -> std::collections::HashMap<[i32; 3], Vec<[i32; 3]>> {
@@ -226,13 +234,20 @@ fn palette(
             _ => runs.push((k, 1)),
         }
     }
+    runs.retain(|&(_, n)| n >= PALETTE_MIN_COUNT);
     runs.sort_by_key(|&(k, n)| (k >> 24, std::cmp::Reverse(n), k));
     let mut out = std::collections::HashMap::<[i32; 3], Vec<[i32; 3]>>::new();
-    for (k, _) in runs {
-        let list = out.entry(unpack(k >> 24)).or_default();
-        if list.len() < PALETTE {
-            list.push(unpack(k & 0xff_ffff));
-        }
+    for band in runs.chunk_by(|a, b| a.0 >> 24 == b.0 >> 24) {
+        // The count a colour needs to rank unambiguously: above that of the first colour left out.
+        let cut = band.get(PALETTE).map_or(0, |&(_, n)| n);
+        out.insert(
+            unpack(band[0].0 >> 24),
+            band.iter()
+                .take(PALETTE)
+                .filter(|&&(_, n)| n > cut)
+                .map(|&(k, _)| unpack(k & 0xff_ffff))
+                .collect(),
+        );
     }
     out
 }
@@ -480,6 +495,13 @@ mod tests {
         let (h, w) = spec.slice_hw();
         let (h, w) = (h as usize, w as usize);
         let k = slices - 1;
+        // Positions 1 to 6 of slice 0 are black: the most frequent colour, so a palette entry (the others
+        // recur about equally often, and a tie at the cut leaves them out).
+        for p in 1..=6 {
+            for c in 0..3 {
+                cond[p * cin + c * slices] = -1.0;
+            }
+        }
         let before = copy_map(&spec, &cond, cin, &[k], (h, w)).unwrap();
         // The target's red MSB becomes 1 at position 0: red stops copying there, green and blue go on.
         cond[3 * slices + k] = 2.0 / ((1 << spec.cond_bits.unwrap()) - 1) as f32 - 1.0;
@@ -492,7 +514,7 @@ mod tests {
         // No earlier pixel has the new MSBs: no palette there, where there was one.
         let palette = first * 3..(first + PALETTE) * 3;
         assert!(after[palette.clone()].iter().all(|&v| v == NONE));
-        assert!(before[palette].iter().all(|&v| v >= 0));
+        assert!(before[palette].iter().any(|&v| v >= 0));
         assert!(before[..NEIGHBOURS * 3].iter().any(|&v| v != NONE));
         // Elsewhere only red entries change, to NONE: the in-slice neighbours that are position 0.
         let changed: Vec<usize> = (NEIGHBOURS * 3..after.len())
@@ -529,6 +551,7 @@ mod tests {
                 }
             }
         }
+        let (mut entries, mut ties_cut) = (0, 0);
         for k in [0, 1, 2, slices - 1] {
             let map = copy_map(&spec, &cond, cin, &[k], (h, w)).unwrap();
             for p in 0..n {
@@ -544,7 +567,15 @@ mod tests {
                         }
                     }
                 }
+                // Recurring colours, most frequent first, without the count the first one left out has.
+                counts.retain(|c| c.1 >= PALETTE_MIN_COUNT);
                 counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+                let cut = counts.get(PALETTE).map_or(0, |c| c.1);
+                let recurring = counts.len();
+                counts.truncate(PALETTE);
+                counts.retain(|c| c.1 > cut);
+                entries += counts.len();
+                ties_cut += usize::from(recurring > PALETTE && counts.len() < PALETTE);
                 let first = IMAGE.len() + IN_SLICE.len();
                 for j in 0..PALETTE {
                     let got = &map[(p * NEIGHBOURS + first + j) * 3..][..3];
@@ -555,6 +586,8 @@ mod tests {
                 }
             }
         }
+        // The data holds both: palettes, and positions where a tie at the cut left colours out.
+        assert!(entries > 0 && ties_cut > 0, "{entries} entries, {ties_cut} cut");
     }
 
     #[test]
