@@ -60,7 +60,7 @@ pub const PENDING: i32 = -2;
 /// The palette entries are the [`PALETTE`] colours that occur most often in the slices before the target's
 /// (recurring and ranked without ties, [`palette`]), for stage C among those whose three MSBs are the
 /// target's; [`NONE`] past the last. The line entries interpolate, along each of [`LINES`], between the nearest pixels of earlier slices
-/// on either side (full values for stage C, which count only where the result has the target's MSBs): a
+/// on either side (full values for stage C, brought into the target's MSB band, [`interpolate`]): a
 /// gradient upscaled from every S-th pixel has no equal neighbour to copy, and the 64 model at stop 19 drew it
 /// as flat S-by-S blocks; on synthetic ramps these candidates (within one level) took 52% of its bits, on
 /// held-out emoji 10% (emojione) to 18% (noto) (models/README.md, stop 19).
@@ -184,8 +184,11 @@ pub fn copy_map(
 }
 
 /// A line entry: the full values `va`, `vc` at distances `ta`, `tc` on either side of the target, weighted by
-/// distance and rounded half up in integers (so that every engine agrees), as own levels; with the target's
-/// MSBs `msb` (stage C), [`NONE`] in a channel whose result has other MSBs.
+/// distance and rounded half up in integers (so that every engine agrees), as own levels. With the target's
+/// MSBs `msb` (stage C), a result with other MSBs becomes the nearest value that has the target's: where a
+/// smooth ramp crosses an MSB boundary, the target lies at the edge of its band (the stop-19 rule left it
+/// out, and the 64 model drew band edges of upscaled gradients pulled into the band: a line every 32 levels,
+/// models/README.md, stop 20).
 fn interpolate(
     (ta, va): (isize, [i32; 3]),
     (tc, vc): (isize, [i32; 3]),
@@ -197,8 +200,10 @@ fn interpolate(
         let (num, den) = (va[c] * tc + vc[c] * ta, ta + tc);
         let v = (2 * num + den) / (2 * den);
         match msb {
-            Some(m) if v / own_levels != m[c] => NONE,
-            _ => v % own_levels,
+            Some(m) => {
+                v.clamp(m[c] * own_levels, m[c] * own_levels + own_levels - 1) - m[c] * own_levels
+            }
+            None => v,
         }
     })
 }
@@ -587,7 +592,23 @@ mod tests {
             }
         }
         // The data holds both: palettes, and positions where a tie at the cut left colours out.
-        assert!(entries > 0 && ties_cut > 0, "{entries} entries, {ties_cut} cut");
+        assert!(
+            entries > 0 && ties_cut > 0,
+            "{entries} entries, {ties_cut} cut"
+        );
+    }
+
+    #[test]
+    fn a_line_entry_across_an_msb_boundary_lies_at_the_edge_of_the_targets_band() {
+        // Stage C with 3 MSBs: own levels 0..32, band m holds 32m..32m+31. 93 and 99 at distances 1 and 3:
+        // 94.5, rounded half up to 95.
+        let (a, c) = ((1, [93, 64, 0]), (3, [99, 72, 255]));
+        assert_eq!(interpolate(a, c, 32, None), [95, 66, 64]);
+        // Target band 3 (96..127) in red: 95 comes back as 96, its lowest; green 66 lies in band 2; blue 64
+        // lies below band 7 (224..255), so 224.
+        assert_eq!(interpolate(a, c, 32, Some([3, 2, 7])), [0, 2, 0]);
+        // Target band 2 in red: 95 is its top.
+        assert_eq!(interpolate(a, c, 32, Some([2, 2, 1])), [31, 2, 31]);
     }
 
     #[test]
@@ -636,12 +657,6 @@ mod tests {
                                     let exact = (va as f64 * tc as f64 + vc as f64 * ta as f64)
                                         / (ta + tc) as f64;
                                     let want = (exact + 0.5).floor() as i32;
-                                    // Stage C: the MSBs are all 0, so a value past the low bits' range is NONE.
-                                    let want = if kind == 2 && want >= levels {
-                                        NONE
-                                    } else {
-                                        want
-                                    };
                                     assert_eq!(
                                         got[c], want,
                                         "stage {kind} slice {k} pos {p} line {j}"
