@@ -301,10 +301,10 @@ fn gradients(n: u32) -> Vec<image::RgbImage> {
 }
 
 /// Seams (docs/design.md section 8): on smooth gradients and on held-out emoji scaled up (each pooled over
-/// four, since a 256x256 canvas has few borders and one picture's content can fall on them), neighbours across window
-/// borders differ by at most 20% more than neighbours inside windows, for both upscalings, with the bundled
-/// model and the default overlap. Run through the `spn` tool; which window drew each pixel comes from the
-/// library's plan for the same job.
+/// four, since a 256x256 canvas has few borders and one picture's content can fall on them), neighbours
+/// across window borders differ by at most 20% more than neighbours inside windows, for both upscalings, with
+/// the bundled model and the default overlap. Run through the `spn` tool; which window drew each pixel comes
+/// from the library's plan for the same job.
 #[test]
 fn upscaling_a_large_canvas_leaves_no_seams() {
     let dir = tempfile::tempdir().unwrap();

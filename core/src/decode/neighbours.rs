@@ -59,8 +59,9 @@ pub const PENDING: i32 = -2;
 /// MSBs are the target's own, so a neighbour with other MSBs counts for that channel only when they agree.
 /// The palette entries are the [`PALETTE`] colours that occur most often in the slices before the target's
 /// (recurring and ranked without ties, [`palette`]), for stage C among those whose three MSBs are the
-/// target's; [`NONE`] past the last. The line entries interpolate, along each of [`LINES`], between the nearest pixels of earlier slices
-/// on either side (full values for stage C, brought into the target's MSB band, [`interpolate`]): a
+/// target's; [`NONE`] past the last. The line entries interpolate, along each of [`LINES`], between the
+/// nearest pixels of earlier slices on either side (full values for stage C, brought into the target's MSB
+/// band, [`interpolate`]): a
 /// gradient upscaled from every S-th pixel has no equal neighbour to copy, and the 64 model at stop 19 drew it
 /// as flat S-by-S blocks; on synthetic ramps these candidates (within one level) took 52% of its bits, on
 /// held-out emoji 10% (emojione) to 18% (noto) (models/README.md, stop 19).
