@@ -201,8 +201,10 @@ fn interpolate(
         let (num, den) = (va[c] * tc + vc[c] * ta, ta + tc);
         let v = (2 * num + den) / (2 * den);
         match msb {
+            // The target's band holds full values lo..lo + own_levels.
             Some(m) => {
-                v.clamp(m[c] * own_levels, m[c] * own_levels + own_levels - 1) - m[c] * own_levels
+                let lo = m[c] * own_levels;
+                v.clamp(lo, lo + own_levels - 1) - lo
             }
             None => v,
         }
