@@ -1,8 +1,9 @@
 //! Canvas benchmark (`spn bench --canvas`): milliseconds per megapixel of the windowed jobs at several canvas
 //! sizes, in one run, and the seams between windows (`sampler::seams`).
+use crate::config::PipelineConfig;
 use crate::error::Result;
 use crate::pipeline::Pipeline;
-use crate::sampler::seams::{self, Seams};
+use crate::sampler::seams::{self, Kept, Seams};
 use crate::sampler::{no_progress, CancelToken, CanvasJob, SampleOptions, Sampler};
 use image::{DynamicImage, Rgb, RgbImage};
 use serde::Serialize;
@@ -83,7 +84,7 @@ pub fn run(
                     known: &half,
                 },
             };
-            rows.push(time_job(&sampler, &j, job, s as usize)?);
+            rows.push(time_job(&sampler, &j, job, p.config())?);
             log::info!(
                 "{job} at {n}x{n}: {:.1} s",
                 rows.last().map_or(0.0, |r| r.seconds)
@@ -99,18 +100,31 @@ pub fn run(
     })
 }
 
-fn time_job(sampler: &Sampler, job: &CanvasJob, name: &str, s: usize) -> Result<CanvasRow> {
+fn time_job(
+    sampler: &Sampler,
+    job: &CanvasJob,
+    name: &str,
+    config: &PipelineConfig,
+) -> Result<CanvasRow> {
     let t = Instant::now();
     let out = sampler.canvas(job, &[0], &mut no_progress(), &CancelToken::new())?;
     let seconds = t.elapsed().as_secs_f64();
     let img = out.first().map(|c| c.image.to_rgb8()).unwrap_or_default();
     let owners = sampler.window_owners(job)?;
     let px = img.width() as f64 * img.height() as f64;
+    let input = match job {
+        CanvasJob::UpscaleDepth { image } => Some(image.to_rgb8()),
+        _ => None,
+    };
+    let kept = input
+        .as_ref()
+        .zip(config.msb_bits)
+        .map(|(input, bits)| Kept { input, bits });
     Ok(CanvasRow {
         job: name.to_string(),
         size: img.width(),
         seconds,
         ms_per_megapixel: seconds * 1e3 / (px / 1e6),
-        seams: seams::measure(&img, &owners, s),
+        seams: seams::measure(&img, &owners, config.scale as usize, kept),
     })
 }
