@@ -305,8 +305,8 @@ fn gradients(n: u32) -> Vec<image::RgbImage> {
 /// neighbours across window borders differ by at most 20% more than neighbours of the same kind inside
 /// windows, for both upscalings, with the bundled model and the default overlap. For depth upscaling, a pair
 /// whose kept top bits differ is of another kind than one whose bits agree (`seams::Kept`): a gradient's band
-/// edge that falls on a border is the input's step, not a seam. Run through the `spn` tool; which window drew each pixel comes
-/// from the library's plan for the same job.
+/// edge that falls on a border is the input's step, not a seam. Run through the `spn` tool; which window drew
+/// each pixel comes from the library's plan for the same job.
 #[test]
 fn upscaling_a_large_canvas_leaves_no_seams() {
     let dir = tempfile::tempdir().unwrap();
@@ -314,7 +314,6 @@ fn upscaling_a_large_canvas_leaves_no_seams() {
     let model = spn::Pipeline::load(&model_path, tch::Device::Cpu).unwrap();
     let sampler = Sampler::new(&model, SampleOptions::default()).unwrap();
     let scale = model.config().scale as usize;
-    let bits = model.config().msb_bits.unwrap_or(8);
     let mut emoji = Vec::new();
     for e in heldout_emoji(4) {
         let rgb = spn::data::load_rgb(&e).unwrap();
@@ -361,16 +360,12 @@ fn upscaling_a_large_canvas_leaves_no_seams() {
                     s(&out),
                 ]);
                 let got = image::open(&out).unwrap().to_rgb8();
-                let (j, kept_input) = match job {
-                    "upscale-depth" => (
-                        CanvasJob::UpscaleDepth { image: input },
-                        Some(input.to_rgb8()),
-                    ),
-                    _ => (CanvasJob::UpscaleSize { image: input }, None),
+                let j = match job {
+                    "upscale-depth" => CanvasJob::UpscaleDepth { image: input },
+                    _ => CanvasJob::UpscaleSize { image: input },
                 };
-                let kept = kept_input.as_ref().map(|input| seams::Kept { input, bits });
                 let owners = sampler.window_owners(&j).unwrap();
-                let m = seams::measure(&got, &owners, scale, kept)
+                let m = seams::measure_job(&got, &owners, &j, scale, model.config().msb_bits)
                     .expect("a 256x256 canvas has borders");
                 eprintln!("{job} on {set}: ratio {:.3} ({m:?})", m.ratio);
                 a += m.across * m.pairs_across as f64;

@@ -3,7 +3,7 @@
 use crate::config::PipelineConfig;
 use crate::error::Result;
 use crate::pipeline::Pipeline;
-use crate::sampler::seams::{self, Kept, Seams};
+use crate::sampler::seams::{self, Seams};
 use crate::sampler::{no_progress, CancelToken, CanvasJob, SampleOptions, Sampler};
 use image::{DynamicImage, Rgb, RgbImage};
 use serde::Serialize;
@@ -112,19 +112,11 @@ fn time_job(
     let img = out.first().map(|c| c.image.to_rgb8()).unwrap_or_default();
     let owners = sampler.window_owners(job)?;
     let px = img.width() as f64 * img.height() as f64;
-    let input = match job {
-        CanvasJob::UpscaleDepth { image } => Some(image.to_rgb8()),
-        _ => None,
-    };
-    let kept = input
-        .as_ref()
-        .zip(config.msb_bits)
-        .map(|(input, bits)| Kept { input, bits });
     Ok(CanvasRow {
         job: name.to_string(),
         size: img.width(),
         seconds,
         ms_per_megapixel: seconds * 1e3 / (px / 1e6),
-        seams: seams::measure(&img, &owners, config.scale as usize, kept),
+        seams: seams::measure_job(&img, &owners, job, config.scale as usize, config.msb_bits),
     })
 }

@@ -1,6 +1,7 @@
 //! Seams between windows on a canvas, measured (docs/design.md section 8): the mean absolute difference
 //! between neighbouring pixels drawn by different windows, against that between neighbours drawn by the same
 //! window. Both `spn bench --canvas` and the seam tests use it.
+use super::CanvasJob;
 use image::RgbImage;
 
 /// A pixel no window drew: known from the start.
@@ -44,6 +45,26 @@ impl Kept<'_> {
         };
         top(x, y) != top(nx, ny)
     }
+}
+
+/// [`measure`] of a canvas job's result `img` on a model with `scale` S and `msb_bits` kept by its low-depth
+/// stages: a depth upscaling's input, as the model sees it (over white), fixes the kept top bits.
+pub fn measure_job(
+    img: &RgbImage,
+    owners: &[u32],
+    job: &CanvasJob,
+    scale: usize,
+    msb_bits: Option<u32>,
+) -> Option<Seams> {
+    let input = match job {
+        CanvasJob::UpscaleDepth { image } => Some(crate::data::composite_on_white(image)),
+        _ => None,
+    };
+    let kept = input
+        .as_ref()
+        .zip(msb_bits)
+        .map(|(input, bits)| Kept { input, bits });
+    measure(img, owners, scale, kept)
 }
 
 /// Seams of `img`, whose pixel `p` was drawn by window `owners[p]` (or [`KNOWN`]); `s` is the model's scale;
