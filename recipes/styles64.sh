@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Trains the next default 64x64 model on every training style: the Google PNG set and the four Iconify vector
+# Trains the default 64x64 model on every training style (models/default.spn since stop 21: the run ended its
+# 20,000 steps in a session whose out/ was lost; one step more from the kept checkpoint, `spn train --resume
+# ... --steps 20001`, wrote the bundle): the Google PNG set and the four Iconify vector
 # sets rendered at 64 (`make data`: data/styles64/train/{google,noto,fluent-emoji-flat,openmoji,emojione}),
 # with left-right flips, 30% of the examples over a random flat colour or gradient (a fifth of those without
 # their emoji: issue 15 item 5, upscaling must keep flat colour flat; it needs the data's alpha, which
