@@ -68,9 +68,11 @@ pub fn measure_job(
 }
 
 /// Seams of `img`, whose pixel `p` was drawn by window `owners[p]` (or [`KNOWN`]); `s` is the model's scale;
-/// `kept`, for depth upscaling, what the input fixed. None when no neighbours lie across a border.
+/// `kept`, for depth upscaling, what the input fixed (ignored unless the input has `img`'s size). None when no
+/// neighbours lie across a border.
 pub fn measure(img: &RgbImage, owners: &[u32], s: usize, kept: Option<Kept>) -> Option<Seams> {
     let (w, h) = (img.width() as usize, img.height() as usize);
+    let kept = kept.filter(|k| k.input.dimensions() == img.dimensions());
     let px = |x: usize, y: usize| img.get_pixel(x as u32, y as u32).0;
     let diff = |a: [u8; 3], b: [u8; 3]| -> f64 {
         a.iter()
