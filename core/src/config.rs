@@ -23,6 +23,8 @@ pub mod limits {
     pub const MAX_BLOCKS: i64 = 256;
     /// `first_kernel`, odd.
     pub const MAX_KERNEL: i64 = 31;
+    /// `copy_spreads`: each cut adds a group of line entries to the copy path.
+    pub const MAX_SPREAD_CUTS: usize = 8;
     /// Weights of the whole pipeline ([`super::PipelineConfig::parameter_count`]), about 133 million: a
     /// training checkpoint holds 16 bytes a weight (the weights, two Adam moments, the EMA weights) and
     /// must stay readable ([`crate::bundle::MAX_FILE_BYTES`] with the largest header).
@@ -57,6 +59,12 @@ pub struct NetConfig {
     /// off, so bundles without it stay readable by earlier versions.
     #[serde(default, skip_serializing_if = "is_false")]
     pub copy: bool,
+    /// Cuts of the spread bins of the copy path's line entries, ascending: a line entry whose two sides
+    /// differ by more than the first cut (its largest channel difference, in the values it interpolates)
+    /// has its own gates, and so on (`decode::neighbours::spread_bin`, docs/design.md section 3). Left out
+    /// of the file when empty (one bin), so bundles without it stay readable by earlier versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copy_spreads: Vec<i32>,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -193,7 +201,7 @@ impl StageSpec {
             + blocks * (conv(d, 2 * d, 3) + conv(d, d, 1))
             + attention_layers * attention;
         let copy = if net.copy {
-            let gates = 3 * crate::decode::neighbours::NEIGHBOURS as u128;
+            let gates = 3 * crate::decode::neighbours::entries(net) as u128;
             linear(d, gates) + gates // gate, and the weight of earlier channels' agreement
         } else {
             0
@@ -237,9 +245,23 @@ impl NetConfig {
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(format!("dropout {} must be in [0, 1)", self.dropout));
         }
+        let cuts = &self.copy_spreads;
+        if cuts.len() > MAX_SPREAD_CUTS
+            || cuts.iter().any(|c| !(0..=255).contains(c))
+            || cuts.windows(2).any(|p| p[0] >= p[1])
+        {
+            return Err(format!(
+                "copy_spreads {cuts:?} must be at most {MAX_SPREAD_CUTS} ascending cuts in 0..=255"
+            ));
+        }
         Ok(())
     }
 }
+
+/// The presets' spread bins of the copy path's line entries: the three cuts the stop-21 experiment tried
+/// one at a time (models/README.md: leaving out line entries whose sides differ by more than 1, 4 or 16
+/// levels; 4 served best, each helped), as four bins with their own gates.
+pub const COPY_SPREADS: [i32; 3] = [1, 4, 16];
 
 impl PipelineConfig {
     pub fn preset(name: &str) -> Result<Self> {
@@ -252,6 +274,7 @@ impl PipelineConfig {
             first_kernel: 3,
             dropout: 0.0,
             copy: true,
+            copy_spreads: COPY_SPREADS.to_vec(),
         };
         // Sized for a 2-core CPU: training throughput and sampling speed over depth.
         let emoji_net = NetConfig {
@@ -263,6 +286,7 @@ impl PipelineConfig {
             first_kernel: 5,
             dropout: 0.0,
             copy: true,
+            copy_spreads: COPY_SPREADS.to_vec(),
         };
         // Sized for one GPU (see recipes/gpu.sh): wider and deeper, with dropout because 3,597 training
         // images overfit even the CPU-sized net. About 39 MB as a bundle.
@@ -275,6 +299,7 @@ impl PipelineConfig {
             first_kernel: 5,
             dropout: 0.1,
             copy: true,
+            copy_spreads: COPY_SPREADS.to_vec(),
         };
         // Every preset is square, with a plain stage A.
         let make = |size: i64, scale: i64, msb_bits: Option<u32>, net: NetConfig| PipelineConfig {
@@ -510,6 +535,7 @@ mod tests {
             first_kernel: [1, 3, 5][rng.gen_range(0..3)],
             dropout: 0.0,
             copy: rng.gen_bool(0.5),
+            copy_spreads: [vec![], vec![0], COPY_SPREADS.to_vec()][rng.gen_range(0..3)].clone(),
         }
     }
 

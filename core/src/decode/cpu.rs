@@ -12,7 +12,7 @@
 //! logits of all three to the same tolerance.
 // Index loops over several equal-length rows at once read more plainly here than zipped iterators.
 #![allow(clippy::needless_range_loop)]
-use super::neighbours::{add_copy_bonus, CopyRows, NEIGHBOURS};
+use super::neighbours::{add_copy_bonus, CopyRows};
 use crate::config::StageSpec;
 use crate::error::Result;
 use crate::weights::{HostTensor, Weights};
@@ -233,25 +233,28 @@ pub(super) struct HeadWeights {
     pub(super) copy: Option<CopyWeights>,
 }
 
-/// The head's copy path (`model::head::CopyGates`): gates `(D, NEIGHBOURS * 3)` row-major with their bias,
-/// and the weight of the earlier channels' agreement.
+/// The head's copy path (`model::head::CopyGates`): gates `(D, E * 3)` row-major with their bias, and the
+/// weight of the earlier channels' agreement; E entries (`neighbours::entries`).
 pub(super) struct CopyWeights {
     pub(super) gate: (Vec<f32>, Vec<f32>),
     pub(super) agree: Vec<f32>,
+    /// `E * 3`.
+    pub(super) width: usize,
 }
 
 impl CopyWeights {
-    fn new(w: &Weights, d: usize) -> Result<Self> {
-        let gates = 3 * NEIGHBOURS;
+    fn new(w: &Weights, d: usize, entries: usize) -> Result<Self> {
+        let gates = 3 * entries;
         Ok(Self {
             gate: linear(w, "head.copy_gate", d, gates)?,
             agree: w.get("head.copy_agree", &[gates])?.data.clone(),
+            width: gates,
         })
     }
 
-    /// Gate logits `(m, NEIGHBOURS * 3)` of head features `t` `(m, D)` into `out`.
+    /// Gate logits `(m, E * 3)` of head features `t` `(m, D)` into `out`.
     pub(super) fn gates(&self, t: &[f32], m: usize, d: usize, out: &mut [f32]) {
-        let gates = 3 * NEIGHBOURS;
+        let gates = self.width;
         for row in out[..m * gates].chunks_exact_mut(gates) {
             row.copy_from_slice(&self.gate.1);
         }
@@ -326,7 +329,11 @@ impl CpuStepWeights {
                 linear(w, "head.out_g", d, levels)?,
                 linear(w, "head.out_b", d, levels)?,
             ],
-            copy: spec.net.copy.then(|| CopyWeights::new(w, d)).transpose()?,
+            copy: spec
+                .net
+                .copy
+                .then(|| CopyWeights::new(w, d, super::neighbours::entries(&spec.net)))
+                .transpose()?,
         };
         Ok(Self {
             d,
@@ -403,7 +410,7 @@ pub struct CpuSliceDecoder<'a> {
     hin: Vec<f32>,
     logits: Vec<f32>,
     /// The group's copy rows (None without the copy path), and the gate logits at the current position
-    /// `(G, NEIGHBOURS * 3)`.
+    /// `(G, E * 3)`.
     copy: Option<CopyRows>,
     copy_gates: Vec<f32>,
 }
@@ -464,19 +471,23 @@ impl<'a> CpuSliceDecoder<'a> {
             hin: vec![0f32; g * d],
             logits: vec![0f32; g * w.levels],
             copy: None,
-            copy_gates: vec![0f32; g * 3 * NEIGHBOURS],
+            copy_gates: vec![0f32; g * w.head.copy.as_ref().map_or(0, |c| c.width)],
         }
     }
 
-    /// The group's copy map `(G, n, NEIGHBOURS, 3)` (`neighbours::copy_map`), for a stage with the copy path.
+    /// The group's copy map `(G, n, E, 3)` (`neighbours::copy_map`), for a stage with the copy path.
     pub fn with_copy(mut self, copy: &[i32]) -> Result<Self> {
-        if self.w.head.copy.is_some() {
-            if copy.len() != self.g * self.w.h * self.w.w * NEIGHBOURS * 3 {
+        if let Some(cw) = &self.w.head.copy {
+            if copy.len() != self.g * self.w.h * self.w.w * cw.width {
                 return Err(crate::Error::Other(
                     "the copy path needs the group's copy map".into(),
                 ));
             }
-            self.copy = Some(CopyRows::new(copy.to_vec(), (self.w.h, self.w.w))?);
+            self.copy = Some(CopyRows::new(
+                copy.to_vec(),
+                (self.w.h, self.w.w),
+                cw.width / 3,
+            )?);
         }
         Ok(self)
     }
@@ -694,7 +705,7 @@ impl<'a> CpuSliceDecoder<'a> {
         }
         gemm(g, d, l, &self.hin, d, ow, &mut self.logits, l, 1.0);
         if let (Some(cw), Some(rows)) = (&hd.copy, self.copy.as_ref()) {
-            let gates = 3 * NEIGHBOURS;
+            let gates = cw.width;
             for gi in 0..g {
                 add_copy_bonus(
                     &mut self.logits[gi * l..][..l],

@@ -9,7 +9,7 @@
 #![allow(clippy::needless_range_loop)]
 use super::cpu::{gemm, sigmoid, tanh, AttnWeights, CpuStepWeights, LAYER_NORM_EPS};
 use super::embed::HostConv;
-use super::neighbours::{add_copy_bonus, NEIGHBOURS};
+use super::neighbours::add_copy_bonus;
 use crate::config::StageSpec;
 use crate::error::Result;
 use crate::weights::Weights;
@@ -47,7 +47,7 @@ impl FullPass {
 
     /// Natural log-probability of every sub-pixel `(h * w, 3)` of one image's known slice `values` (integer
     /// levels) given its context `(h * w, D)` and context projection, channel-last (`HostEmbedder::forward`),
-    /// and its copy map `(h * w, NEIGHBOURS, 3)` (`neighbours::copy_map`; empty without the copy path).
+    /// and its copy map `(h * w, E, 3)` (`neighbours::copy_map`; empty without the copy path).
     pub fn log_probs(
         &self,
         st: &CpuStepWeights,
@@ -203,7 +203,7 @@ fn head_logits(
     let hd = &st.head;
     let relu: Vec<f32> = trunk.iter().map(|v| v.max(0.0)).collect();
     let t = linear(&relu, &hd.proj, n, d);
-    let gates = 3 * NEIGHBOURS;
+    let gates = hd.copy.as_ref().map_or(0, |cw| cw.width);
     let copy_gates = match (&hd.copy, copy.len() == n * gates) {
         (Some(cw), true) => {
             let mut z = vec![0f32; n * gates];

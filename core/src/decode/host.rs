@@ -176,7 +176,8 @@ impl Engine for CpuEngine {
         }
         let mut copy = self.copy_map(si, input)?;
         if !copy.is_empty() {
-            neighbours::fill_all(&mut copy, input.values, (input.h, input.w));
+            let entries = neighbours::entries(&st.spec.net);
+            neighbours::fill_all(&mut copy, input.values, (input.h, input.w), entries);
         }
         let per_copy = copy.len() / input.b.max(1);
         let (d, pw) = (st.step.channels(), st.step.proj_width());
@@ -209,7 +210,7 @@ pub(crate) struct CpuPrepared<'e> {
     ctx: Vec<f32>,
     proj: Vec<f32>,
     n: usize,
-    /// The copy map `(B, n, NEIGHBOURS, 3)`, empty without the copy path.
+    /// The copy map `(B, n, E, 3)`, empty without the copy path.
     copy: Vec<i32>,
 }
 
@@ -218,7 +219,10 @@ impl CpuPrepared<'_> {
         let (n, d, pw) = (self.n, self.step.channels(), self.step.proj_width());
         let copy = match self.copy.is_empty() {
             true => &[],
-            false => neighbours::group_rows(&self.copy, range.clone(), n)?,
+            false => {
+                let entries = self.step.head.copy.as_ref().map_or(0, |c| c.width / 3);
+                neighbours::group_rows(&self.copy, range.clone(), n, entries)?
+            }
         };
         let (ctx, proj) = (
             self.ctx.get(range.start * n * d..range.end * n * d),

@@ -14,7 +14,7 @@ pub struct NaiveSlice<'a> {
     values: Tensor,
     feats: Option<Tensor>,
     logits: Vec<f32>,
-    /// The group's copy rows, and those at the current position `(G, 1, 1, NEIGHBOURS, 3)`.
+    /// The group's copy rows, and those at the current position `(G, 1, 1, E, 3)`.
     copy: Option<CopyRows>,
     copy_at: Option<Tensor>,
 }

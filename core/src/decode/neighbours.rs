@@ -18,7 +18,7 @@
 //! input is by construction what the embedder may see: only slices before the target's, and for stage C the
 //! MSBs of every slice.
 use super::SliceBatch;
-use crate::config::StageSpec;
+use crate::config::{NetConfig, StageSpec};
 use crate::error::{Error, Result};
 
 /// Offsets `(dy, dx)` of the neighbours in the full image, in the order of the gates.
@@ -43,14 +43,36 @@ pub const PALETTE_MIN_COUNT: usize = 2;
 /// Directions `(dy, dx)` of the interpolation entries, after the palette: along each, the value between the
 /// nearest known pixels on either side (at most S apart), weighted by their distances.
 pub const LINES: [(isize, isize); 4] = [(0, 1), (1, 0), (1, 1), (1, -1)];
-/// Entries of a target's row of the copy map: image neighbours, in-slice neighbours, palette, lines.
-pub const NEIGHBOURS: usize = IMAGE.len() + IN_SLICE.len() + PALETTE + LINES.len();
+/// Entries of a target's row of the copy map before the line entries: image neighbours, in-slice neighbours,
+/// palette.
+pub const FIXED: usize = IMAGE.len() + IN_SLICE.len() + PALETTE;
+
+/// Entries of a target's row of the copy map for a stage's network (0 without the copy path): [`FIXED`], then
+/// one group of [`LINES`] per spread bin of `net.copy_spreads` (bin 0 first, so that a model without bins
+/// has the rows of bin 0 and warm-starts one with them, `train::warm_start`).
+pub fn entries(net: &NetConfig) -> usize {
+    if net.copy {
+        FIXED + LINES.len() * (net.copy_spreads.len() + 1)
+    } else {
+        0
+    }
+}
+
+/// The spread bin of a line entry whose two sides differ by up to `spread` (the largest of its channels, in
+/// the values it interpolates): how many of the cuts `spreads` it exceeds. Why a bin per spread: an
+/// interpolation between two close values is nearly always right and one across an edge nearly never, and
+/// with one gate per direction the head could not tell them apart (models/README.md, stop 21: leaving out the
+/// entries whose sides differ by more than 4 took away 70 to 92% of the harm of opening the gates). Each bin
+/// has its own gates, so the head learns how far to trust each.
+pub fn spread_bin(spread: i32, spreads: &[i32]) -> usize {
+    spreads.iter().filter(|&&cut| spread > cut).count()
+}
 /// A neighbour with nothing to copy: not yet known, outside the image, or (stage C) with other MSBs.
 pub const NONE: i32 = -1;
 /// An in-slice neighbour whose level is known only once it is decoded: [`fill_in_slice`] puts it in.
 pub const PENDING: i32 = -2;
 
-/// Copy map `(B, h * w, NEIGHBOURS, 3)` of target slices `ks` from the embedder input `cond`
+/// Copy map `(B, h * w, E, 3)`, E = [`entries`], of target slices `ks` from the embedder input `cond`
 /// `(B, h * w, cin)`: the neighbour's level in this stage, [`NONE`], or for the in-slice neighbours
 /// [`PENDING`] (their levels are the slice's own, filled in by [`fill_in_slice`] as they become known).
 ///
@@ -81,7 +103,8 @@ pub fn copy_map(
     }
     let level = |x: f32, levels: i64| ((x + 1.0) * (levels - 1).max(1) as f32 / 2.0).round() as i32;
     let (own_levels, msb_levels) = (spec.levels(), 1i64 << spec.cond_bits.unwrap_or(1));
-    let mut out = vec![NONE; ks.len() * n * NEIGHBOURS * 3];
+    let width = entries(&spec.net) * 3;
+    let mut out = vec![NONE; ks.len() * n * width];
     for (i, &k) in ks.iter().enumerate() {
         let (a, b) = ((k / s) as isize, (k % s) as isize);
         let at = |ch: usize, p: usize| cond[(i * n + p) * cin + ch];
@@ -102,8 +125,8 @@ pub fn copy_map(
                 .flat_map(|q| (0..n).map(move |p| (q, p)))
                 .map(|(q, p)| colour(q, p)),
         );
-        for (p, px) in out[i * n * NEIGHBOURS * 3..][..n * NEIGHBOURS * 3]
-            .chunks_exact_mut(NEIGHBOURS * 3)
+        for (p, px) in out[i * n * width..][..n * width]
+            .chunks_exact_mut(width)
             .enumerate()
         {
             let (y, x) = ((p / w) as isize, (p % w) as isize);
@@ -171,7 +194,9 @@ pub fn copy_map(
             let msb = with_msb.then_some(target_msb);
             for (j, &(dy, dx)) in LINES.iter().enumerate() {
                 if let (Some(before), Some(after)) = (nearest(-dy, -dx), nearest(dy, dx)) {
-                    px[(first + PALETTE + j) * 3..][..3].copy_from_slice(&interpolate(
+                    let spread = (0..3).map(|c| (before.1[c] - after.1[c]).abs()).max();
+                    let bin = spread_bin(spread.unwrap_or(0), &spec.net.copy_spreads);
+                    px[(FIXED + bin * LINES.len() + j) * 3..][..3].copy_from_slice(&interpolate(
                         before,
                         after,
                         own_levels as i32,
@@ -268,9 +293,15 @@ pub fn batch_map(spec: &StageSpec, input: &SliceBatch) -> Result<Option<Vec<i32>
     copy_map(spec, input.cond, input.cin, input.ks, (input.h, input.w)).map(Some)
 }
 
-/// The rows of images `range` of a batch's copy map, `n` positions a slice: what one decoding group takes.
-pub fn group_rows(map: &[i32], range: std::ops::Range<usize>, n: usize) -> Result<&[i32]> {
-    let per = n * NEIGHBOURS * 3;
+/// The rows of images `range` of a batch's copy map, `n` positions a slice of `entries` ([`entries`]): what
+/// one decoding group takes.
+pub fn group_rows(
+    map: &[i32],
+    range: std::ops::Range<usize>,
+    n: usize,
+    entries: usize,
+) -> Result<&[i32]> {
+    let per = n * entries * 3;
     map.get(range.start * per..range.end * per)
         .ok_or_else(|| Error::Other(format!("images {range:?} are not in the batch")))
 }
@@ -292,14 +323,17 @@ pub fn fill_in_slice(row: &mut [i32], values: &[[i64; 3]], pos: usize, w: usize)
 }
 
 /// [`fill_in_slice`] for every position of every image of a map whose slices are all known (teacher forcing,
-/// the full pass): `values` `(B, h * w)`.
-pub fn fill_all(map: &mut [i32], values: &[[i64; 3]], (h, w): (usize, usize)) {
-    let n = h * w;
+/// the full pass): `values` `(B, h * w)`; `entries` per row ([`entries`]).
+pub fn fill_all(map: &mut [i32], values: &[[i64; 3]], (h, w): (usize, usize), entries: usize) {
+    let (n, width) = (h * w, entries * 3);
+    if width == 0 {
+        return;
+    }
     for (rows, vals) in map
-        .chunks_exact_mut(n * NEIGHBOURS * 3)
+        .chunks_exact_mut(n * width)
         .zip(values.chunks_exact(n))
     {
-        for (pos, row) in rows.chunks_exact_mut(NEIGHBOURS * 3).enumerate() {
+        for (pos, row) in rows.chunks_exact_mut(width).enumerate() {
             fill_in_slice(row, vals, pos, w);
         }
     }
@@ -308,41 +342,49 @@ pub fn fill_all(map: &mut [i32], values: &[[i64; 3]], (h, w): (usize, usize)) {
 /// The copy rows of a group of images while their slice is decoded: the slice's copy map and the levels
 /// committed so far, from which each position's in-slice entries are filled in.
 pub struct CopyRows {
-    /// `(G, h * w, NEIGHBOURS, 3)`.
+    /// `(G, h * w, E, 3)`.
     map: Vec<i32>,
     /// `(G, h * w)`.
     levels: Vec<[i64; 3]>,
     n: usize,
     w: usize,
-    /// The rows at the current position, `(G, NEIGHBOURS * 3)`.
+    /// `E * 3`.
+    width: usize,
+    /// The rows at the current position, `(G, E * 3)`.
     rows: Vec<i32>,
 }
 
 impl CopyRows {
-    /// `map`: the group's rows of [`copy_map`], `(G, h * w, NEIGHBOURS, 3)`.
-    pub fn new(map: Vec<i32>, (h, w): (usize, usize)) -> Result<Self> {
-        let n = h * w;
-        if n == 0 || !map.len().is_multiple_of(n * NEIGHBOURS * 3) {
+    /// `map`: the group's rows of [`copy_map`], `(G, h * w, E, 3)`, E = `entries` ([`entries`]).
+    pub fn new(map: Vec<i32>, (h, w): (usize, usize), entries: usize) -> Result<Self> {
+        let (n, width) = (h * w, entries * 3);
+        if n == 0 || width == 0 || !map.len().is_multiple_of(n * width) {
             return Err(Error::Other("copy map of the wrong size".into()));
         }
-        let g = map.len() / (n * NEIGHBOURS * 3);
+        let g = map.len() / (n * width);
         Ok(Self {
             map,
             levels: vec![[0; 3]; g * n],
             n,
             w,
-            rows: vec![NONE; g * NEIGHBOURS * 3],
+            width,
+            rows: vec![NONE; g * width],
         })
     }
 
-    /// The rows `(G, NEIGHBOURS * 3)` at `pos`, every position before it committed.
+    /// The rows `(G, E * 3)` at `pos`, every position before it committed.
     pub fn at(&mut self, pos: usize) -> &[i32] {
-        let width = NEIGHBOURS * 3;
+        let width = self.width;
         for (gi, row) in self.rows.chunks_exact_mut(width).enumerate() {
             row.copy_from_slice(&self.map[(gi * self.n + pos) * width..][..width]);
             fill_in_slice(row, &self.levels[gi * self.n..][..self.n], pos, self.w);
         }
         &self.rows
+    }
+
+    /// Entries per row.
+    pub fn entries(&self) -> usize {
+        self.width / 3
     }
 
     /// The rows of the last [`Self::at`].
@@ -362,7 +404,7 @@ impl CopyRows {
 
 /// The head's copy rule for one pixel and channel `ch`, on the host: each neighbour with a level to copy
 /// adds `softplus(gate + agree * (earlier channels it matches))` to that level's logit. `gate`, `agree`:
-/// `(NEIGHBOURS * 3)`, neighbour-major; `copy`: the pixel's row of [`copy_map`]; `earlier`: the pixel's
+/// `(E * 3)`, entry-major; `copy`: the pixel's row of [`copy_map`]; `earlier`: the pixel's
 /// channels chosen so far. `model::head::ChannelHead` is the same rule on libtorch (tests hold the two equal).
 pub fn add_copy_bonus(
     logits: &mut [f32],
@@ -372,7 +414,7 @@ pub fn add_copy_bonus(
     ch: usize,
     earlier: &[i64; 3],
 ) {
-    for o in 0..NEIGHBOURS {
+    for o in 0..copy.len().min(gate.len()).min(agree.len()) / 3 {
         let v = copy[o * 3 + ch];
         if v < 0 || v as usize >= logits.len() {
             continue;
@@ -433,6 +475,7 @@ mod tests {
             let slices = s * s;
             for k in 0..slices {
                 let map = copy_map(&spec, &cond, cin, &[k], (h, w)).unwrap();
+                let e = entries(&spec.net);
                 for p in 0..h * w {
                     for (o, &(dy, dx)) in IMAGE.iter().enumerate() {
                         // The neighbour's image coordinates, then its slice and position.
@@ -445,7 +488,7 @@ mod tests {
                         let np = (iy.div_euclid(s as isize) * w as isize
                             + ix.div_euclid(s as isize)) as usize;
                         for c in 0..3 {
-                            let got = map[(p * NEIGHBOURS + o) * 3 + c];
+                            let got = map[(p * e + o) * 3 + c];
                             if inside && q < k {
                                 let want = ((q + np + c) as i64 % spec.levels()) as i32;
                                 assert_eq!(got, want, "stage {kind} slice {k} pos {p} offset {o}");
@@ -468,7 +511,8 @@ mod tests {
             let k = spec.first_slice as usize;
             let mut map = copy_map(&spec, &cond, cin, &[k], (h, w)).unwrap();
             let values: Vec<[i64; 3]> = (0..h * w).map(|p| [p as i64, 100, 7]).collect();
-            fill_all(&mut map, &values, (h, w));
+            let e = entries(&spec.net);
+            fill_all(&mut map, &values, (h, w), e);
             for p in 0..h * w {
                 let (y, x) = ((p / w) as isize, (p % w) as isize);
                 for (j, &(dy, dx)) in IN_SLICE.iter().enumerate() {
@@ -485,7 +529,7 @@ mod tests {
                     };
                     for c in 0..3 {
                         assert_eq!(
-                            map[(p * NEIGHBOURS + o) * 3 + c],
+                            map[(p * e + o) * 3 + c],
                             want(c),
                             "stage {kind} pos {p}"
                         );
@@ -523,9 +567,10 @@ mod tests {
         let palette = first * 3..(first + PALETTE) * 3;
         assert!(after[palette.clone()].iter().all(|&v| v == NONE));
         assert!(before[palette].iter().any(|&v| v >= 0));
-        assert!(before[..NEIGHBOURS * 3].iter().any(|&v| v != NONE));
+        let e = entries(&spec.net);
+        assert!(before[..e * 3].iter().any(|&v| v != NONE));
         // Elsewhere only red entries change, to NONE: the in-slice neighbours that are position 0.
-        let changed: Vec<usize> = (NEIGHBOURS * 3..after.len())
+        let changed: Vec<usize> = (e * 3..after.len())
             .filter(|&i| after[i] != before[i])
             .collect();
         assert!(!changed.is_empty());
@@ -586,7 +631,7 @@ mod tests {
                 ties_cut += usize::from(recurring > PALETTE && counts.len() < PALETTE);
                 let first = IMAGE.len() + IN_SLICE.len();
                 for j in 0..PALETTE {
-                    let got = &map[(p * NEIGHBOURS + first + j) * 3..][..3];
+                    let got = &map[(p * super::entries(&spec.net) + first + j) * 3..][..3];
                     let want = counts
                         .get(j)
                         .map_or([NONE; 3], |(c, _)| c.map(|v| v as i32));
@@ -615,14 +660,20 @@ mod tests {
     }
 
     #[test]
-    fn line_entries_interpolate_between_the_nearest_earlier_pixels_on_either_side() {
+    fn line_entries_interpolate_between_the_nearest_earlier_pixels_on_either_side_in_their_spread_bin() {
+        let mut seen = std::collections::BTreeSet::new();
         for kind in [1, 2] {
-            let (spec, cin, cond) = setup(kind);
+            let (spec, cin, mut cond) = setup(kind);
             let s = spec.scale as usize;
             let (h, w) = spec.slice_hw();
             let (h, w) = (h as usize, w as usize);
             let slices = s * s;
             let levels = spec.levels() as i32;
+            // Own levels l become 7l mod levels: neighbours far apart too, so that every spread bin is used.
+            for x in cond.iter_mut().take(h * w * cin) {
+                let l = ((*x + 1.0) * (levels - 1) as f32 / 2.0).round() as i32;
+                *x = ((l * 7) % levels) as f32 * 2.0 / (levels - 1) as f32 - 1.0;
+            }
             // The image in image coordinates (every MSB is 0, so a full value is the own level).
             let value = |iy: usize, ix: usize, c: usize| {
                 let (q, np) = ((iy % s) * s + ix % s, (iy / s) * w + ix / s);
@@ -646,12 +697,15 @@ mod tests {
                                 .map(|t| (t, iy + sign * dy * t, ix + sign * dx * t))
                                 .find(|&(_, y, x)| known(y, x))
                         };
-                        let got = &map
-                            [(p * NEIGHBOURS + IMAGE.len() + IN_SLICE.len() + PALETTE + j) * 3..]
-                            [..3];
+                        // The entries of this direction, one per spread bin.
+                        let e = entries(&spec.net);
+                        let bins: Vec<&[i32]> = (0..=spec.net.copy_spreads.len())
+                            .map(|bin| &map[(p * e + FIXED + bin * LINES.len() + j) * 3..][..3])
+                            .collect();
                         match (find(-1), find(1)) {
                             (Some((ta, ya, xa)), Some((tc, yc, xc))) => {
                                 lines += 1;
+                                let (mut want, mut spread) = ([0; 3], 0);
                                 for c in 0..3 {
                                     let (va, vc) = (
                                         value(ya as usize, xa as usize, c),
@@ -659,15 +713,26 @@ mod tests {
                                     );
                                     let exact = (va as f64 * tc as f64 + vc as f64 * ta as f64)
                                         / (ta + tc) as f64;
-                                    let want = (exact + 0.5).floor() as i32;
+                                    want[c] = (exact + 0.5).floor() as i32;
+                                    spread = spread.max((va - vc).abs());
+                                }
+                                let bin = spec
+                                    .net
+                                    .copy_spreads
+                                    .iter()
+                                    .take_while(|&&cut| spread > cut)
+                                    .count();
+                                seen.insert(bin);
+                                for (b, got) in bins.iter().enumerate() {
+                                    let want = if b == bin { want } else { [NONE; 3] };
                                     assert_eq!(
-                                        got[c], want,
-                                        "stage {kind} slice {k} pos {p} line {j}"
+                                        *got, want,
+                                        "stage {kind} slice {k} pos {p} line {j} bin {b}"
                                     );
                                 }
                             }
-                            _ => assert_eq!(
-                                got, [NONE; 3],
+                            _ => assert!(
+                                bins.iter().all(|got| *got == [NONE; 3]),
                                 "stage {kind} slice {k} pos {p} line {j}"
                             ),
                         }
@@ -676,14 +741,18 @@ mod tests {
             }
             assert!(lines > 0);
         }
+        // The data has lines in every bin of the tiny preset's cuts.
+        let bins = PipelineConfig::preset("tiny").unwrap().net.copy_spreads.len() + 1;
+        assert_eq!(seen.len(), bins, "bins seen: {seen:?}");
     }
 
     #[test]
     fn the_bonus_goes_to_each_neighbours_level_and_grows_with_agreement() {
-        let mut copy = [NONE; NEIGHBOURS * 3];
+        const E: usize = FIXED + LINES.len();
+        let mut copy = [NONE; E * 3];
         copy[..3].copy_from_slice(&[2, 5, 1]); // neighbour 0
         copy[3..6].copy_from_slice(&[2, 5, 1]); // neighbour 1, the same colour
-        let (gate, agree) = ([0.5f32; NEIGHBOURS * 3], [1.0f32; NEIGHBOURS * 3]);
+        let (gate, agree) = ([0.5f32; E * 3], [1.0f32; E * 3]);
         let mut logits = vec![0f32; 8];
         add_copy_bonus(&mut logits, &gate, &agree, &copy, 2, &[2, 5, 0]);
         let one = softplus(0.5 + 2.0);

@@ -151,7 +151,7 @@ struct TorchPrepared<'e> {
     steps: Option<&'e StepWeights>,
     ctx: Tensor,
     values: Tensor,
-    /// The copy map `(B, h * w, NEIGHBOURS, 3)`, None without the copy path.
+    /// The copy map `(B, h * w, E, 3)`, None without the copy path.
     copy: Option<Vec<i32>>,
 }
 
@@ -165,8 +165,9 @@ impl PreparedSlice for TorchPrepared<'_> {
             .map(|c| {
                 let (_, _, h, w) = self.ctx.size4()?;
                 let (h, w) = (h as usize, w as usize);
-                let rows = neighbours::group_rows(c, range.clone(), h * w)?;
-                CopyRows::new(rows.to_vec(), (h, w))
+                let entries = neighbours::entries(&self.net.spec.net);
+                let rows = neighbours::group_rows(c, range.clone(), h * w, entries)?;
+                CopyRows::new(rows.to_vec(), (h, w), entries)
             })
             .transpose()?;
         Ok(match self.steps {
@@ -239,7 +240,7 @@ fn channel_last(t: &Tensor) -> Result<Vec<f32>> {
 
 /// Logits of channel `ch` from trunk features `(B, 1, 1, D)` through the model's own head, into a host
 /// vector: the tensor engines' shared step. `copy`: the copy map's rows at this position `(B, 1, 1,
-/// NEIGHBOURS, 3)`.
+/// E, 3)`.
 pub(crate) fn head_logits<'l>(
     net: &SpnNet,
     feats: Option<&Tensor>,
@@ -277,15 +278,16 @@ pub(crate) fn pixels(values: &[[i64; 3]], dev: tch::Device) -> Result<Tensor> {
         .f_to_device(dev)?)
 }
 
-/// The copy rows of a decoding group at raster position `pos`, as `(G, 1, 1, NEIGHBOURS, 3)` on `dev`.
+/// The copy rows of a decoding group at raster position `pos`, as `(G, 1, 1, E, 3)` on `dev`.
 pub(crate) fn copy_at(
     copy: Option<&mut CopyRows>,
     pos: usize,
     dev: tch::Device,
 ) -> Result<Option<Tensor>> {
     copy.map(|c| {
+        let width = c.entries() * 3;
         let rows = c.at(pos);
-        let g = rows.len() / (neighbours::NEIGHBOURS * 3);
+        let g = rows.len() / width.max(1);
         crate::model::spn::map_tensor(rows, (g, 1, 1), dev)
     })
     .transpose()

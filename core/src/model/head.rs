@@ -2,7 +2,7 @@
 //! pixel; only this small head runs per channel.
 use super::layers::{linear, new_embedding, new_linear, new_randn, Embedding};
 use super::values::Values;
-use crate::decode::neighbours::{IMAGE, IN_SLICE, NEIGHBOURS};
+use crate::decode::neighbours::{IMAGE, IN_SLICE};
 use crate::error::Result;
 use tch::{nn, Kind, Tensor};
 
@@ -11,8 +11,9 @@ use tch::{nn, Kind, Tensor};
 #[derive(Debug)]
 pub struct CopyGates {
     pub gate: nn::Linear,
-    /// `(NEIGHBOURS * 3)`.
+    /// `(E * 3)`, E entries (`neighbours::entries`).
     pub agree: Tensor,
+    entries: i64,
 }
 
 #[derive(Debug)]
@@ -26,7 +27,8 @@ pub struct ChannelHead {
 }
 
 impl ChannelHead {
-    pub fn new(vs: nn::Path, dim: i64, levels: i64, copy: bool) -> Result<Self> {
+    /// `copy_entries`: the copy path's entries per target (`neighbours::entries`), 0 without it.
+    pub fn new(vs: nn::Path, dim: i64, levels: i64, copy_entries: usize) -> Result<Self> {
         let emb = |n: &str| new_embedding(&(&vs / n), levels, dim);
         let lin = |n: &str| new_linear(&(&vs / n), dim, levels);
         Ok(Self {
@@ -35,14 +37,15 @@ impl ChannelHead {
             r_to_b: emb("r_to_b")?,
             g_to_b: emb("g_to_b")?,
             out: [lin("out_r")?, lin("out_g")?, lin("out_b")?],
-            copy: copy
+            copy: (copy_entries > 0)
                 .then(|| -> Result<CopyGates> {
-                    let gates = 3 * NEIGHBOURS as i64;
+                    let gates = 3 * copy_entries as i64;
                     let gate = new_linear(&(&vs / "copy_gate"), dim, gates)?;
                     close_palette(&gate)?;
                     Ok(CopyGates {
                         gate,
                         agree: new_randn(&vs, "copy_agree", &[gates], 0.01)?,
+                        entries: copy_entries as i64,
                     })
                 })
                 .transpose()?,
@@ -56,7 +59,7 @@ impl ChannelHead {
 
     /// Logits of channel `c` at every position, `(B, h, w, L)`, given the features, the earlier channels'
     /// values (`earlier[i]` is channel i, `(B, h, w)` or one-hot `(B, L, h, w)`) and, with the copy path,
-    /// the copy map `(B, h, w, NEIGHBOURS, 3)` (int64, `neighbours::NONE` where nothing is copied).
+    /// the copy map `(B, h, w, E, 3)` (int64, `neighbours::NONE` where nothing is copied).
     pub fn channel_logits(
         &self,
         t: &Tensor,
@@ -107,7 +110,7 @@ impl ChannelHead {
 /// training loss went from 0.97 to 1.42 bits/dim in its first 100 steps.
 fn close_palette(gate: &nn::Linear) -> Result<()> {
     let first = 3 * (IMAGE.len() + IN_SLICE.len()) as i64;
-    let n = 3 * NEIGHBOURS as i64 - first;
+    let n = gate.ws.size().first().copied().unwrap_or(0) - first;
     tch::no_grad(|| -> Result<()> {
         let _ = gate.ws.f_narrow(0, first, n)?.f_zero_()?;
         if let Some(b) = &gate.bs {
@@ -119,7 +122,7 @@ fn close_palette(gate: &nn::Linear) -> Result<()> {
 
 impl CopyGates {
     /// `neighbours::add_copy_bonus` on libtorch, for every position at once: `t` `(B, h, w, D)`, `logits`
-    /// `(B, h, w, L)`, `map` `(B, h, w, NEIGHBOURS, 3)`.
+    /// `(B, h, w, L)`, `map` `(B, h, w, E, 3)`.
     fn add_bonus(
         &self,
         t: &Tensor,
@@ -128,7 +131,7 @@ impl CopyGates {
         earlier: &[Values],
         map: &Tensor,
     ) -> Result<Tensor> {
-        let n = NEIGHBOURS as i64;
+        let n = self.entries;
         let (b, h, w, _) = logits.size4()?;
         let map = map.f_view([b, h, w, n, 3])?;
         let level = |ch: usize| map.f_select(4, ch as i64); // (B, h, w, N)

@@ -28,7 +28,7 @@ impl SpnNet {
                 &vs / "head",
                 spec.net.channels,
                 spec.levels(),
-                spec.net.copy,
+                neighbours::entries(&spec.net),
             )?,
         })
     }
@@ -89,7 +89,7 @@ impl SpnNet {
         self.head.forward(&trunk, &target, copy.as_ref())
     }
 
-    /// The head's copy map `(B, h, w, NEIGHBOURS, 3)` (int64) read off the embedder input `cond`
+    /// The head's copy map `(B, h, w, E, 3)` (int64, E = `neighbours::entries`) read off the embedder input `cond`
     /// `(B, cin, h, w)` by the one rule every engine uses (`decode::neighbours`), the in-slice neighbours
     /// taken from the target slice (teacher forcing), or None without the copy path. Computed on the host:
     /// an integer map, no gradient flows through it.
@@ -141,20 +141,20 @@ impl SpnNet {
         }
         let mut map = neighbours::copy_map(&self.spec, cond, cin, ks, (h, w))?;
         if let Some(l) = levels {
-            neighbours::fill_all(&mut map, l, (h, w));
+            neighbours::fill_all(&mut map, l, (h, w), neighbours::entries(&self.spec.net));
         }
         Ok(Some(map_tensor(&map, (ks.len(), h, w), device)?))
     }
 }
 
-/// A copy map (or rows of one) as an int64 tensor `(B, h, w, NEIGHBOURS, 3)` on `device`.
+/// A copy map (or rows of one) as an int64 tensor `(B, h, w, E, 3)` on `device`.
 pub fn map_tensor(
     map: &[i32],
     (b, h, w): (usize, usize, usize),
     device: tch::Device,
 ) -> Result<Tensor> {
     let map: Vec<i64> = map.iter().map(|&v| i64::from(v)).collect();
-    let dims = [b, h, w, neighbours::NEIGHBOURS, 3].map(|d| d as i64);
+    let dims = [b as i64, h as i64, w as i64, -1, 3];
     Ok(Tensor::f_from_slice(&map)?
         .f_view(dims)?
         .f_to_device(device)?)

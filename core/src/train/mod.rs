@@ -997,7 +997,7 @@ impl Trainer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::neighbours::{IMAGE, IN_SLICE, NEIGHBOURS};
+    use crate::decode::neighbours::{entries, IMAGE, IN_SLICE};
     use crate::weights::HostTensor;
 
     /// A model saved before the copy path had its palette and lines (gates for 12 entries) warm-starts one
@@ -1019,6 +1019,7 @@ mod tests {
         bundle::write(&path, bundle::base_meta(&c, &old.info).unwrap(), &tensors).unwrap();
 
         tch::manual_seed(4);
+        let e = entries(&c.net);
         let new = Pipeline::new(c, Device::Cpu).unwrap();
         warm_start(&new, &path).unwrap();
         let stored: HashMap<&str, &HostTensor> =
@@ -1038,7 +1039,7 @@ mod tests {
                 src,
                 "{name} keeps the old rows"
             );
-            let fresh = got.narrow(0, old_rows, 3 * NEIGHBOURS - old_rows);
+            let fresh = got.narrow(0, old_rows, 3 * e - old_rows);
             let want = if name.ends_with("copy_gate.bias") {
                 -4.0
             } else {
