@@ -38,7 +38,7 @@
  *   268 megapixels). The networks see colour composited over white (straight alpha); alpha is carried beside
  *   them (since ABI 3, with keep_alpha): outputs are RGBA (4 channels) where the input was RGBA, RGB otherwise.
  *   Known pixels keep their alpha and colour exactly; drawn pixels are opaque; spn_upscale_depth keeps alpha;
- *   spn_upscale_size scales it with Catmull-Rom cubic interpolation that is exact at slice 0.
+ *   spn_upscale_size scales it with Catmull-Rom cubic interpolation that is exact at the input's pixels.
  *
  * CANVASES
  *   Since ABI 3 every sampling call takes a canvas of any size. A canvas larger than the model is covered by
@@ -70,7 +70,7 @@ extern "C" {
 #endif
 
 /* The ABI this header describes. Bumped only when a new call or struct field is added. */
-#define SPN_ABI_VERSION 5
+#define SPN_ABI_VERSION 6
 
 typedef enum spn_status {
     SPN_OK = 0,
@@ -150,7 +150,7 @@ typedef struct spn_model_info {
     uint32_t struct_size; /* sizeof(spn_model_info), set by the caller */
     uint32_t width;       /* size of the images the model generates */
     uint32_t height;
-    uint32_t scale;       /* subscale factor S: spn_upscale_size takes width/S x height/S images */
+    uint32_t scale;       /* subscale factor S: spn_upscale_size's default factor */
     uint32_t msb_bits;    /* bits kept by spn_upscale_depth; 0 for a single-stage model */
     uint32_t stages;
     uint64_t parameters;
@@ -227,7 +227,12 @@ typedef struct spn_sample_params {
                                  model's distribution at `temperature`; SPN_PICK_MEAN (1) takes that
                                  distribution's mean level: deterministic (the seed does not matter), and the
                                  sharpest upscaling as PSNR judges it (models/README.md) */
-    uint32_t reserved;        /* must be 0 */
+    /* Since ABI version 6 (before, `reserved`, which had to be 0). */
+    uint32_t upscale_factor;  /* spn_upscale_size: each input pixel becomes pixel (F*y, F*x) of an image F times
+                                 larger. 0 (default): F = the model's scale S (spn_model_info.scale), the input
+                                 being slice 0 exactly. Any other F from 2 to 64 draws the rest as
+                                 spn_complete does, every input pixel kept: 4 takes 64x64 to 256x256 with an
+                                 S = 8 model. Ignored by the other calls. */
 } spn_sample_params;
 
 enum { SPN_PICK_SAMPLE = 0, SPN_PICK_MEAN = 1 };

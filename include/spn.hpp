@@ -103,6 +103,8 @@ struct SampleParams {
     bool keep_alpha = true;
     /// Each sub-pixel's mean level under the model instead of a draw (deterministic; since ABI 5).
     bool mean = false;
+    /// upscale_size: the factor; 0: the model's scale S (since ABI 6).
+    uint32_t upscale_factor = 0;
 };
 
 namespace detail {
@@ -202,6 +204,7 @@ class Model {
         cp.overlap = p.overlap;
         cp.keep_alpha = p.keep_alpha ? 1 : 0;
         cp.pick = p.mean ? SPN_PICK_MEAN : SPN_PICK_SAMPLE;
+        cp.upscale_factor = p.upscale_factor;
         detail::ProgressContext ctx{&p.progress, nullptr};
         if (p.progress) {
             cp.progress = &detail::spn_hpp_progress_trampoline;

@@ -388,7 +388,14 @@ fn every_engine_draws_the_same_canvas() {
                 image: &img,
                 known: &known,
             },
-            spn::sampler::CanvasJob::UpscaleSize { image: &small },
+            spn::sampler::CanvasJob::UpscaleSize {
+                image: &small,
+                factor: None,
+            },
+            spn::sampler::CanvasJob::UpscaleSize {
+                image: &small,
+                factor: Some(3),
+            },
         ];
         jobs.iter()
             .map(|j| {
@@ -816,7 +823,10 @@ fn the_mean_pick_is_deterministic_and_keeps_the_known() {
             },
         )
         .unwrap();
-        let job = spn::sampler::CanvasJob::UpscaleSize { image: &small };
+        let job = spn::sampler::CanvasJob::UpscaleSize {
+            image: &small,
+            factor: None,
+        };
         let r = s
             .canvas(&job, &[seed], &mut no_progress(), &CancelToken::new())
             .unwrap();
@@ -831,5 +841,43 @@ fn the_mean_pick_is_deterministic_and_keeps_the_known() {
     let s = p.config().scale as u32;
     for (x, y, px) in small.to_rgb8().enumerate_pixels() {
         assert_eq!(a.get_pixel(s * x, s * y), px, "slice 0 kept at ({x}, {y})");
+    }
+}
+
+/// Size upscaling by a factor F other than S (issue 15: 64x64 to 256x256 with an S = 8 model is F = 4): the
+/// result is F times larger with every input pixel (colour and alpha) at (F*x, F*y); F = S is the default;
+/// factors below 2 or above the limit are input errors that say what is allowed.
+#[test]
+fn upscaling_by_a_factor_keeps_every_input_pixel_at_its_place() {
+    let p = model("tiny", 9);
+    let small = image::DynamicImage::ImageRgba8(image::RgbaImage::from_fn(7, 5, |x, y| {
+        image::Rgba([(x * 35) as u8, 90, (y * 50) as u8, if x == 0 { 0 } else { 255 }])
+    }));
+    let s = Sampler::new(&p, SampleOptions::default()).unwrap();
+    let run = |factor| {
+        let job = spn::sampler::CanvasJob::UpscaleSize {
+            image: &small,
+            factor,
+        };
+        s.canvas(&job, &[4], &mut no_progress(), &CancelToken::new())
+            .map(|r| r[0].image.to_rgba8())
+    };
+    let scale = p.config().scale as u32;
+    for f in [3u32, 2, scale + 1] {
+        let up = run(Some(f)).unwrap();
+        assert_eq!(up.dimensions(), (7 * f, 5 * f), "factor {f}");
+        for (x, y, px) in small.to_rgba8().enumerate_pixels() {
+            assert_eq!(up.get_pixel(f * x, f * y), px, "factor {f}: input pixel ({x}, {y})");
+        }
+        // Between the input pixels the model draws (and alpha is interpolated): not a copy of the input.
+        assert!(up.pixels().any(|q| q[3] > 0 && q[3] < 255), "factor {f}: alpha interpolated");
+    }
+    assert_eq!(run(None).unwrap(), run(Some(scale)).unwrap(), "the default is S");
+    for bad in [0, 1, spn::sampler::MAX_UPSCALE_FACTOR + 1] {
+        let e = run(Some(bad)).unwrap_err();
+        assert!(
+            matches!(e, spn::Error::Input(_)) && e.to_string().contains("from 2 to"),
+            "factor {bad}: {e}"
+        );
     }
 }

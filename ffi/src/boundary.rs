@@ -168,8 +168,9 @@ pub unsafe fn c_path(p: *const c_char, what: &str) -> Result<Option<std::path::P
 /// 1: the first ABI. 2: `spn_mask_known` added (nothing else changed). 3: the sampling calls take any size;
 /// `spn_sample_params` gains width, height, overlap and keep_alpha; RGBA inputs give RGBA results. 4:
 /// `SPN_DEVICE_TORCH_CPU` (libspn links no libtorch; CUDA runs in the backend it loads, `backend.rs`). 5:
-/// `spn_sample_params.pick` (the mean pick) and `reserved`.
-pub const ABI_VERSION: u32 = 5;
+/// `spn_sample_params.pick` (the mean pick) and `reserved`. 6: `reserved` becomes `upscale_factor` (0, the
+/// default, is what every earlier host passed: the model's scale).
+pub const ABI_VERSION: u32 = 6;
 
 #[no_mangle]
 pub extern "C" fn spn_abi_version() -> u32 {

@@ -6,7 +6,9 @@ use crate::image::{read_image, spn_image, spn_image_view, to_images, view_size};
 use crate::job::{job_ref, SpnJob};
 use crate::model::{SpnModel, MODELS};
 use image::DynamicImage;
-use spn_core::sampler::{CancelToken, CanvasJob, Pick, SampleOptions, SampleProgress, Sampler};
+use spn_core::sampler::{
+    CancelToken, CanvasJob, Pick, SampleOptions, SampleProgress, Sampler, MAX_UPSCALE_FACTOR,
+};
 use std::ffi::{c_int, c_void};
 
 #[repr(C)]
@@ -27,7 +29,8 @@ pub struct spn_sample_params {
     pub keep_alpha: u32,
     // Since ABI version 5.
     pub pick: u32,
-    pub reserved: u32,
+    // Since ABI version 6 (`reserved`, always 0, before).
+    pub upscale_factor: u32,
 }
 
 impl spn_sample_params {
@@ -53,7 +56,7 @@ impl Default for spn_sample_params {
             overlap: -1,
             keep_alpha: 1,
             pick: 0,
-            reserved: 0,
+            upscale_factor: 0,
         }
     }
 }
@@ -93,6 +96,7 @@ pub enum Inputs {
     },
     UpscaleSize {
         image: DynamicImage,
+        factor: Option<u32>,
     },
     UpscaleDepth {
         image: DynamicImage,
@@ -107,7 +111,10 @@ impl Inputs {
                 height: *height,
             },
             Inputs::Complete { image, known } => CanvasJob::Complete { image, known },
-            Inputs::UpscaleSize { image } => CanvasJob::UpscaleSize { image },
+            Inputs::UpscaleSize { image, factor } => CanvasJob::UpscaleSize {
+                image,
+                factor: *factor,
+            },
             Inputs::UpscaleDepth { image } => CanvasJob::UpscaleDepth { image },
         }
     }
@@ -116,9 +123,9 @@ impl Inputs {
     fn result_size(&self, scale: u64, keep_alpha: bool) -> (u64, u64, u64) {
         match self {
             Inputs::Generate { width, height } => (*width as u64, *height as u64, 3),
-            Inputs::UpscaleSize { image } => (
-                image.width() as u64 * scale,
-                image.height() as u64 * scale,
+            Inputs::UpscaleSize { image, factor } => (
+                image.width() as u64 * factor.map_or(scale, u64::from),
+                image.height() as u64 * factor.map_or(scale, u64::from),
                 channels(image, keep_alpha),
             ),
             Inputs::Complete { image, .. } | Inputs::UpscaleDepth { image } => (
@@ -133,7 +140,7 @@ impl Inputs {
     fn flatten_alpha(&mut self) {
         match self {
             Inputs::Complete { image, .. }
-            | Inputs::UpscaleSize { image }
+            | Inputs::UpscaleSize { image, .. }
             | Inputs::UpscaleDepth { image } => {
                 if image.color().has_alpha() {
                     *image = DynamicImage::ImageRgb8(spn_core::data::composite_on_white(image));
@@ -185,10 +192,10 @@ fn plan(
     if p.batch_size == 0 {
         return Err(invalid("batch_size must be at least 1"));
     }
-    if p.pick > 1 || p.reserved != 0 {
+    if p.pick > 1 {
         return Err(invalid(format!(
-            "pick must be SPN_PICK_SAMPLE (0) or SPN_PICK_MEAN (1), got {}; reserved must be 0, got {}",
-            p.pick, p.reserved
+            "pick must be SPN_PICK_SAMPLE (0) or SPN_PICK_MEAN (1), got {}",
+            p.pick
         )));
     }
     if p.overlap < -1 {
@@ -357,10 +364,19 @@ pub unsafe extern "C" fn spn_upscale_size(
     out_images: *mut *mut spn_image,
     out_count: *mut u32,
 ) -> spn_status {
-    let read = |_: &SpnModel, _: &spn_sample_params| {
+    let read = |_: &SpnModel, p: &spn_sample_params| {
+        let factor = match p.upscale_factor {
+            0 => None,
+            f @ 2..=MAX_UPSCALE_FACTOR => Some(f),
+            f => {
+                return Err(invalid(format!(
+                    "upscale_factor must be 0 (the model's scale) or from 2 to {MAX_UPSCALE_FACTOR}, got {f}"
+                )))
+            }
+        };
         // SAFETY: a valid view by the caller's contract; read inside the boundary.
         let image = unsafe { read_image(image, "image", None) }?;
-        Ok(Inputs::UpscaleSize { image })
+        Ok(Inputs::UpscaleSize { image, factor })
     };
     // SAFETY: the caller's contract is sample's.
     unsafe {

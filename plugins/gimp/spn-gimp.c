@@ -5,8 +5,10 @@
  *   plug-in-spn-generate       File > Create > SPN > Generate...        new image, one layer per sample
  *   plug-in-spn-complete       Filters > Generic > SPN > Complete Selection   selected/transparent pixels redrawn
  *   plug-in-spn-upscale-depth  Filters > Generic > SPN > Upscale Depth   top bits kept, low bits resampled
- *   plug-in-spn-upscale-size   Filters > Generic > SPN > Upscale Size    new image S times larger
- *   plug-in-spn-upscale-size-mean  (scripts)                         the same, each pixel its mean level
+ *   plug-in-spn-upscale-size   Filters > Generic > SPN > Upscale Size    new image F times larger (F: the
+ *                                                                     dialog's factor, 0 the model's scale S)
+ *   plug-in-spn-upscale-size-mean  (scripts)                         S times, each pixel its mean level
+ *   plug-in-spn-upscale-size-by    (scripts)                         F times, drawn or the mean level
  * An empty model path means the bundled default model.
  */
 #include <libgimp/gimp.h>
@@ -22,6 +24,7 @@
 #define MASK_PROC "plug-in-spn-complete-mask"
 #define GEN_SIZED_PROC "plug-in-spn-generate-sized"
 #define SIZE_MEAN_PROC "plug-in-spn-upscale-size-mean"
+#define SIZE_BY_PROC "plug-in-spn-upscale-size-by"
 
 typedef struct {
     gchar model[1024];
@@ -31,9 +34,10 @@ typedef struct {
     gint32 width; /* generation's canvas; 0: the model's size */
     gint32 height;
     gint32 mean; /* editing procedures: each sub-pixel's mean level, not a draw (SPN_PICK_MEAN) */
+    gint32 factor; /* size upscaling's factor; 0: the model's scale S (spn_sample_params.upscale_factor) */
 } SpnValues;
 
-static SpnValues vals = {"", 4, 0, 1.0, 0, 0, 0};
+static SpnValues vals = {"", 4, 0, 1.0, 0, 0, 0, 0};
 
 static void query(void);
 static void run(const gchar *name, gint nparams, const GimpParam *param, gint *nreturn_vals, GimpParam **return_vals);
@@ -64,6 +68,16 @@ static void query(void) {
         {GIMP_PDB_FLOAT, "temperature", "Sampling temperature (> 0)"},
     };
     static const GimpParamDef size_ret[] = {{GIMP_PDB_IMAGE, "new-image", "The upscaled image"}};
+    static const GimpParamDef size_by_args[] = {
+        {GIMP_PDB_INT32, "run-mode", "The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1) }"},
+        {GIMP_PDB_IMAGE, "image", "Input image"},
+        {GIMP_PDB_DRAWABLE, "drawable", "Input drawable (RGB or RGBA, any size)"},
+        {GIMP_PDB_STRING, "model", "Model bundle (.spn); empty for the bundled default"},
+        {GIMP_PDB_INT32, "seed", "Seed"},
+        {GIMP_PDB_FLOAT, "temperature", "Sampling temperature (> 0)"},
+        {GIMP_PDB_INT32, "factor", "Upscaling factor, 2 to 64; 0 for the model's scale S"},
+        {GIMP_PDB_INT32, "mean", "1: each new pixel its mean level (sharp, deterministic); 0: drawn"},
+    };
     static const GimpParamDef mask_args[] = {
         {GIMP_PDB_INT32, "run-mode", "The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1) }"},
         {GIMP_PDB_IMAGE, "image", "Input image"},
@@ -103,8 +117,9 @@ static void query(void) {
     gimp_plugin_menu_register(DEPTH_PROC, "<Image>/Filters/Generic/SPN");
 
     gimp_install_procedure(SIZE_PROC, "Upscale the size with a Subscale Pixel Network",
-                           "The layer (any size) becomes slice 0 of a new image S times larger; alpha is scaled "
-                           "with a cubic filter.",
+                           "The layer (any size) becomes every F-th pixel of a new image F times larger (the "
+                           "dialog's factor; by default the model's scale S, the layer being slice 0); alpha is "
+                           "scaled with a cubic filter.",
                            "spn", "spn", "2026",
                            "Upscale _Size", "RGB*", GIMP_PLUGIN, G_N_ELEMENTS(edit_args), G_N_ELEMENTS(size_ret),
                            edit_args, size_ret);
@@ -116,6 +131,12 @@ static void query(void) {
                            "it as a check box.",
                            "spn", "spn", "2026", NULL, "RGB*", GIMP_PLUGIN, G_N_ELEMENTS(edit_args),
                            G_N_ELEMENTS(size_ret), edit_args, size_ret);
+
+    gimp_install_procedure(SIZE_BY_PROC, "Upscale the size by a factor with a Subscale Pixel Network",
+                           "As plug-in-spn-upscale-size, by a given factor (0: the model's scale S; 4 takes 64x64 "
+                           "to 256x256 with an S = 8 model), drawn or each new pixel its mean level. For scripts.",
+                           "spn", "spn", "2026", NULL, "RGB*", GIMP_PLUGIN, G_N_ELEMENTS(size_by_args),
+                           G_N_ELEMENTS(size_ret), size_by_args, size_ret);
 
     gimp_install_procedure(MASK_PROC, "Complete a layer where a mask says, with a Subscale Pixel Network",
                            "Redraws the pixels of the layer that the mask drawable leaves unknown, by libspn's mask "
@@ -179,7 +200,7 @@ static void return_image(Call *c, gint32 image) {
     c->ret[1].data.d_image = image;
 }
 
-static gboolean dialog(gboolean with_count) {
+static gboolean dialog(gboolean with_count, gboolean with_factor) {
     gimp_ui_init("spn-gimp", FALSE);
     GtkWidget *dlg = gimp_dialog_new("SPN", "spn-gimp", NULL, 0, gimp_standard_help_func, GEN_PROC, "_Cancel",
                                      GTK_RESPONSE_CANCEL, "_OK", GTK_RESPONSE_OK, NULL);
@@ -203,6 +224,10 @@ static gboolean dialog(gboolean with_count) {
         gtk_toggle_button_set_active(GTK_TOGGLE_BUTTON(mean), vals.mean);
         gtk_table_attach_defaults(GTK_TABLE(table), mean, 0, 2, 4, 5);
     }
+    GtkObject *factor = NULL;
+    if (with_factor)
+        factor = gimp_scale_entry_new(GTK_TABLE(table), 0, 5, "Factor (0: model's scale):", 150, 6, vals.factor, 0,
+                                      64, 1, 2, 0, TRUE, 0, 64, NULL, NULL);
     GtkObject *width = NULL, *height = NULL;
     if (with_count) {
         width = gimp_scale_entry_new(GTK_TABLE(table), 0, 4, "Width (0: model's):", 150, 6, vals.width, 0, 4096, 1,
@@ -220,20 +245,25 @@ static gboolean dialog(gboolean with_count) {
         vals.seed = (gint32)gtk_adjustment_get_value(GTK_ADJUSTMENT(seed));
         vals.temperature = gtk_adjustment_get_value(GTK_ADJUSTMENT(temp));
         if (mean) vals.mean = gtk_toggle_button_get_active(GTK_TOGGLE_BUTTON(mean));
+        if (factor) vals.factor = (gint32)gtk_adjustment_get_value(GTK_ADJUSTMENT(factor));
     }
     gtk_widget_destroy(dlg);
     return ok;
 }
 
-/* The model, seed and temperature (and, for generation, the count, width and height) into `vals`: from the
- * arguments, the dialog, or the last values. Generation's model is argument 1; the editing procedures' is
- * argument 3. Generation's width and height may be left out (scripts written before they existed). */
+/* The model, seed and temperature (and, for generation, the count, width and height; for size upscaling, the
+ * factor) into `vals`: from the arguments, the dialog, or the last values. Generation's model is argument 1;
+ * the editing procedures' is argument 3. Generation's width and height may be left out (scripts written before
+ * they existed); plug-in-spn-upscale-size-by has the factor and the pick after the temperature. */
 static GimpPDBStatusType read_values(Call *c, gint nparams, const GimpParam *param, gboolean with_count) {
     gint m = with_count ? 1 : 3, k = with_count ? 1 : 0;
+    gboolean size = strcmp(c->name, SIZE_PROC) == 0 || strcmp(c->name, SIZE_MEAN_PROC) == 0;
+    gboolean by = strcmp(c->name, SIZE_BY_PROC) == 0;
     gimp_get_data(c->name, &vals);
     if (c->mode == GIMP_RUN_NONINTERACTIVE) {
         gboolean sized = with_count && nparams == m + 5 + k;
-        if (nparams != m + 3 + k && !sized) return fail(c, "wrong number of arguments");
+        if (by && nparams != m + 5) return fail(c, "wrong number of arguments");
+        if (!by && nparams != m + 3 + k && !sized) return fail(c, "wrong number of arguments");
         vals.width = sized ? param[m + 3 + k].data.d_int32 : 0;
         vals.height = sized ? param[m + 4 + k].data.d_int32 : 0;
         const gchar *model = param[m].data.d_string;
@@ -241,12 +271,14 @@ static GimpPDBStatusType read_values(Call *c, gint nparams, const GimpParam *par
         if (with_count) vals.count = param[m + 1].data.d_int32;
         vals.seed = param[m + 1 + k].data.d_int32;
         vals.temperature = param[m + 2 + k].data.d_float;
-        /* Scripts choose the mean pick by procedure. */
-        vals.mean = strcmp(c->name, SIZE_MEAN_PROC) == 0;
-    } else if (c->mode == GIMP_RUN_INTERACTIVE && !dialog(with_count)) {
+        /* Scripts choose the mean pick by procedure, or by argument. */
+        vals.mean = by ? param[m + 4].data.d_int32 != 0 : strcmp(c->name, SIZE_MEAN_PROC) == 0;
+        vals.factor = by ? param[m + 3].data.d_int32 : 0;
+    } else if (c->mode == GIMP_RUN_INTERACTIVE && !dialog(with_count, size || by)) {
         return GIMP_PDB_CANCEL;
     }
     if (vals.temperature <= 0) return fail(c, "temperature must be > 0");
+    if (vals.factor < 0) return fail(c, "the factor must be 0 (the model's scale) or from 2 to 64; got %d", vals.factor);
     return GIMP_PDB_SUCCESS;
 }
 
@@ -263,6 +295,7 @@ static GimpPDBStatusType open_model(Call *c, Session *s) {
     s->sp.seed = (uint64_t)vals.seed;
     s->sp.temperature = (float)vals.temperature;
     s->sp.pick = vals.mean ? SPN_PICK_MEAN : SPN_PICK_SAMPLE;
+    s->sp.upscale_factor = (uint32_t)vals.factor; /* read by spn_upscale_size only */
     s->sp.progress = on_progress;
     return GIMP_PDB_SUCCESS;
 }
@@ -501,6 +534,7 @@ static void run(const gchar *name, gint nparams, const GimpParam *param, gint *n
         {DEPTH_PROC, run_upscale_depth},
         {SIZE_PROC, run_upscale_size},
         {SIZE_MEAN_PROC, run_upscale_size},
+        {SIZE_BY_PROC, run_upscale_size},
         {MASK_PROC, run_complete_mask},
     };
     static GimpParam ret[2];

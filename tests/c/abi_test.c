@@ -490,7 +490,7 @@ static void test_pick(void) {
     spn_image_view v = {8, 8, 3, 24, rgb};
     spn_sample_params p;
     spn_sample_params_init(&p);
-    CHECK(p.pick == SPN_PICK_SAMPLE && p.reserved == 0, "defaults");
+    CHECK(p.pick == SPN_PICK_SAMPLE && p.upscale_factor == 0, "defaults");
     CHECK(sizeof(spn_sample_params) == 72, "size %zu", sizeof(spn_sample_params));
     p.pick = SPN_PICK_MEAN;
     spn_image *a = NULL, *b = NULL;
@@ -506,14 +506,49 @@ static void test_pick(void) {
     spn_images_free(b, nb);
     p.pick = 2;
     CHECK(spn_upscale_depth(model, &v, &p, &a, &na) == SPN_ERR_INVALID_ARGUMENT, "unknown pick");
-    p.pick = SPN_PICK_MEAN;
-    p.reserved = 1;
-    CHECK(spn_upscale_depth(model, &v, &p, &a, &na) == SPN_ERR_INVALID_ARGUMENT, "reserved must be 0");
     /* An ABI 4 host (64 bytes) draws as before. */
     spn_sample_params_init(&p);
     p.struct_size = 64;
     p.pick = 9; /* past its struct: never read */
     CHECK(spn_upscale_depth(model, &v, &p, &a, &na) == SPN_OK, "ABI 4 struct");
+    spn_images_free(a, na);
+}
+
+/* ---- Upscaling by a factor other than S (ABI 6) ---- */
+static void test_upscale_factor(void) {
+    spn_model_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    CHECK(spn_model_get_info(model, &info) == SPN_OK, "info");
+    uint8_t rgba[5 * 3 * 4];
+    for (int i = 0; i < (int)sizeof rgba; i++) rgba[i] = (uint8_t)(i * 37 + 11);
+    spn_image_view v = {5, 3, 4, 20, rgba};
+    spn_sample_params p;
+    spn_sample_params_init(&p);
+    spn_image *a = NULL;
+    uint32_t na = 0;
+    /* Factor 3: every input pixel is pixel (3y, 3x) of a 15x9 result, colour and alpha as they were. */
+    p.upscale_factor = 3;
+    CHECK(spn_upscale_size(model, &v, &p, &a, &na) == SPN_OK, "factor 3: %s", spn_last_error());
+    CHECK(a && na == 1 && a[0].width == 15 && a[0].height == 9 && a[0].channels == 4, "factor 3 size");
+    for (int y = 0; a && y < 3; y++)
+        for (int x = 0; x < 5; x++)
+            CHECK(memcmp(a[0].data + (size_t)3 * y * a[0].stride + (size_t)3 * x * 4, rgba + y * 20 + x * 4, 4) == 0,
+                  "input pixel (%d, %d) kept", x, y);
+    spn_images_free(a, na);
+    /* 0 is the model's scale, as every host before ABI 6 asked. */
+    p.upscale_factor = 0;
+    CHECK(spn_upscale_size(model, &v, &p, &a, &na) == SPN_OK, "factor 0");
+    CHECK(a && a[0].width == 5 * info.scale && a[0].height == 3 * info.scale, "factor 0 is S");
+    spn_images_free(a, na);
+    a = NULL;
+    p.upscale_factor = 1;
+    CHECK(spn_upscale_size(model, &v, &p, &a, &na) == SPN_ERR_INVALID_ARGUMENT && !a, "factor 1 refused");
+    CHECK(strstr(spn_last_error(), "upscale_factor") != NULL, "message names the field: %s", spn_last_error());
+    p.upscale_factor = 65;
+    CHECK(spn_upscale_size(model, &v, &p, &a, &na) == SPN_ERR_INVALID_ARGUMENT && !a, "factor 65 refused");
+    /* The other calls ignore it. */
+    CHECK(spn_upscale_depth(model, &v, &p, &a, &na) == SPN_OK, "ignored by upscale_depth");
     spn_images_free(a, na);
 }
 
@@ -600,6 +635,7 @@ int main(int argc, char **argv) {
     test_canvas();
     test_compat();
     test_pick();
+    test_upscale_factor();
     CHECK(log_lines > 0, "log callback called");
     spn_set_log_callback(NULL, NULL);
     spn_model_free(model);

@@ -311,7 +311,7 @@ fn install_gives_pkg_config_and_cmake_files_that_work() {
         .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()));
     run_ok(&mut c);
     let out = run_ok(&mut Command::new(&exe));
-    assert!(out.contains("abi 5"), "{out}");
+    assert!(out.contains("abi 6"), "{out}");
     assert!(
         flags.contains(&format!(
             "-L{}",

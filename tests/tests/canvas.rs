@@ -362,7 +362,10 @@ fn upscaling_a_large_canvas_leaves_no_seams() {
                 let got = image::open(&out).unwrap().to_rgb8();
                 let j = match job {
                     "upscale-depth" => CanvasJob::UpscaleDepth { image: input },
-                    _ => CanvasJob::UpscaleSize { image: input },
+                    _ => CanvasJob::UpscaleSize {
+                        image: input,
+                        factor: None,
+                    },
                 };
                 let owners = sampler.window_owners(&j).unwrap();
                 let m = seams::measure_job(&got, &owners, &j, scale, model.config().msb_bits)

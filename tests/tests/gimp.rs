@@ -156,6 +156,40 @@ fn the_mean_upscale_is_the_same_for_every_seed() {
     }
 }
 
+/// `plug-in-spn-upscale-size-by` (ABI 6's factor): 3 times larger whatever the model's scale, every input
+/// pixel kept at (3x, 3y); the mean pick as asked; factor 1 refused with libspn's message as a GIMP message.
+#[test]
+fn upscaling_by_a_factor_keeps_the_input_at_every_factor_th_pixel() {
+    let script = format!(
+        r#"(let* ({LOAD})
+             (let* ((a (car (plug-in-spn-upscale-size-by RUN-NONINTERACTIVE image drawable "{m}" 1 1.0 3 1)))
+                    (b (car (plug-in-spn-upscale-size-by RUN-NONINTERACTIVE image drawable "{m}" 2 1.0 3 1))))
+               (file-png-save-defaults RUN-NONINTERACTIVE a (car (gimp-image-get-active-drawable a)) "a.png" "a.png")
+               (file-png-save-defaults RUN-NONINTERACTIVE b (car (gimp-image-get-active-drawable b)) "b.png" "b.png")))"#,
+        m = model()
+    );
+    let (work, _) = gimp(&script);
+    let (input, a, b) = (
+        load(&work.path().join("in.png")),
+        load(&work.path().join("a.png")),
+        load(&work.path().join("b.png")),
+    );
+    assert_eq!(a.dimensions(), (3 * input.width(), 3 * input.height()));
+    assert_eq!(a, b, "the mean pick does not depend on the seed");
+    for (x, y, p) in input.enumerate_pixels().filter(|(_, _, p)| p[3] == 255) {
+        assert_eq!(a.get_pixel(3 * x, 3 * y), p, "input pixel ({x}, {y})");
+    }
+    let script = format!(
+        r#"(let* ({LOAD}) (plug-in-spn-upscale-size-by RUN-NONINTERACTIVE image drawable "{}" 1 1.0 1 0))"#,
+        model()
+    );
+    let (_, text) = gimp(&script);
+    assert!(
+        text.contains("upscaling failed") && text.contains("upscale_factor"),
+        "{text}"
+    );
+}
+
 #[test]
 fn upscale_depth_keeps_the_top_bits_and_size_makes_a_bigger_image() {
     let script = format!(

@@ -118,6 +118,36 @@ fn complete_and_upscale_keep_what_they_must() {
             assert_eq!(big.get_pixel(2 * x, 2 * y), small.get_pixel(x, y));
         }
     }
+    // Size by another factor: 3 times, every input pixel at (3x, 3y).
+    let out = dir.path().join("u3.png");
+    let by = |factor: &str, job: &str, out: &Path| {
+        spn(&[
+            job,
+            "--model",
+            s(bundle()),
+            "--image",
+            s(&small_path),
+            "--factor",
+            factor,
+            "--out",
+            s(out),
+        ])
+    };
+    assert!(by("3", "upscale-size", &out).status.success());
+    let big = rgb(&out);
+    assert_eq!(big.dimensions(), (12, 12));
+    for y in 0..4 {
+        for x in 0..4 {
+            assert_eq!(big.get_pixel(3 * x, 3 * y), small.get_pixel(x, y));
+        }
+    }
+    // Factors that upscale nothing, and a factor for depth upscaling, are refused with a reason.
+    let bad = dir.path().join("bad.png");
+    let err = String::from_utf8_lossy(&by("1", "upscale-size", &bad).stderr).into_owned();
+    assert!(err.contains("from 2 to 64"), "{err}");
+    let err = String::from_utf8_lossy(&by("2", "upscale-depth", &bad).stderr).into_owned();
+    assert!(err.contains("keeps the image's size"), "{err}");
+    assert!(!bad.exists());
 }
 
 #[test]

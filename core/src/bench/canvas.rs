@@ -78,7 +78,10 @@ pub fn run(
         for job in JOBS {
             let j = match job {
                 "upscale-depth" => CanvasJob::UpscaleDepth { image: &full },
-                "upscale-size" => CanvasJob::UpscaleSize { image: &small },
+                "upscale-size" => CanvasJob::UpscaleSize {
+                    image: &small,
+                    factor: None,
+                },
                 _ => CanvasJob::Complete {
                     image: &full,
                     known: &half,

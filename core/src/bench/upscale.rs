@@ -1,6 +1,6 @@
 //! Upscaling against classic filters (`spn bench --upscale`, issue 15 item 5): on held-out images, the
-//! model's size upscaling from the image's slice 0 (every S-th pixel) against Lanczos and Catmull-Rom from the
-//! same pixels (aligned to slice 0, `resample`), in PSNR; and on inputs unlike emoji (flat colour, a gradient,
+//! model's size upscaling by a factor F from every F-th pixel (by default F = S: the image's slice 0) against
+//! Lanczos and Catmull-Rom from the same pixels (aligned to them, `resample`), in PSNR; and on inputs unlike emoji (flat colour, a gradient,
 //! line art, a coloured background), how much of a flat region stays flat.
 use crate::data::{list_images, load_rgb};
 use crate::error::{Error, Result};
@@ -35,12 +35,15 @@ pub struct FlatRow {
 pub struct UpscaleReport {
     pub model: String,
     pub scale: u32,
+    /// The upscaling factor F: inputs are every F-th pixel.
+    pub factor: u32,
     pub psnr: Vec<PsnrRow>,
     pub flat: Vec<FlatRow>,
 }
 
-/// The image's slice 0: every S-th pixel from the top-left, the input size upscaling and the filters share.
-fn slice0(img: &RgbImage, s: u32) -> RgbImage {
+/// Every F-th pixel from the top-left (for F = S the image's slice 0): the input size upscaling and the
+/// filters share.
+fn subsample(img: &RgbImage, s: u32) -> RgbImage {
     RgbImage::from_fn(img.width() / s, img.height() / s, |x, y| {
         *img.get_pixel(s * x, s * y)
     })
@@ -67,10 +70,13 @@ fn filter(small: &RgbImage, s: u32, k: Kernel) -> RgbImage {
     RgbImage::from_raw(w * s, h * s, px).unwrap_or_default()
 }
 
-fn model_upscale(sampler: &Sampler, small: &RgbImage, seed: u64) -> Result<RgbImage> {
+fn model_upscale(sampler: &Sampler, small: &RgbImage, factor: u32, seed: u64) -> Result<RgbImage> {
     let input = DynamicImage::ImageRgb8(small.clone());
     let out = sampler.canvas(
-        &CanvasJob::UpscaleSize { image: &input },
+        &CanvasJob::UpscaleSize {
+            image: &input,
+            factor: Some(factor),
+        },
         &[seed],
         &mut no_progress(),
         &CancelToken::new(),
@@ -132,7 +138,7 @@ fn synthetic(side: u32) -> Vec<Synthetic> {
     ]
 }
 
-/// Writes one example's pictures: the input (slice 0), Lanczos and the model from it, and the original, as
+/// Writes one example's pictures: the input (every F-th pixel), Lanczos and the model from it, and the original, as
 /// `DIR/NAME-{input,lanczos,model,original}.png`.
 fn save_example(dir: &Path, name: &str, images: [&RgbImage; 4]) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| crate::data::cannot_write(dir, e))?;
@@ -145,24 +151,23 @@ fn save_example(dir: &Path, name: &str, images: [&RgbImage; 4]) -> Result<()> {
     Ok(())
 }
 
-/// The model's and the filters' mean PSNR on the first `limit` images of `dir`, at temperature `t`; with
-/// `pictures`, the first image's pictures go there.
+/// The model's and the filters' mean PSNR on the first `limit` images of `dir`, upscaled by factor `s`, at
+/// temperature `t`; with `pictures`, the first image's pictures go there.
 fn psnr_row(
     sampler: &Sampler,
     dir: &std::path::Path,
-    (limit, t): (usize, f64),
+    (limit, t, s): (usize, f64, u32),
     pictures: Option<&Path>,
 ) -> Result<PsnrRow> {
-    let s = sampler.config().scale as u32;
     let files: Vec<PathBuf> = list_images(dir)?.into_iter().take(limit).collect();
     let (mut m, mut l, mut c) = (0.0, 0.0, 0.0);
     for (i, f) in files.iter().enumerate() {
         let img = load_rgb(f)?;
         let img = image::imageops::crop_imm(&img, 0, 0, img.width() / s * s, img.height() / s * s)
             .to_image();
-        let small = slice0(&img, s);
+        let small = subsample(&img, s);
         let (up, lanczos) = (
-            model_upscale(sampler, &small, i as u64)?,
+            model_upscale(sampler, &small, s, i as u64)?,
             filter(&small, s, Kernel::Lanczos3),
         );
         m += psnr(&img, &up);
@@ -197,7 +202,7 @@ fn psnr_row(
 }
 
 /// PSNR against the filters on each folder of `sets` (its first `limit` images, sorted by name), and flat
-/// regions on synthetic inputs, at each temperature.
+/// regions on synthetic inputs, at each temperature, upscaling by `factor` (None: the model's scale S).
 /// `pick`: how the model chooses values (drawn, or each sub-pixel's mean level). With `pictures`, each set's
 /// first image and each synthetic input are written there as pictures ([`save_example`]).
 pub fn run(
@@ -205,10 +210,10 @@ pub fn run(
     name: &str,
     sets: &[PathBuf],
     (temperatures, pick): (&[f64], Pick),
-    limit: usize,
+    (limit, factor): (usize, Option<u32>),
     pictures: Option<&Path>,
 ) -> Result<UpscaleReport> {
-    let s = p.config().scale as u32;
+    let s = factor.unwrap_or(p.config().scale as u32);
     let side = p.config().width as u32;
     let mut psnr_rows = Vec::new();
     let mut flat_rows = Vec::new();
@@ -223,11 +228,11 @@ pub fn run(
             },
         )?;
         for dir in sets {
-            psnr_rows.push(psnr_row(&sampler, dir, (limit, t), pictures)?);
+            psnr_rows.push(psnr_row(&sampler, dir, (limit, t, s), pictures)?);
         }
         for (input, img, flat) in synthetic(side) {
-            let small = slice0(&img, s);
-            let up = model_upscale(&sampler, &small, 0)?;
+            let small = subsample(&img, s);
+            let up = model_upscale(&sampler, &small, s, 0)?;
             if let Some(out) = pictures {
                 let lanczos = filter(&small, s, Kernel::Lanczos3);
                 let name = format!("{}-t{t}", input.replace(' ', "-"));
@@ -252,7 +257,8 @@ pub fn run(
     }
     Ok(UpscaleReport {
         model: name.into(),
-        scale: s,
+        scale: p.config().scale as u32,
+        factor: s,
         psnr: psnr_rows,
         flat: flat_rows,
     })

@@ -16,6 +16,10 @@ use image::{DynamicImage, GenericImageView, RgbImage, RgbaImage};
 /// image (the canvas as the networks see it, its known flags, and the result).
 pub const MAX_CANVAS_PIXELS: u64 = 1 << 28;
 
+/// The largest factor of size upscaling: past it, nearly every pixel of a window is drawn with almost nothing
+/// known, which is generation rather than upscaling.
+pub const MAX_UPSCALE_FACTOR: u32 = 64;
+
 /// A job on a canvas of any size. Images may have alpha: the result then has alpha too (module `alpha`).
 pub enum CanvasJob<'a> {
     /// New images of `width` x `height`.
@@ -25,8 +29,14 @@ pub enum CanvasJob<'a> {
         image: &'a DynamicImage,
         known: &'a [bool],
     },
-    /// Each pixel of `image` becomes pixel (S*y, S*x) of an image S times larger; the rest is drawn.
-    UpscaleSize { image: &'a DynamicImage },
+    /// Each pixel of `image` becomes pixel (F*y, F*x) of an image F times larger; the rest is drawn. F is
+    /// `factor`, by default the model's scale S (the image is then slice 0 exactly, and the job runs stages B
+    /// and C); any other factor (at least 2) draws the rest as completion does, every known pixel clamped:
+    /// 64x64 to 256x256 is factor 4 with an S = 8 model (docs/design.md section 2).
+    UpscaleSize {
+        image: &'a DynamicImage,
+        factor: Option<u32>,
+    },
     /// Keeps the top bits of every value and draws the low bits.
     UpscaleDepth { image: &'a DynamicImage },
 }
@@ -205,7 +215,7 @@ impl Sampler<'_> {
                 }
                 work
             }
-            CanvasJob::UpscaleSize { image } => self.start_upscale_size(image)?,
+            CanvasJob::UpscaleSize { image, factor } => self.start_upscale_size(image, factor)?,
             CanvasJob::UpscaleDepth { image } => {
                 self.depth_stage()?;
                 let (w, h) = image.dimensions();
@@ -237,9 +247,24 @@ impl Sampler<'_> {
         }
     }
 
-    /// A canvas S times the small image's size, with the small image at slice 0 (known) and the rest unknown.
-    fn start_upscale_size(&self, image: &DynamicImage) -> Result<Work> {
-        let s = self.size_scale()?;
+    /// The factor of size upscaling: the one asked for (at least 2, at most [`MAX_UPSCALE_FACTOR`]), else the
+    /// model's scale S.
+    pub fn upscale_factor(&self, asked: Option<u32>) -> Result<usize> {
+        match asked {
+            None => self.size_scale(),
+            Some(f) if (2..=MAX_UPSCALE_FACTOR).contains(&f) => Ok(f as usize),
+            Some(f) => Err(Error::input(format!(
+                "upscaling factor {f}: it must be from 2 to {MAX_UPSCALE_FACTOR} (by default the model's \
+                 scale, {})",
+                self.config.scale
+            ))),
+        }
+    }
+
+    /// A canvas F times the small image's size, with the small image at every F-th pixel (known; for F = S,
+    /// slice 0) and the rest unknown.
+    fn start_upscale_size(&self, image: &DynamicImage, factor: Option<u32>) -> Result<Work> {
+        let s = self.upscale_factor(factor)?;
         let (w, h) = image.dimensions();
         check_canvas_size("the small image", w as u64, h as u64)?;
         check_canvas_size(
@@ -434,7 +459,6 @@ impl Sampler<'_> {
     /// The result of one canvas: cropped to its size, with the input's alpha carried beside (module `alpha`).
     fn finish(&self, job: &CanvasJob, work: &Work, size: (usize, usize)) -> Result<DynamicImage> {
         let rgb = work.crop_rgb(size.0, size.1);
-        let s = self.config.scale as u32;
         Ok(match *job {
             CanvasJob::Generate { .. } => DynamicImage::ImageRgb8(rgb),
             CanvasJob::Complete { image, known } if image.color().has_alpha() => {
@@ -457,8 +481,9 @@ impl Sampler<'_> {
                     (p[3], (p[3] == 0).then_some(p))
                 }))
             }
-            CanvasJob::UpscaleSize { image } if image.color().has_alpha() => {
-                // Alpha scaled by a filter that is exact at slice 0, where the small image's pixels return.
+            CanvasJob::UpscaleSize { image, factor } if image.color().has_alpha() => {
+                // Alpha scaled by a filter that is exact at the known pixels, where the small image returns.
+                let s = self.upscale_factor(factor)? as u32;
                 let src = image.to_rgba8();
                 let a = alpha::upscale_aligned(
                     &image::GrayImage::from_fn(src.width(), src.height(), |x, y| {
