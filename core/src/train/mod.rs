@@ -373,6 +373,9 @@ fn warm_start(p: &Pipeline, from: &Path) -> Result<()> {
             t.shallow_clone()
         };
         tch::no_grad(|| dst.f_copy_(&src))?;
+        if grown {
+            split_lines_into_bins(&t, &src, rows)?;
+        }
         copied += s.numel() as i64;
     }
     if copied == 0 {
@@ -386,6 +389,27 @@ fn warm_start(p: &Pipeline, from: &Path) -> Result<()> {
         100.0 * copied as f64 / total as f64,
         from.display()
     );
+    Ok(())
+}
+
+/// A copy path grown from one bin of line entries to several (`net.copy_spreads`, docs/design.md section 3):
+/// every new bin starts with the trained rows of the one bin, so that each line entry, whichever bin its
+/// spread puts it in, has the gate it had, and the model starts with its density unchanged; training then
+/// tells the bins apart. (Started closed instead, the bins' gates stayed nearly shut: at a fine-tuning
+/// learning rate Adam moves a bias by about the rate a step, and from -4 that is thousands of steps.)
+/// `t`: the new tensor, whose first `rows` rows are the source `src`.
+fn split_lines_into_bins(t: &tch::Tensor, src: &tch::Tensor, rows: i64) -> Result<()> {
+    use crate::decode::neighbours::{FIXED, LINES};
+    let (fixed, lines) = (3 * FIXED as i64, 3 * LINES.len() as i64);
+    let all = t.size().first().copied().unwrap_or(0);
+    if rows != fixed + lines || all <= rows || (all - fixed) % lines != 0 {
+        return Ok(());
+    }
+    let one = src.f_narrow(0, fixed, lines)?;
+    for start in (rows..all).step_by(lines as usize) {
+        let mut bin = t.f_narrow(0, start, lines)?;
+        tch::no_grad(|| bin.f_copy_(&one))?;
+    }
     Ok(())
 }
 
@@ -1053,6 +1077,50 @@ mod tests {
             }
         }
         // Three stages, each with a gate weight, bias and agreement weight.
+        assert_eq!(grown, 9);
+    }
+
+    /// A model with one bin of line entries warm-starts one with spread bins: every bin starts with the line
+    /// rows it had (so each entry keeps its gate whatever its bin), everything else is copied.
+    #[test]
+    fn a_warm_start_into_spread_bins_gives_every_bin_the_trained_line_gates() {
+        use crate::decode::neighbours::{FIXED, LINES};
+        tch::manual_seed(5);
+        let new_config = PipelineConfig::preset("tiny").unwrap();
+        let mut old_config = new_config.clone();
+        old_config.net.copy_spreads.clear();
+        let old = Pipeline::new(old_config.clone(), Device::Cpu).unwrap();
+        let tensors = crate::weights::from_tensors(&old.named_weights()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.spn");
+        bundle::write(&path, bundle::base_meta(&old_config, &old.info).unwrap(), &tensors).unwrap();
+
+        let bins = new_config.net.copy_spreads.len() + 1;
+        assert!(bins > 1);
+        let new = Pipeline::new(new_config, Device::Cpu).unwrap();
+        warm_start(&new, &path).unwrap();
+        let stored: HashMap<&str, &HostTensor> =
+            tensors.iter().map(|(n, t)| (n.as_str(), t)).collect();
+        let (fixed, lines) = (3 * FIXED, 3 * LINES.len());
+        let mut grown = 0;
+        for (name, t) in new.named_weights() {
+            let got = &crate::weights::from_tensors(&[(name.clone(), t)]).unwrap()[0].1;
+            let src = stored[name.as_str()];
+            if got.shape == src.shape {
+                assert_eq!(got, src, "{name} is copied");
+                continue;
+            }
+            grown += 1;
+            assert_eq!(got.shape[0], fixed + bins * lines, "{name}");
+            assert_eq!(&got.narrow(0, 0, fixed + lines), src, "{name}: old rows kept");
+            for b in 1..bins {
+                assert_eq!(
+                    got.narrow(0, fixed + b * lines, lines),
+                    src.narrow(0, fixed, lines),
+                    "{name}: bin {b} starts as the one bin"
+                );
+            }
+        }
         assert_eq!(grown, 9);
     }
 }
