@@ -46,6 +46,14 @@ const GimpPlugInInfo PLUG_IN_INFO = {NULL, NULL, query, run};
 
 MAIN()
 
+/* The editing procedures' arguments; some procedures add their own after them. */
+#define EDIT_ARGS                                                                                                  \
+    {GIMP_PDB_INT32, "run-mode", "The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1) }"},                  \
+        {GIMP_PDB_IMAGE, "image", "Input image"},                                                                  \
+        {GIMP_PDB_DRAWABLE, "drawable", "Input drawable (RGB or RGBA, any size)"},                                 \
+        {GIMP_PDB_STRING, "model", "Model bundle (.spn); empty for the bundled default"},                          \
+        {GIMP_PDB_INT32, "seed", "Seed"}, {GIMP_PDB_FLOAT, "temperature", "Sampling temperature (> 0)"},
+
 static void query(void) {
     static const GimpParamDef gen_args[] = {
         {GIMP_PDB_INT32, "run-mode", "The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1) }"},
@@ -60,31 +68,16 @@ static void query(void) {
     };
     static const GimpParamDef gen_ret[] = {{GIMP_PDB_IMAGE, "image", "The new image"}};
     static const GimpParamDef edit_args[] = {
-        {GIMP_PDB_INT32, "run-mode", "The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1) }"},
-        {GIMP_PDB_IMAGE, "image", "Input image"},
-        {GIMP_PDB_DRAWABLE, "drawable", "Input drawable (RGB or RGBA, any size)"},
-        {GIMP_PDB_STRING, "model", "Model bundle (.spn); empty for the bundled default"},
-        {GIMP_PDB_INT32, "seed", "Seed"},
-        {GIMP_PDB_FLOAT, "temperature", "Sampling temperature (> 0)"},
+        EDIT_ARGS
     };
     static const GimpParamDef size_ret[] = {{GIMP_PDB_IMAGE, "new-image", "The upscaled image"}};
     static const GimpParamDef size_by_args[] = {
-        {GIMP_PDB_INT32, "run-mode", "The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1) }"},
-        {GIMP_PDB_IMAGE, "image", "Input image"},
-        {GIMP_PDB_DRAWABLE, "drawable", "Input drawable (RGB or RGBA, any size)"},
-        {GIMP_PDB_STRING, "model", "Model bundle (.spn); empty for the bundled default"},
-        {GIMP_PDB_INT32, "seed", "Seed"},
-        {GIMP_PDB_FLOAT, "temperature", "Sampling temperature (> 0)"},
+        EDIT_ARGS
         {GIMP_PDB_INT32, "factor", "Upscaling factor, 2 to 64; 0 for the model's scale S"},
         {GIMP_PDB_INT32, "mean", "1: each new pixel its mean level (sharp, deterministic); 0: drawn"},
     };
     static const GimpParamDef mask_args[] = {
-        {GIMP_PDB_INT32, "run-mode", "The run mode { RUN-INTERACTIVE (0), RUN-NONINTERACTIVE (1) }"},
-        {GIMP_PDB_IMAGE, "image", "Input image"},
-        {GIMP_PDB_DRAWABLE, "drawable", "Input drawable (RGB or RGBA, any size)"},
-        {GIMP_PDB_STRING, "model", "Model bundle (.spn); empty for the bundled default"},
-        {GIMP_PDB_INT32, "seed", "Seed"},
-        {GIMP_PDB_FLOAT, "temperature", "Sampling temperature (> 0)"},
+        EDIT_ARGS
         {GIMP_PDB_DRAWABLE, "mask", "Mask (the drawable's size): light and opaque = known, dark or clear = drawn"},
     };
 
