@@ -4,14 +4,17 @@
 # four Iconify styles rendered at 256 (`make data-256`: data/styles256/train/{noto,fluent-emoji-flat,openmoji,
 # emojione}), with left-right flips, 30% of the examples over a random flat colour or gradient, a fifth of
 # those without their emoji (--backgrounds 0.3, issue 15 item 5; it needs the data's alpha, which
-# `make data-256` keeps). The copy path has its palette and line entries (docs/design.md section 3). It starts
-# from the stop-19 run of this recipe with the palette but without the lines (models/training/styles256-stop19.spn,
-# EMA weights at step 1,967 at commit 1b5d866), which started from the stop-18 run without the palette (EMA
-# weights at step 3,627 at commit 53b8ea9, kept in git history as models/training/styles256-stop18.spn; it
-# started from the 64x64 model bundled at commit b472580 for 73% of its weights). Each start takes every weight
-# whose name and shape match (--warm-start; the copy gates gained rows for the new entries, which start closed).
+# `make data-256` keeps). The copy path has its palette, line entries and their spread bins (docs/design.md
+# section 3). Stop 22's run starts from the stop-21 run of this recipe, which had one bin
+# (models/training/styles256-stop21.spn: EMA weights at step 8,161 of its 12,000, trained at commit e5c22d7), every bin
+# starting with that run's line gates (`train::warm_start`: the density is unchanged at the start), and trains
+# stages B and C (stage A, 2% of the bits, keeps its weights). The stop-21 run started from the stop-19 run with
+# the palette but without the lines (models/training/styles256-stop19.spn, EMA weights at step 1,967 at commit
+# 1b5d866), which started from the stop-18 run without the palette (EMA weights at step 3,627 at commit
+# 53b8ea9), which started from the 64x64 model bundled at commit b472580 for 73% of its weights. Each start
+# takes every weight whose name and shape match (--warm-start).
 # Usage: recipes/styles256.sh [STEPS]   (resumable: rerun the same command)
-#   OUT=out/styles256.spn   WARM=models/training/styles256-stop19.spn
+#   OUT=out/styles256.spn   WARM=models/training/styles256-stop21.spn
 # Every random choice is seeded by (seed, step), so an interrupted run resumed with the same command ends with the
 # same weights. A run's checkpoint committed in models/training/ (recipes/checkpoint.sh) is where a fresh
 # checkout resumes from.
@@ -20,15 +23,15 @@ set -euo pipefail
 trap 'exit 130' INT
 trap 'exit 143' TERM
 cd "$(dirname "$0")/.."
-STEPS=${1:-12000}
+STEPS=${1:-6000}
 OUT=${OUT:-out/styles256.spn}
-WARM=${WARM:-models/training/styles256-stop19.spn}
+WARM=${WARM:-models/training/styles256-stop21.spn}
 SPN=${SPN:-target/release/spn}
 [ -f data/styles256/.done ] || { echo "no data/styles256: run make data-256 first" >&2; exit 1; }
 mkdir -p "$(dirname "$OUT")"
 recipes/checkpoint.sh restore "$OUT"
-common=(--data data/styles256/train --steps "$STEPS" --batch-size 16 --lr 1e-3 --warmup 500 --ema 0.999 --flip
-  --backgrounds 0.3 --checkpoint-every 100 --seed 0 --eval-images 0 --out "$OUT" -v)
+common=(--data data/styles256/train --steps "$STEPS" --batch-size 16 --lr 5e-4 --warmup 200 --ema 0.999 --flip
+  --backgrounds 0.3 --checkpoint-every 100 --seed 0 --eval-images 0 --out "$OUT" -v --stages b,c)
 if [ -f "$OUT.ckpt" ]; then
   "$SPN" train --resume "${common[@]}"
 else
