@@ -15,9 +15,9 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 png() { "$CONVERT" -define png:exclude-chunks=date,time "$@"; }
 
-# One row per style: the input (slice 0, enlarged by pixel repetition), Lanczos from it, the model's mean
-# (--mean, T = 1), the original; OUT/upscale-SIDE.png. The same for the inputs unlike emoji (flat colour, a
-# gradient, line art, a coloured background): OUT/flat-SIDE.png.
+# One row per style: the input (every FACTOR-th pixel, enlarged by pixel repetition), Lanczos from it, the
+# model's mean (--mean, T = 1), the original; OUT/upscale-NAME.png. With the model's own side, the same for the
+# inputs unlike emoji (flat colour, a gradient, line art, a coloured background): OUT/flat-NAME.png.
 row() {
   local base=${1%-original.png} side=$2
   png "$base-input.png" -filter point -resize "${side}x${side}" "$base-input-big.png"
@@ -25,25 +25,29 @@ row() {
   echo "$base-row.png"
 }
 rows() {
-  local model=$1 side=$2 sets=("${@:3}")
-  local dir=$tmp/$side emoji=() flat=()
-  "$SPN" bench --model "$model" --upscale "${sets[@]}" --limit 1 --mean --temperatures 1 --pictures "$dir" >/dev/null
+  local model=$1 side=$2 factor=$3 name=$4 sets=("${@:5}")
+  local dir=$tmp/$name emoji=() flat=()
+  "$SPN" bench --model "$model" --upscale "${sets[@]}" --limit 1 --mean --temperatures 1 --factor "$factor" \
+    --pictures "$dir" >/dev/null
   for set in "${sets[@]}"; do
     emoji+=("$(row "$dir/$(basename "$set")"-*-t1-original.png "$side")")
   done
+  # 64x64 pictures are shown twice their size (pixel repetition), to be seen at all.
+  local zoom=$((side < 128 ? 200 : 100))
+  png "${emoji[@]}" -append +repage -filter point -resize "$zoom%" "$OUT/upscale-$name.png"
+  [ "$name" = "$side" ] || return 0
   for input in flat-green gradient line-art-on-white disc-on-a-coloured-background; do
     flat+=("$(row "$dir/$input-t1-original.png" "$side")")
   done
-  # 64x64 pictures are shown twice their size (pixel repetition), to be seen at all.
-  local zoom=$((side < 128 ? 200 : 100))
-  png "${emoji[@]}" -append +repage -filter point -resize "$zoom%" "$OUT/upscale-$side.png"
-  png "${flat[@]}" -append +repage -filter point -resize "$zoom%" "$OUT/flat-$side.png"
+  png "${flat[@]}" -append +repage -filter point -resize "$zoom%" "$OUT/flat-$name.png"
 }
-rows "$MODEL64" 64 data/styles64/heldout/{google,noto,fluent-emoji-flat,openmoji,emojione}
+rows "$MODEL64" 64 4 64 data/styles64/heldout/{google,noto,fluent-emoji-flat,openmoji,emojione}
+# 64x64 to 256x256 by the 64 bundle, window by window (models/README.md, stop 22).
+rows "$MODEL64" 256 4 256-by-64 data/styles256/heldout/{noto,fluent-emoji-flat,openmoji,emojione}
 "$SPN" generate --model "$MODEL64" --count 16 --seed 1 --grid "$OUT/samples64.png" --out "$tmp/s64" >/dev/null
 # The 256 pictures wait for the 256 bundle (issue 15): until it lands, only the 64 ones are made.
 if [ -f "$MODEL256" ]; then
-  rows "$MODEL256" 256 data/styles256/heldout/{noto,fluent-emoji-flat,openmoji,emojione}
+  rows "$MODEL256" 256 4 256 data/styles256/heldout/{noto,fluent-emoji-flat,openmoji,emojione}
   "$SPN" generate --model "$MODEL256" --count 4 --seed 1 --batch-size 4 --grid "$OUT/samples256.png" --out "$tmp/s256" >/dev/null
 else
   echo "no $MODEL256: the 256x256 pictures are left as they are" >&2
