@@ -219,7 +219,7 @@ static gboolean dialog(gboolean with_count, gboolean with_factor) {
     }
     GtkObject *factor = NULL;
     if (with_factor)
-        factor = gimp_scale_entry_new(GTK_TABLE(table), 0, 5, "Factor (0: model's scale):", 150, 6, vals.factor, 0,
+        factor = gimp_scale_entry_new(GTK_TABLE(table), 0, 5, "Factor (2-64; 0: model's S):", 150, 6, vals.factor, 0,
                                       64, 1, 2, 0, TRUE, 0, 64, NULL, NULL);
     GtkObject *width = NULL, *height = NULL;
     if (with_count) {

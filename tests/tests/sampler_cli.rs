@@ -148,6 +148,10 @@ fn complete_and_upscale_keep_what_they_must() {
     let err = String::from_utf8_lossy(&by("2", "upscale-depth", &bad).stderr).into_owned();
     assert!(err.contains("keeps the image's size"), "{err}");
     assert!(!bad.exists());
+    // The benchmark checks its factor before it divides by it.
+    let emoji = fixtures().join("emoji8");
+    let err = spn_err(&["bench", "--model", s(bundle()), "--upscale", s(&emoji), "--factor", "0"]);
+    assert!(err.contains("from 2 to 64"), "{err}");
 }
 
 #[test]

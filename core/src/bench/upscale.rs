@@ -213,7 +213,8 @@ pub fn run(
     (limit, factor): (usize, Option<u32>),
     pictures: Option<&Path>,
 ) -> Result<UpscaleReport> {
-    let s = factor.unwrap_or(p.config().scale as u32);
+    // Checked before anything divides by it: the sampler's rule for the factor.
+    let s = Sampler::new(p, SampleOptions::default())?.upscale_factor(factor)? as u32;
     let side = p.config().width as u32;
     let mut psnr_rows = Vec::new();
     let mut flat_rows = Vec::new();

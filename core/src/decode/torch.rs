@@ -285,10 +285,10 @@ pub(crate) fn copy_at(
     dev: tch::Device,
 ) -> Result<Option<Tensor>> {
     copy.map(|c| {
-        let width = c.entries() * 3;
+        let entries = c.entries();
         let rows = c.at(pos);
-        let g = rows.len() / width.max(1);
-        crate::model::spn::map_tensor(rows, (g, 1, 1), dev)
+        let g = rows.len() / (3 * entries).max(1);
+        crate::model::spn::map_tensor(rows, (g, 1, 1, entries), dev)
     })
     .transpose()
 }

@@ -143,18 +143,19 @@ impl SpnNet {
         if let Some(l) = levels {
             neighbours::fill_all(&mut map, l, (h, w), neighbours::entries(&self.spec.net));
         }
-        Ok(Some(map_tensor(&map, (ks.len(), h, w), device)?))
+        let entries = neighbours::entries(&self.spec.net);
+        Ok(Some(map_tensor(&map, (ks.len(), h, w, entries), device)?))
     }
 }
 
 /// A copy map (or rows of one) as an int64 tensor `(B, h, w, E, 3)` on `device`.
 pub fn map_tensor(
     map: &[i32],
-    (b, h, w): (usize, usize, usize),
+    (b, h, w, e): (usize, usize, usize, usize),
     device: tch::Device,
 ) -> Result<Tensor> {
     let map: Vec<i64> = map.iter().map(|&v| i64::from(v)).collect();
-    let dims = [b as i64, h as i64, w as i64, -1, 3];
+    let dims = [b, h, w, e, 3].map(|d| d as i64);
     Ok(Tensor::f_from_slice(&map)?
         .f_view(dims)?
         .f_to_device(device)?)
