@@ -851,7 +851,12 @@ fn the_mean_pick_is_deterministic_and_keeps_the_known() {
 fn upscaling_by_a_factor_keeps_every_input_pixel_at_its_place() {
     let p = model("tiny", 9);
     let small = image::DynamicImage::ImageRgba8(image::RgbaImage::from_fn(7, 5, |x, y| {
-        image::Rgba([(x * 35) as u8, 90, (y * 50) as u8, if x == 0 { 0 } else { 255 }])
+        image::Rgba([
+            (x * 35) as u8,
+            90,
+            (y * 50) as u8,
+            if x == 0 { 0 } else { 255 },
+        ])
     }));
     let s = Sampler::new(&p, SampleOptions::default()).unwrap();
     let run = |factor| {
@@ -867,12 +872,23 @@ fn upscaling_by_a_factor_keeps_every_input_pixel_at_its_place() {
         let up = run(Some(f)).unwrap();
         assert_eq!(up.dimensions(), (7 * f, 5 * f), "factor {f}");
         for (x, y, px) in small.to_rgba8().enumerate_pixels() {
-            assert_eq!(up.get_pixel(f * x, f * y), px, "factor {f}: input pixel ({x}, {y})");
+            assert_eq!(
+                up.get_pixel(f * x, f * y),
+                px,
+                "factor {f}: input pixel ({x}, {y})"
+            );
         }
         // Between the input pixels the model draws (and alpha is interpolated): not a copy of the input.
-        assert!(up.pixels().any(|q| q[3] > 0 && q[3] < 255), "factor {f}: alpha interpolated");
+        assert!(
+            up.pixels().any(|q| q[3] > 0 && q[3] < 255),
+            "factor {f}: alpha interpolated"
+        );
     }
-    assert_eq!(run(None).unwrap(), run(Some(scale)).unwrap(), "the default is S");
+    assert_eq!(
+        run(None).unwrap(),
+        run(Some(scale)).unwrap(),
+        "the default is S"
+    );
     for bad in [0, 1, spn::sampler::MAX_UPSCALE_FACTOR + 1] {
         let e = run(Some(bad)).unwrap_err();
         assert!(

@@ -150,7 +150,15 @@ fn complete_and_upscale_keep_what_they_must() {
     assert!(!bad.exists());
     // The benchmark checks its factor before it divides by it.
     let emoji = fixtures().join("emoji8");
-    let err = spn_err(&["bench", "--model", s(bundle()), "--upscale", s(&emoji), "--factor", "0"]);
+    let err = spn_err(&[
+        "bench",
+        "--model",
+        s(bundle()),
+        "--upscale",
+        s(&emoji),
+        "--factor",
+        "0",
+    ]);
     assert!(err.contains("from 2 to 64"), "{err}");
 }
 

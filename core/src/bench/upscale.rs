@@ -214,7 +214,7 @@ pub fn run(
     pictures: Option<&Path>,
 ) -> Result<UpscaleReport> {
     // Checked before anything divides by it: the sampler's rule for the factor.
-    let s = Sampler::new(p, SampleOptions::default())?.upscale_factor(factor)? as u32;
+    let s = crate::sampler::upscale_factor(p.config(), factor)? as u32;
     let side = p.config().width as u32;
     let mut psnr_rows = Vec::new();
     let mut flat_rows = Vec::new();

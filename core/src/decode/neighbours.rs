@@ -329,10 +329,7 @@ pub fn fill_all(map: &mut [i32], values: &[[i64; 3]], (h, w): (usize, usize), en
     if width == 0 {
         return;
     }
-    for (rows, vals) in map
-        .chunks_exact_mut(n * width)
-        .zip(values.chunks_exact(n))
-    {
+    for (rows, vals) in map.chunks_exact_mut(n * width).zip(values.chunks_exact(n)) {
         for (pos, row) in rows.chunks_exact_mut(width).enumerate() {
             fill_in_slice(row, vals, pos, w);
         }
@@ -528,11 +525,7 @@ mod tests {
                         }
                     };
                     for c in 0..3 {
-                        assert_eq!(
-                            map[(p * e + o) * 3 + c],
-                            want(c),
-                            "stage {kind} pos {p}"
-                        );
+                        assert_eq!(map[(p * e + o) * 3 + c], want(c), "stage {kind} pos {p}");
                     }
                 }
             }
@@ -660,7 +653,8 @@ mod tests {
     }
 
     #[test]
-    fn line_entries_interpolate_between_the_nearest_earlier_pixels_on_either_side_in_their_spread_bin() {
+    fn line_entries_interpolate_between_the_nearest_earlier_pixels_on_either_side_in_their_spread_bin(
+    ) {
         let mut seen = std::collections::BTreeSet::new();
         for kind in [1, 2] {
             let (spec, cin, mut cond) = setup(kind);
@@ -742,7 +736,12 @@ mod tests {
             assert!(lines > 0);
         }
         // The data has lines in every bin of the tiny preset's cuts.
-        let bins = PipelineConfig::preset("tiny").unwrap().net.copy_spreads.len() + 1;
+        let bins = PipelineConfig::preset("tiny")
+            .unwrap()
+            .net
+            .copy_spreads
+            .len()
+            + 1;
         assert_eq!(seen.len(), bins, "bins seen: {seen:?}");
     }
 

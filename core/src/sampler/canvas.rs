@@ -59,6 +59,22 @@ pub fn default_overlap(window: usize) -> usize {
     window * 3 / 8
 }
 
+/// The factor of size upscaling: the one asked for (at least 2, at most [`MAX_UPSCALE_FACTOR`]), else the
+/// model's scale S (an error for a model of scale 1, which has no size to upscale).
+pub fn upscale_factor(config: &crate::config::PipelineConfig, asked: Option<u32>) -> Result<usize> {
+    match asked {
+        None if config.scale > 1 => Ok(config.scale as usize),
+        None => Err(Error::input(
+            "this model has scale 1: there is no size to upscale",
+        )),
+        Some(f) if (2..=MAX_UPSCALE_FACTOR).contains(&f) => Ok(f as usize),
+        Some(f) => Err(Error::input(format!(
+            "upscaling factor {f}: it must be from 2 to {MAX_UPSCALE_FACTOR} (by default the model's scale, {})",
+            config.scale
+        ))),
+    }
+}
+
 /// One result: an RGB image, or RGBA where the input had alpha.
 pub struct CanvasImage {
     pub image: DynamicImage,
@@ -227,16 +243,6 @@ impl Sampler<'_> {
         Ok((work, size))
     }
 
-    /// The scale S of size upscaling; an error for a model of scale 1, which has no size to upscale.
-    pub(super) fn size_scale(&self) -> Result<usize> {
-        match self.config.scale as usize {
-            1 => Err(Error::input(
-                "this model has scale 1: there is no size to upscale",
-            )),
-            s => Ok(s),
-        }
-    }
-
     /// An error for a single-stage model, which has no depth to upscale.
     pub(super) fn depth_stage(&self) -> Result<()> {
         match self.config.msb_bits {
@@ -247,18 +253,9 @@ impl Sampler<'_> {
         }
     }
 
-    /// The factor of size upscaling: the one asked for (at least 2, at most [`MAX_UPSCALE_FACTOR`]), else the
-    /// model's scale S.
+    /// The factor of size upscaling for this model ([`upscale_factor`]).
     pub fn upscale_factor(&self, asked: Option<u32>) -> Result<usize> {
-        match asked {
-            None => self.size_scale(),
-            Some(f) if (2..=MAX_UPSCALE_FACTOR).contains(&f) => Ok(f as usize),
-            Some(f) => Err(Error::input(format!(
-                "upscaling factor {f}: it must be from 2 to {MAX_UPSCALE_FACTOR} (by default the model's \
-                 scale, {})",
-                self.config.scale
-            ))),
-        }
+        upscale_factor(self.config, asked)
     }
 
     /// A canvas F times the small image's size, with the small image at every F-th pixel (known; for F = S,

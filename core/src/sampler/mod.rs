@@ -19,7 +19,8 @@ use crate::decode::{Engine, Network, SliceBatch};
 use crate::error::{Error, Result};
 use crate::subscale::{from_slices_host, merge_value, split_value, to_slices_host};
 pub use canvas::{
-    check_canvas_size, default_overlap, CanvasImage, CanvasJob, MAX_CANVAS_PIXELS, MAX_UPSCALE_FACTOR,
+    check_canvas_size, default_overlap, upscale_factor, CanvasImage, CanvasJob, MAX_CANVAS_PIXELS,
+    MAX_UPSCALE_FACTOR,
 };
 pub use draw::{draw, Pick};
 use rand::{Rng, SeedableRng};

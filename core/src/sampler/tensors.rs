@@ -174,7 +174,7 @@ impl Sampler<'_> {
     ) -> Result<Samples> {
         Self::check_seeds(seeds)?;
         let (h, w) = self.hw();
-        let s = self.size_scale()?;
+        let s = self.upscale_factor(None)?;
         self.check_image(small, h / s, w / s, "small image")?;
         let n = (h / s) * (w / s);
         let (mut stack, mut known) = (vec![0i64; 3 * h * w], vec![false; 3 * h * w]);

@@ -1093,7 +1093,12 @@ mod tests {
         let tensors = crate::weights::from_tensors(&old.named_weights()).unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.spn");
-        bundle::write(&path, bundle::base_meta(&old_config, &old.info).unwrap(), &tensors).unwrap();
+        bundle::write(
+            &path,
+            bundle::base_meta(&old_config, &old.info).unwrap(),
+            &tensors,
+        )
+        .unwrap();
 
         let bins = new_config.net.copy_spreads.len() + 1;
         assert!(bins > 1);
@@ -1112,7 +1117,11 @@ mod tests {
             }
             grown += 1;
             assert_eq!(got.shape[0], fixed + bins * lines, "{name}");
-            assert_eq!(&got.narrow(0, 0, fixed + lines), src, "{name}: old rows kept");
+            assert_eq!(
+                &got.narrow(0, 0, fixed + lines),
+                src,
+                "{name}: old rows kept"
+            );
             for b in 1..bins {
                 assert_eq!(
                     got.narrow(0, fixed + b * lines, lines),
