@@ -4,17 +4,20 @@
 # four Iconify styles rendered at 256 (`make data-256`: data/styles256/train/{noto,fluent-emoji-flat,openmoji,
 # emojione}), with left-right flips, 30% of the examples over a random flat colour or gradient, a fifth of
 # those without their emoji (--backgrounds 0.3, issue 15 item 5; it needs the data's alpha, which
-# `make data-256` keeps). The copy path has its palette, line entries and their spread bins (docs/design.md
-# section 3). Stop 22's run starts from the stop-21 run of this recipe, which had one bin
-# (models/training/styles256-stop21.spn: EMA weights at step 8,161 of its 12,000, trained at commit e5c22d7), every bin
-# starting with that run's line gates (`train::warm_start`: the density is unchanged at the start), and trains
-# stages B and C (stage A, 2% of the bits, keeps its weights). The stop-21 run started from the stop-19 run with
+# `make data-256` keeps). The copy path has its palette, line entries with their spread bins, and blend
+# entries (docs/design.md section 3). Stop 23's run starts from the stop-22 run of this recipe, which had no
+# blend entries (models/training/styles256-stop22.spn: EMA weights at step 1,110 of its 6,000, trained at
+# commit f651ff2; the blend gates start half open, `model::head::close_palette`), and trains stages B and C
+# (stage A, 2% of the bits, keeps its weights). The stop-22 run started from the stop-21 run, which had one
+# spread bin (models/training/styles256-stop21.spn: EMA weights at step 8,161 of its 12,000, trained at commit
+# e5c22d7), every bin starting with that run's line gates (`train::warm_start`: the density is unchanged at
+# the start). The stop-21 run started from the stop-19 run with
 # the palette but without the lines (models/training/styles256-stop19.spn, EMA weights at step 1,967 at commit
 # 1b5d866), which started from the stop-18 run without the palette (EMA weights at step 3,627 at commit
 # 53b8ea9), which started from the 64x64 model bundled at commit b472580 for 73% of its weights. Each start
 # takes every weight whose name and shape match (--warm-start).
 # Usage: recipes/styles256.sh [STEPS]   (resumable: rerun the same command)
-#   OUT=out/styles256.spn   WARM=models/training/styles256-stop21.spn
+#   OUT=out/styles256.spn   WARM=models/training/styles256-stop22.spn
 # Every random choice is seeded by (seed, step), so an interrupted run resumed with the same command ends with the
 # same weights. A run's checkpoint committed in models/training/ (recipes/checkpoint.sh) is where a fresh
 # checkout resumes from.
@@ -25,7 +28,7 @@ trap 'exit 143' TERM
 cd "$(dirname "$0")/.."
 STEPS=${1:-6000}
 OUT=${OUT:-out/styles256.spn}
-WARM=${WARM:-models/training/styles256-stop21.spn}
+WARM=${WARM:-models/training/styles256-stop22.spn}
 SPN=${SPN:-target/release/spn}
 [ -f data/styles256/.done ] || { echo "no data/styles256: run make data-256 first" >&2; exit 1; }
 mkdir -p "$(dirname "$OUT")"

@@ -65,6 +65,12 @@ pub struct NetConfig {
     /// of the file when empty (one bin), so bundles without it stay readable by earlier versions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub copy_spreads: Vec<i32>,
+    /// The copy path's blend entries (`decode::neighbours::BLENDS`, docs/design.md section 3): along each
+    /// line direction, the value an antialiased edge pixel takes once an earlier channel has fixed how much of
+    /// each side it mixes. Left out of the file when off, so bundles without it stay readable by earlier
+    /// versions.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub copy_blends: bool,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -275,6 +281,7 @@ impl PipelineConfig {
             dropout: 0.0,
             copy: true,
             copy_spreads: COPY_SPREADS.to_vec(),
+            copy_blends: true,
         };
         // Sized for a 2-core CPU: training throughput and sampling speed over depth.
         let emoji_net = NetConfig {
@@ -287,6 +294,7 @@ impl PipelineConfig {
             dropout: 0.0,
             copy: true,
             copy_spreads: COPY_SPREADS.to_vec(),
+            copy_blends: true,
         };
         // Sized for one GPU (see recipes/gpu.sh): wider and deeper, with dropout because 3,597 training
         // images overfit even the CPU-sized net. About 39 MB as a bundle.
@@ -300,6 +308,7 @@ impl PipelineConfig {
             dropout: 0.1,
             copy: true,
             copy_spreads: COPY_SPREADS.to_vec(),
+            copy_blends: true,
         };
         // Every preset is square, with a plain stage A.
         let make = |size: i64, scale: i64, msb_bits: Option<u32>, net: NetConfig| PipelineConfig {
@@ -536,6 +545,7 @@ mod tests {
             dropout: 0.0,
             copy: rng.gen_bool(0.5),
             copy_spreads: [vec![], vec![0], COPY_SPREADS.to_vec()][rng.gen_range(0..3)].clone(),
+            copy_blends: rng.gen_bool(0.5),
         }
     }
 

@@ -49,13 +49,94 @@ pub const FIXED: usize = IMAGE.len() + IN_SLICE.len() + PALETTE;
 
 /// Entries of a target's row of the copy map for a stage's network (0 without the copy path): [`FIXED`], then
 /// one group of [`LINES`] per spread bin of `net.copy_spreads` (bin 0 first, so that a model without bins
-/// has the rows of bin 0 and warm-starts one with them, `train::warm_start`).
+/// has the rows of bin 0 and warm-starts one with them, `train::warm_start`), then with `net.copy_blends`
+/// the [`BLENDS`] entries.
 pub fn entries(net: &NetConfig) -> usize {
     if net.copy {
-        FIXED + LINES.len() * (net.copy_spreads.len() + 1)
+        FIXED + LINES.len() * (net.copy_spreads.len() + 1) + blends(net)
     } else {
         0
     }
+}
+
+/// Blend entries, the last of a row: one per direction of [`LINES`]. Why: an antialiased edge pixel mixes
+/// the colours on either side of the edge, one weight for all three channels, so once red is chosen the
+/// weight is known and green and blue follow ([`blend_level`]). On 16 held-out noto emoji at 256x256, edge
+/// pixels (9.6% of the pixels) took 53% of the bits, and along the direction of the largest spread the
+/// weight red implies gave green exactly for 61% of them and blue (from red or green) for 77%
+/// (models/README.md, stop 23). No fixed candidate can say this: it depends on the pixel's own red.
+pub const BLENDS: usize = LINES.len();
+
+/// The blend entries of a stage's network.
+pub fn blends(net: &NetConfig) -> usize {
+    if net.copy && net.copy_blends {
+        BLENDS
+    } else {
+        0
+    }
+}
+
+/// How far apart the sides of a blend must be in the channel that fixes the weight: one level apart, every
+/// weight rounds to one side, which the image neighbours already offer.
+pub const BLEND_MIN_SPREAD: i32 = 2;
+/// A blend entry's channel holds its two sides packed into one map value, [`SIDES_BASE`] and above (a level
+/// is below 256, [`NONE`] and [`PENDING`] are negative): `SIDES_BASE + (a + SIDES_OFFSET) * SIDES_SPAN + c
+/// + SIDES_OFFSET`, the sides `a`, `c` relative to the target's band (stage C: full values less the target's
+/// MSBs times the own levels), so in -255..=255.
+pub const SIDES_BASE: i32 = 1 << 20;
+pub const SIDES_SPAN: i32 = 1024;
+pub const SIDES_OFFSET: i32 = 512;
+
+/// A blend entry's map value for sides `a`, `c`.
+pub fn pack_sides(a: i32, c: i32) -> i32 {
+    SIDES_BASE + (a + SIDES_OFFSET) * SIDES_SPAN + c + SIDES_OFFSET
+}
+
+/// The sides of a map value, None for anything but a blend entry's.
+pub fn unpack_sides(v: i32) -> Option<(i32, i32)> {
+    (v >= SIDES_BASE).then(|| {
+        let u = v - SIDES_BASE;
+        (u / SIDES_SPAN - SIDES_OFFSET, u % SIDES_SPAN - SIDES_OFFSET)
+    })
+}
+
+/// The level a blend entry offers channel `ch`, and whether the earlier channel that did not fix the
+/// weight agrees with it (the entry's `matched`, [`add_copy_bonus`]); None where it offers none. `sides`:
+/// the entry's three channels ([`unpack_sides`]); `earlier`: the levels chosen so far; `levels`: the
+/// channel's. The weight comes from the earlier channel whose sides are furthest apart (the lower on a tie),
+/// at least [`BLEND_MIN_SPREAD`]; its level, clamped between its sides, is `c + w (a - c)`, and channel `x`
+/// then takes `c_x + w (a_x - c_x)`, rounded half up in integers (so that every engine agrees) and
+/// clamped into the band. Red gets none: nothing fixes its weight.
+pub fn blend_level(
+    sides: &[(i32, i32); 3],
+    earlier: &[i64; 3],
+    ch: usize,
+    levels: usize,
+) -> Option<(i32, bool)> {
+    let spread = |c: usize| (sides[c].0 - sides[c].1).abs();
+    let anchor = (0..ch.min(3)).fold(None, |best: Option<usize>, c| match best {
+        Some(b) if spread(b) >= spread(c) => Some(b),
+        _ => Some(c),
+    })?;
+    if spread(anchor) < BLEND_MIN_SPREAD {
+        return None;
+    }
+    let (aa, ca) = sides[anchor];
+    let t = (earlier[anchor] as i32).clamp(aa.min(ca), aa.max(ca));
+    let top = levels as i32 - 1;
+    let predict = |x: usize| {
+        let (ax, cx) = sides[x];
+        let (mut num, mut den) = ((t - ca) * (ax - cx), aa - ca);
+        if den < 0 {
+            (num, den) = (-num, -den);
+        }
+        (cx + (2 * num + den).div_euclid(2 * den)).clamp(0, top)
+    };
+    // With two earlier channels, the one that did not fix the weight agrees or not.
+    let matched = (0..ch)
+        .filter(|&c| c != anchor)
+        .any(|c| i64::from(predict(c)) == earlier[c]);
+    Some((predict(ch), matched))
 }
 
 /// The spread bin of a line entry whose two sides differ by up to `spread` (the largest of its channels, in
@@ -192,21 +273,41 @@ pub fn copy_map(
                 })
             };
             let msb = with_msb.then_some(target_msb);
-            for (j, &(dy, dx)) in LINES.iter().enumerate() {
-                if let (Some(before), Some(after)) = (nearest(-dy, -dx), nearest(dy, dx)) {
-                    let spread = (0..3).map(|c| (before.1[c] - after.1[c]).abs()).max();
-                    let bin = spread_bin(spread.unwrap_or(0), &spec.net.copy_spreads);
-                    px[(FIXED + bin * LINES.len() + j) * 3..][..3].copy_from_slice(&interpolate(
-                        before,
-                        after,
-                        own_levels as i32,
-                        msb,
-                    ));
-                }
-            }
+            let sides = LINES.map(|(dy, dx)| nearest(-dy, -dx).zip(nearest(dy, dx)));
+            line_entries(px, &spec.net, &sides, own_levels as i32, msb);
         }
     }
     Ok(out)
+}
+
+/// Writes the line and blend entries of a target's row `px` ([`copy_map`]): `sides`, per direction of
+/// [`LINES`], the nearest earlier pixels on either side `(distance, full values)`; `msb`: the target's MSBs
+/// (stage C).
+fn line_entries(
+    px: &mut [i32],
+    net: &NetConfig,
+    sides: &[Option<((isize, [i32; 3]), (isize, [i32; 3]))>; 4],
+    own_levels: i32,
+    msb: Option<[i32; 3]>,
+) {
+    let first_blend = px.len() / 3 - blends(net);
+    for (j, &(before, after)) in sides
+        .iter()
+        .enumerate()
+        .filter_map(|(j, s)| Some((j, s.as_ref()?)))
+    {
+        let spread = (0..3).map(|c| (before.1[c] - after.1[c]).abs()).max();
+        let bin = spread_bin(spread.unwrap_or(0), &net.copy_spreads);
+        px[(FIXED + bin * LINES.len() + j) * 3..][..3]
+            .copy_from_slice(&interpolate(before, after, own_levels, msb));
+        if blends(net) > 0 {
+            // Relative to the target's band, as the levels the head chooses are.
+            let lo = |c: usize| msb.map_or(0, |m| m[c] * own_levels);
+            for c in 0..3 {
+                px[(first_blend + j) * 3 + c] = pack_sides(before.1[c] - lo(c), after.1[c] - lo(c));
+            }
+        }
+    }
 }
 
 /// A line entry: the full values `va`, `vc` at distances `ta`, `tc` on either side of the target, weighted by
@@ -412,13 +513,24 @@ pub fn add_copy_bonus(
     earlier: &[i64; 3],
 ) {
     for o in 0..copy.len().min(gate.len()).min(agree.len()) / 3 {
-        let v = copy[o * 3 + ch];
+        let row = &copy[o * 3..][..3];
+        let (v, matched) = match [0, 1, 2].map(|c| unpack_sides(row[c])) {
+            [Some(r), Some(g), Some(b)] => {
+                match blend_level(&[r, g, b], earlier, ch, logits.len()) {
+                    Some((v, m)) => (v, usize::from(m)),
+                    None => continue,
+                }
+            }
+            _ => (
+                row[ch],
+                (0..ch)
+                    .filter(|&c| row[c] >= 0 && row[c] as i64 == earlier[c])
+                    .count(),
+            ),
+        };
         if v < 0 || v as usize >= logits.len() {
             continue;
         }
-        let matched = (0..ch)
-            .filter(|&c| copy[o * 3 + c] >= 0 && copy[o * 3 + c] as i64 == earlier[c])
-            .count();
         let z = gate[o * 3 + ch] + agree[o * 3 + ch] * matched as f32;
         logits[v as usize] += softplus(z);
     }
@@ -696,9 +808,18 @@ mod tests {
                         let bins: Vec<&[i32]> = (0..=spec.net.copy_spreads.len())
                             .map(|bin| &map[(p * e + FIXED + bin * LINES.len() + j) * 3..][..3])
                             .collect();
+                        let blend = &map[(p * e + e - BLENDS + j) * 3..][..3];
                         match (find(-1), find(1)) {
                             (Some((ta, ya, xa)), Some((tc, yc, xc))) => {
                                 lines += 1;
+                                // Every MSB is 0: the sides as they are.
+                                for (c, &got) in blend.iter().enumerate() {
+                                    let sides = (
+                                        value(ya as usize, xa as usize, c),
+                                        value(yc as usize, xc as usize, c),
+                                    );
+                                    assert_eq!(unpack_sides(got), Some(sides), "blend {j}");
+                                }
                                 let (mut want, mut spread) = ([0; 3], 0);
                                 for c in 0..3 {
                                     let (va, vc) = (
@@ -726,7 +847,7 @@ mod tests {
                                 }
                             }
                             _ => assert!(
-                                bins.iter().all(|got| *got == [NONE; 3]),
+                                bins.iter().all(|got| *got == [NONE; 3]) && blend == [NONE; 3],
                                 "stage {kind} slice {k} pos {p} line {j}"
                             ),
                         }
@@ -760,5 +881,84 @@ mod tests {
         let mut logits = vec![0f32; 8];
         add_copy_bonus(&mut logits, &gate, &agree, &copy, 2, &[3, 5, 0]);
         assert!((logits[1] - 2.0 * softplus(0.5 + 1.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn sides_pack_into_one_value_above_every_level() {
+        for (a, c) in [(-255, 255), (0, 0), (255, -255), (31, -7)] {
+            let v = pack_sides(a, c);
+            assert!(v > 255, "{v}");
+            assert_eq!(unpack_sides(v), Some((a, c)));
+        }
+        for v in [NONE, PENDING, 0, 255] {
+            assert_eq!(unpack_sides(v), None);
+        }
+    }
+
+    #[test]
+    fn a_blend_takes_its_weight_from_the_earlier_channel_whose_sides_differ_most() {
+        // Half-way in red: green half-way too, blue a quarter of the way from 50 to 0... (0 - 50) / 2.
+        let sides = [(200, 0), (100, 0), (0, 50)];
+        assert_eq!(
+            blend_level(&sides, &[0; 3], 0, 256),
+            None,
+            "red has no weight"
+        );
+        assert_eq!(blend_level(&sides, &[100, 0, 0], 1, 256), Some((50, false)));
+        // Blue from red; green agrees when it is what red implies.
+        assert_eq!(blend_level(&sides, &[100, 50, 0], 2, 256), Some((25, true)));
+        assert_eq!(
+            blend_level(&sides, &[100, 51, 0], 2, 256),
+            Some((25, false))
+        );
+        // Red beyond its sides counts as the nearer side.
+        assert_eq!(
+            blend_level(&sides, &[255, 0, 0], 1, 256),
+            Some((100, false))
+        );
+        // Green's sides are further apart than red's: blue takes green's weight, a quarter of the way from
+        // 100 to 0, and red agrees when it is 12 + (10 - 12) * 3/4 = 10.5, rounded half up to 11.
+        let sides = [(10, 12), (0, 100), (0, 200)];
+        assert_eq!(blend_level(&sides, &[11, 25, 0], 2, 256), Some((50, true)));
+        assert_eq!(blend_level(&sides, &[10, 25, 0], 2, 256), Some((50, false)));
+        // Sides one level apart fix no weight.
+        assert_eq!(
+            blend_level(&[(5, 6), (0, 9), (0, 9)], &[5, 0, 0], 1, 256),
+            None
+        );
+        // The result is a level of the channel: clamped into the band.
+        assert_eq!(
+            blend_level(&[(0, 10), (-40, 40), (0, 0)], &[1, 0, 0], 1, 32),
+            Some((0, false))
+        );
+        assert_eq!(
+            blend_level(&[(0, 10), (40, 20), (0, 0)], &[2, 0, 0], 1, 32),
+            Some((31, false))
+        );
+    }
+
+    #[test]
+    fn a_blend_entry_adds_its_bonus_to_the_level_the_earlier_channels_imply() {
+        let e = FIXED + LINES.len() + BLENDS;
+        let mut copy = vec![NONE; e * 3];
+        let blend = (e - BLENDS) * 3;
+        for (c, (a, s)) in [(200, 0), (100, 0), (0, 50)].into_iter().enumerate() {
+            copy[blend + c] = pack_sides(a, s);
+        }
+        let (gate, agree) = (vec![0.5f32; e * 3], vec![1.0f32; e * 3]);
+        let bonus = |ch: usize, earlier: [i64; 3]| {
+            let mut logits = vec![0f32; 256];
+            add_copy_bonus(&mut logits, &gate, &agree, &copy, ch, &earlier);
+            logits
+                .iter()
+                .enumerate()
+                .filter(|(_, &l)| l != 0.0)
+                .map(|(v, &l)| (v, l))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bonus(0, [0; 3]), vec![]);
+        assert_eq!(bonus(1, [100, 0, 0]), vec![(50, softplus(0.5))]);
+        assert_eq!(bonus(2, [100, 50, 0]), vec![(25, softplus(1.5))]);
+        assert_eq!(bonus(2, [100, 49, 0]), vec![(25, softplus(0.5))]);
     }
 }

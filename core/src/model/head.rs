@@ -2,7 +2,9 @@
 //! pixel; only this small head runs per channel.
 use super::layers::{linear, new_embedding, new_linear, new_randn, Embedding};
 use super::values::Values;
-use crate::decode::neighbours::{IMAGE, IN_SLICE};
+use crate::decode::neighbours::{
+    BLEND_MIN_SPREAD, IMAGE, IN_SLICE, SIDES_BASE, SIDES_OFFSET, SIDES_SPAN,
+};
 use crate::error::Result;
 use tch::{nn, Kind, Tensor};
 
@@ -14,6 +16,8 @@ pub struct CopyGates {
     /// `(E * 3)`, E entries (`neighbours::entries`).
     pub agree: Tensor,
     entries: i64,
+    /// The last `blends` entries are blend entries (`neighbours::blend_level`).
+    blends: i64,
 }
 
 #[derive(Debug)]
@@ -27,8 +31,14 @@ pub struct ChannelHead {
 }
 
 impl ChannelHead {
-    /// `copy_entries`: the copy path's entries per target (`neighbours::entries`), 0 without it.
-    pub fn new(vs: nn::Path, dim: i64, levels: i64, copy_entries: usize) -> Result<Self> {
+    /// `copy_entries`: the copy path's entries per target (`neighbours::entries`), 0 without it, of which
+    /// the last `blends` are blend entries (`neighbours::blends`).
+    pub fn new(
+        vs: nn::Path,
+        dim: i64,
+        levels: i64,
+        (copy_entries, blends): (usize, usize),
+    ) -> Result<Self> {
         let emb = |n: &str| new_embedding(&(&vs / n), levels, dim);
         let lin = |n: &str| new_linear(&(&vs / n), dim, levels);
         Ok(Self {
@@ -41,11 +51,12 @@ impl ChannelHead {
                 .then(|| -> Result<CopyGates> {
                     let gates = 3 * copy_entries as i64;
                     let gate = new_linear(&(&vs / "copy_gate"), dim, gates)?;
-                    close_palette(&gate)?;
+                    close_palette(&gate, 3 * blends as i64)?;
                     Ok(CopyGates {
                         gate,
                         agree: new_randn(&vs, "copy_agree", &[gates], 0.01)?,
                         entries: copy_entries as i64,
+                        blends: blends as i64,
                     })
                 })
                 .transpose()?,
@@ -107,14 +118,18 @@ impl ChannelHead {
 /// Starts the gates of the palette and the line entries closed (zero weights, bias -4: a bonus of 0.018 nats), so that a model warm
 /// started from one without the palette (`train::warm_start` keeps the old rows) begins with its density
 /// unchanged: random gates on trained features gave each palette colour nats of bonus, and the 64 run's
-/// training loss went from 0.97 to 1.42 bits/dim in its first 100 steps.
-fn close_palette(gate: &nn::Linear) -> Result<()> {
+/// training loss went from 0.97 to 1.42 bits/dim in its first 100 steps. The last `blend_gates` (the blend
+/// entries) start half open (bias 0, a bonus of 0.69 nats): closed, Adam opens a gate by about the learning
+/// rate a step (the spread bins' lesson, models/README.md, stop 22), and a blend is right for most of the
+/// edge pixels it serves.
+fn close_palette(gate: &nn::Linear, blend_gates: i64) -> Result<()> {
     let first = 3 * (IMAGE.len() + IN_SLICE.len()) as i64;
-    let n = gate.ws.size().first().copied().unwrap_or(0) - first;
+    let all = gate.ws.size().first().copied().unwrap_or(0);
     tch::no_grad(|| -> Result<()> {
-        let _ = gate.ws.f_narrow(0, first, n)?.f_zero_()?;
+        let _ = gate.ws.f_narrow(0, first, all - first)?.f_zero_()?;
         if let Some(b) = &gate.bs {
-            let _ = b.f_narrow(0, first, n)?.f_fill_(-4.0)?;
+            let _ = b.f_narrow(0, first, all - first)?.f_fill_(-4.0)?;
+            let _ = b.f_narrow(0, all - blend_gates, blend_gates)?.f_zero_()?;
         }
         Ok(())
     })
@@ -132,35 +147,137 @@ impl CopyGates {
         map: &Tensor,
     ) -> Result<Tensor> {
         let n = self.entries;
-        let (b, h, w, _) = logits.size4()?;
+        let (b, h, w, levels) = logits.size4()?;
         let map = map.f_view([b, h, w, n, 3])?;
-        let level = |ch: usize| map.f_select(4, ch as i64); // (B, h, w, N)
-        let valid = |v: &Tensor| v.f_ge(0)?.f_to_kind(Kind::Float);
         let z = linear(t, &self.gate)?
             .f_view([b, h, w, n, 3])?
             .f_select(4, c as i64)?;
         let agree = self.agree.f_view([n, 3])?.f_select(1, c as i64)?; // (N,)
-        let mut matched = Tensor::f_zeros_like(&z)?;
-        for (ch, v) in earlier.iter().enumerate().take(c) {
-            let nb = level(ch)?;
-            let same = match v {
-                Values::Hard(e) => e
-                    .f_unsqueeze(-1)?
-                    .f_eq_tensor(&nb)?
-                    .f_to_kind(Kind::Float)?,
-                // One-hot: the probability mass on the neighbour's level.
-                Values::Soft(e) => {
-                    e.f_permute([0, 2, 3, 1])?
-                        .f_gather(3, &nb.f_clamp_min(0)?, false)?
-                }
-            };
-            matched = matched.f_add(&same.f_mul(&valid(&nb)?)?)?;
+        let plain = n - self.blends;
+        let (v, matched) = plain_levels(&map.f_narrow(3, 0, plain)?, c, earlier)?;
+        let part = |t: &Tensor| t.f_narrow(-1, 0, plain);
+        let logits = scatter_bonus(logits, &part(&z)?, &part(&agree)?, &v, &matched)?;
+        if self.blends == 0 || c == 0 {
+            return Ok(logits);
         }
-        let v = level(c)?;
-        let bonus = z
-            .f_add(&matched.f_mul(&agree)?)?
-            .f_softplus()?
-            .f_mul(&valid(&v)?)?;
-        Ok(logits.f_scatter_add(3, &v.f_clamp_min(0)?, &bonus)?)
+        let (v, matched) = blend_levels(&map.f_narrow(3, plain, self.blends)?, c, earlier, levels)?;
+        let part = |t: &Tensor| t.f_narrow(-1, plain, self.blends);
+        scatter_bonus(logits, &part(&z)?, &part(&agree)?, &v, &matched)
     }
+}
+
+/// Adds `softplus(z + agree * matched)` to the logit of each entry's level `v` (`(B, h, w, N)`, negative:
+/// none).
+fn scatter_bonus(
+    logits: Tensor,
+    z: &Tensor,
+    agree: &Tensor,
+    v: &Tensor,
+    matched: &Tensor,
+) -> Result<Tensor> {
+    let bonus = z
+        .f_add(&matched.f_mul(agree)?)?
+        .f_softplus()?
+        .f_mul(&v.f_ge(0)?.f_to_kind(Kind::Float)?)?;
+    Ok(logits.f_scatter_add(3, &v.f_clamp_min(0)?, &bonus)?)
+}
+
+/// The plain entries' levels for channel `c` and how many earlier channels agree with each: `map`
+/// `(B, h, w, N, 3)`.
+fn plain_levels(map: &Tensor, c: usize, earlier: &[Values]) -> Result<(Tensor, Tensor)> {
+    let level = |ch: usize| map.f_select(4, ch as i64); // (B, h, w, N)
+    let v = level(c)?;
+    let mut matched = Tensor::f_zeros(v.size(), (Kind::Float, v.device()))?;
+    for (ch, e) in earlier.iter().enumerate().take(c) {
+        let nb = level(ch)?;
+        let same = match e {
+            Values::Hard(e) => e
+                .f_unsqueeze(-1)?
+                .f_eq_tensor(&nb)?
+                .f_to_kind(Kind::Float)?,
+            // One-hot: the probability mass on the neighbour's level.
+            Values::Soft(e) => {
+                e.f_permute([0, 2, 3, 1])?
+                    .f_gather(3, &nb.f_clamp_min(0)?, false)?
+            }
+        };
+        matched = matched.f_add(&same.f_mul(&nb.f_ge(0)?.f_to_kind(Kind::Float)?)?)?;
+    }
+    Ok((v, matched))
+}
+
+/// `neighbours::blend_level` for every blend entry at once: `map` `(B, h, w, K, 3)` of packed sides,
+/// channel `c` >= 1; the levels (-1: none) and whether the other earlier channel agrees, `(B, h, w, K)`.
+fn blend_levels(
+    map: &Tensor,
+    c: usize,
+    earlier: &[Values],
+    levels: i64,
+) -> Result<(Tensor, Tensor)> {
+    let valid = map.f_select(4, 0)?.f_ge(SIDES_BASE as i64)?;
+    let packed = map.f_sub_scalar(SIDES_BASE as i64)?.f_clamp_min(0)?;
+    let a = packed
+        .f_div_scalar_mode(SIDES_SPAN as i64, "floor")?
+        .f_sub_scalar(SIDES_OFFSET as i64)?;
+    let cc = packed
+        .f_remainder(SIDES_SPAN as i64)?
+        .f_sub_scalar(SIDES_OFFSET as i64)?;
+    let side = |t: &Tensor, ch: i64| t.f_select(4, ch);
+    // The chosen levels of the earlier channels, (B, h, w, 1).
+    let chosen = |ch: usize| -> Result<Tensor> {
+        let e = match &earlier[ch] {
+            Values::Hard(e) => e.shallow_clone(),
+            Values::Soft(e) => e.f_argmax(1, false)?,
+        };
+        Ok(e.f_unsqueeze(-1)?)
+    };
+    let spread = |ch: i64| side(&a, ch)?.f_sub(&side(&cc, ch)?)?.f_abs();
+    // The anchor is green only for blue, where green's sides are strictly further apart than red's.
+    let green = if c >= 2 {
+        spread(1)?.f_gt_tensor(&spread(0)?)?
+    } else {
+        Tensor::f_zeros_like(&valid)?
+    };
+    let pick = |g: &Tensor, r: &Tensor| g.f_where_self(&green, r);
+    let (aa, ca) = (
+        pick(&side(&a, 1)?, &side(&a, 0)?)?,
+        pick(&side(&cc, 1)?, &side(&cc, 0)?)?,
+    );
+    let t = if c >= 2 {
+        pick(&chosen(1)?.f_expand_as(&aa)?, &chosen(0)?.f_expand_as(&aa)?)?
+    } else {
+        chosen(0)?.f_expand_as(&aa)?
+    };
+    let t = t
+        .f_maximum(&aa.f_minimum(&ca)?)?
+        .f_minimum(&aa.f_maximum(&ca)?)?;
+    let den = aa.f_sub(&ca)?;
+    let ok = valid.f_logical_and(&den.f_abs()?.f_ge(i64::from(BLEND_MIN_SPREAD))?)?;
+    // Rounded half up, the denominator made positive (and 1 where there is no entry).
+    let sign = den.f_sign()?;
+    let d = den.f_abs()?.f_clamp_min(1)?;
+    let predict = |x: i64| -> Result<Tensor> {
+        let (ax, cx) = (side(&a, x)?, side(&cc, x)?);
+        let num = t.f_sub(&ca)?.f_mul(&ax.f_sub(&cx)?)?.f_mul(&sign)?;
+        Ok(cx
+            .f_add(
+                &num.f_mul_scalar(2)?
+                    .f_add(&d)?
+                    .f_div_tensor_mode(&d.f_mul_scalar(2)?, "floor")?,
+            )?
+            .f_clamp(0, levels - 1)?)
+    };
+    let v = predict(c as i64)?.f_where_scalarother(&ok, -1)?;
+    let matched = if c >= 2 {
+        // The earlier channel that is not the anchor: red where green is, green where red is.
+        let other_pred = pick(&predict(0)?, &predict(1)?)?;
+        let other = pick(&chosen(0)?.f_expand_as(&aa)?, &chosen(1)?.f_expand_as(&aa)?)?;
+        other_pred
+            .f_eq_tensor(&other)?
+            .f_logical_and(&ok)?
+            .f_to_kind(Kind::Float)?
+    } else {
+        Tensor::f_zeros(v.size(), (Kind::Float, v.device()))?
+    };
+    Ok((v, matched))
 }

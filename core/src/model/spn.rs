@@ -28,7 +28,10 @@ impl SpnNet {
                 &vs / "head",
                 spec.net.channels,
                 spec.levels(),
-                neighbours::entries(&spec.net),
+                (
+                    neighbours::entries(&spec.net),
+                    neighbours::blends(&spec.net),
+                ),
             )?,
         })
     }

@@ -351,6 +351,7 @@ fn warm_start(p: &Pipeline, from: &Path) -> Result<()> {
     if contents.meta.contains_key("train_state") {
         return Err(bundle::checkpoint_not_model(from));
     }
+    let (from_config, _) = bundle::parse_meta(from, &contents.meta)?;
     let (mut copied, mut total) = (0i64, 0i64);
     for (name, t) in p.named_weights() {
         total += t.numel() as i64;
@@ -366,15 +367,11 @@ fn warm_start(p: &Pipeline, from: &Path) -> Result<()> {
             continue;
         }
         let src = s.to_tensor()?.f_to_device(t.device())?;
-        let rows = s.shape.first().copied().unwrap_or(1) as i64;
-        let mut dst = if grown {
-            t.f_narrow(0, 0, rows)?
-        } else {
-            t.shallow_clone()
-        };
-        tch::no_grad(|| dst.f_copy_(&src))?;
         if grown {
-            split_lines_into_bins(&t, &src, rows)?;
+            let blends = |c: &PipelineConfig| 3 * blend_entries(c, &name) as i64;
+            grow_entries(&t, &src, (blends(&from_config), blends(&p.config)))?;
+        } else {
+            tch::no_grad(|| t.shallow_clone().f_copy_(&src))?;
         }
         copied += s.numel() as i64;
     }
@@ -392,12 +389,49 @@ fn warm_start(p: &Pipeline, from: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The blend entries of the stage whose weight `name` is (names start with its kind, `Pipeline::new`).
+fn blend_entries(config: &PipelineConfig, name: &str) -> usize {
+    config
+        .stages()
+        .iter()
+        .find(|s| {
+            name.strip_prefix(s.kind.name())
+                .is_some_and(|r| r.starts_with('.'))
+        })
+        .map_or(0, |s| crate::decode::neighbours::blends(&s.net))
+}
+
+/// A copy-path weight `t` grown from `src` (one row per entry and channel): the source's entries before its
+/// blend entries start the new tensor (line rows spread into the new bins, [`split_lines_into_bins`]), its
+/// blend rows, if the new tensor has as many, end it, and everything else keeps its initialisation.
+/// `blend_rows`: the source's and the new tensor's.
+fn grow_entries(t: &tch::Tensor, src: &tch::Tensor, blend_rows: (i64, i64)) -> Result<()> {
+    let all = t.size().first().copied().unwrap_or(0);
+    let rows = src.size().first().copied().unwrap_or(0) - blend_rows.0;
+    let plain = t.f_narrow(0, 0, all - blend_rows.1)?;
+    tch::no_grad(|| {
+        plain
+            .f_narrow(0, 0, rows)?
+            .f_copy_(&src.f_narrow(0, 0, rows)?)
+    })?;
+    split_lines_into_bins(&plain, &src.f_narrow(0, 0, rows)?, rows)?;
+    if blend_rows.0 > 0 && blend_rows.0 == blend_rows.1 {
+        let to = t.f_narrow(0, all - blend_rows.1, blend_rows.1)?;
+        tch::no_grad(|| {
+            to.shallow_clone()
+                .f_copy_(&src.f_narrow(0, rows, blend_rows.0)?)
+        })?;
+    }
+    Ok(())
+}
+
 /// A copy path grown from one bin of line entries to several (`net.copy_spreads`, docs/design.md section 3):
 /// every new bin starts with the trained rows of the one bin, so that each line entry, whichever bin its
 /// spread puts it in, has the gate it had, and the model starts with its density unchanged; training then
 /// tells the bins apart. (Started closed instead, the bins' gates stayed nearly shut: at a fine-tuning
 /// learning rate Adam moves a bias by about the rate a step, and from -4 that is thousands of steps.)
-/// `t`: the new tensor, whose first `rows` rows are the source `src`.
+/// `t`: the new tensor up to its blend entries' rows (those keep their initialisation), whose first `rows`
+/// rows are the source `src`.
 fn split_lines_into_bins(t: &tch::Tensor, src: &tch::Tensor, rows: i64) -> Result<()> {
     use crate::decode::neighbours::{FIXED, LINES};
     let (fixed, lines) = (3 * FIXED as i64, 3 * LINES.len() as i64);
@@ -1021,7 +1055,7 @@ impl Trainer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decode::neighbours::{entries, IMAGE, IN_SLICE};
+    use crate::decode::neighbours::{entries, BLENDS, IMAGE, IN_SLICE};
     use crate::weights::HostTensor;
 
     /// A model saved before the copy path had its palette and lines (gates for 12 entries) warm-starts one
@@ -1040,7 +1074,14 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("old.spn");
-        bundle::write(&path, bundle::base_meta(&c, &old.info).unwrap(), &tensors).unwrap();
+        let mut old_config = c.clone();
+        old_config.net.copy_blends = false;
+        bundle::write(
+            &path,
+            bundle::base_meta(&old_config, &old.info).unwrap(),
+            &tensors,
+        )
+        .unwrap();
 
         tch::manual_seed(4);
         let e = entries(&c.net);
@@ -1063,16 +1104,23 @@ mod tests {
                 src,
                 "{name} keeps the old rows"
             );
-            let fresh = got.narrow(0, old_rows, 3 * e - old_rows);
+            // The palette and the lines closed, the blends half open (`model::head::close_palette`).
+            let blend_rows = 3 * BLENDS;
+            let fresh = got.narrow(0, old_rows, 3 * e - old_rows - blend_rows);
             let want = if name.ends_with("copy_gate.bias") {
                 -4.0
             } else {
                 0.0
             };
+            let blend = got.narrow(0, 3 * e - blend_rows, blend_rows);
             if !name.ends_with("copy_agree") {
                 assert!(
                     fresh.data.iter().all(|&v| v == want),
                     "{name}: palette closed"
+                );
+                assert!(
+                    blend.data.iter().all(|&v| v == 0.0),
+                    "{name}: blends half open"
                 );
             }
         }
@@ -1084,11 +1132,19 @@ mod tests {
     /// rows it had (so each entry keeps its gate whatever its bin), everything else is copied.
     #[test]
     fn a_warm_start_into_spread_bins_gives_every_bin_the_trained_line_gates() {
+        for old_blends in [false, true] {
+            warm_start_into_spread_bins(old_blends);
+        }
+    }
+
+    /// `old_blends`: the old model has blend entries, which then start the new model's.
+    fn warm_start_into_spread_bins(old_blends: bool) {
         use crate::decode::neighbours::{FIXED, LINES};
         tch::manual_seed(5);
         let new_config = PipelineConfig::preset("tiny").unwrap();
         let mut old_config = new_config.clone();
         old_config.net.copy_spreads.clear();
+        old_config.net.copy_blends = old_blends;
         let old = Pipeline::new(old_config.clone(), Device::Cpu).unwrap();
         let tensors = crate::weights::from_tensors(&old.named_weights()).unwrap();
         let dir = tempfile::tempdir().unwrap();
@@ -1116,10 +1172,10 @@ mod tests {
                 continue;
             }
             grown += 1;
-            assert_eq!(got.shape[0], fixed + bins * lines, "{name}");
+            assert_eq!(got.shape[0], fixed + bins * lines + 3 * BLENDS, "{name}");
             assert_eq!(
-                &got.narrow(0, 0, fixed + lines),
-                src,
+                got.narrow(0, 0, fixed + lines),
+                src.narrow(0, 0, fixed + lines),
                 "{name}: old rows kept"
             );
             for b in 1..bins {
@@ -1127,6 +1183,16 @@ mod tests {
                     got.narrow(0, fixed + b * lines, lines),
                     src.narrow(0, fixed, lines),
                     "{name}: bin {b} starts as the one bin"
+                );
+            }
+            // The blend entries come from the old model's, or are new and keep their initialisation.
+            let blend = got.narrow(0, fixed + bins * lines, 3 * BLENDS);
+            if old_blends {
+                assert_eq!(blend, src.narrow(0, fixed + lines, 3 * BLENDS), "{name}");
+            } else if name.ends_with("copy_gate.bias") {
+                assert!(
+                    blend.data.iter().all(|&v| v == 0.0),
+                    "{name}: blends half open"
                 );
             }
         }
