@@ -12,7 +12,7 @@ SPN := target/release/spn
 SPN_CPU := target/cpu/release/spn
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: setup build cpu-cli test demo data data-256 jxl-tools install install-files gimp-deps gloo-headers install-test-deps
+.PHONY: setup build cpu-cli test demo data data-256 data-crops jxl-tools install install-files gimp-deps gloo-headers install-test-deps
 
 setup: $(TORCH_STAMP) libtorch gloo-headers
 
@@ -79,6 +79,9 @@ ICONIFY_JSON := $(foreach s,$(ICONIFY_SETS),data/cache/iconify/$(firstword $(sub
 GOOGLE_PNG := data/cache/package/img/google/64
 data: data/emoji/.done data/styles64/.done
 data-256: data/styles256/.done
+# 64x64 windows of the four vector styles rendered at 256 (one an emoji, where it has content), for the 64x64
+# model that upscales 256x256 canvases window by window (recipes/styles64.sh, models/README.md stop 23).
+data-crops: data/crops64/.done
 data/emoji/.done: | build
 	mkdir -p data/cache
 	test -f data/cache/emoji-datasource-google-$(EMOJI_VERSION).tgz || \
@@ -102,6 +105,10 @@ data/styles64/.done: data/emoji/.done data/cache/iconify/.done | build
 data/styles256/.done: data/emoji/.done data/cache/iconify/.done | build
 	rm -rf data/styles256
 	$(SPN) data $(addprefix --iconify ,$(ICONIFY_JSON)) --keys-from $(GOOGLE_PNG) --size 256 --keep-alpha --out data/styles256
+	touch $@
+data/crops64/.done: data/emoji/.done data/cache/iconify/.done | build
+	rm -rf data/crops64
+	$(SPN) data $(addprefix --iconify ,$(ICONIFY_JSON)) --keys-from $(GOOGLE_PNG) --size 256 --crop 64 --keep-alpha --out data/crops64
 	touch $@
 
 # Headers, libspn (libspn.so.VERSION with SONAME libspn.so.MAJOR and the usual links), pkg-config and CMake files

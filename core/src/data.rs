@@ -169,11 +169,16 @@ fn fnv1a(s: &str) -> u64 {
 
 /// Whether a file belongs to the held-out split (by its file name only, not its folder).
 pub fn is_heldout(path: &Path, heldout_percent: u32) -> bool {
+    file_name_hash(path) % 100 < heldout_percent as u64
+}
+
+/// The hash of a file's name (not its folder) that the split and other per-file choices use.
+pub fn file_name_hash(path: &Path) -> u64 {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    fnv1a(&name) % 100 < heldout_percent as u64
+    fnv1a(&name)
 }
 
 /// The folders directly inside `dir`, sorted by name (the styles of a data set); hidden ones are left out.

@@ -871,3 +871,64 @@ fn the_copy_path_continues_flat_colour() {
         "without the copy path: {without} bits/dim"
     );
 }
+
+/// `spn data --crop` writes a window of each render, under the same names (so the split by emoji holds), and
+/// `spn train` reads several `--data` folders as one set.
+#[test]
+fn crops_are_windows_of_the_renders_and_training_reads_several_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    transparent_pictures(&src, 4);
+    let set = dir.path().join("icons.json");
+    std::fs::write(
+        &set,
+        r##"{"prefix": "shapes", "width": 16, "height": 16, "icons": {
+            "disc": {"body": "<circle cx='8' cy='8' r='5.3' fill='#3a7'/>"},
+            "bar": {"body": "<rect x='2.5' y='6' width='11' height='3.2' fill='#c31'/>"}}}"##,
+    )
+    .unwrap();
+    let (whole, crops) = (dir.path().join("whole"), dir.path().join("crops"));
+    for (out, crop) in [(&whole, None), (&crops, Some("8"))] {
+        let mut args = vec!["data", "--iconify", s(&set), "--size", "16"];
+        args.extend(["--heldout-percent", "0", "--keep-alpha", "--out", s(out)]);
+        args.extend(crop.map(|c| ["--crop", c]).into_iter().flatten());
+        spn_ok(&args);
+    }
+    let files = spn::data::list_images(&crops).unwrap();
+    assert_eq!(files.len(), 2, "{files:?}");
+    for f in &files {
+        let window = image::open(f).unwrap().to_rgba8();
+        assert_eq!(window.dimensions(), (8, 8));
+        // A window of the render: found in it, and at least a quarter of it the shape.
+        let full = image::open(whole.join(f.strip_prefix(&crops).unwrap()))
+            .unwrap()
+            .to_rgba8();
+        let found = (0..=8).any(|y| {
+            (0..=8).any(|x| image::imageops::crop_imm(&full, x, y, 8, 8).to_image() == window)
+        });
+        assert!(found, "{} is not a window of its render", f.display());
+        assert!(4 * window.pixels().filter(|p| p.0[3] > 0).count() >= 64);
+    }
+    let err = spn_err(&[
+        "data",
+        "--iconify",
+        s(&set),
+        "--size",
+        "16",
+        "--crop",
+        "17",
+        "--out",
+        s(&dir.path().join("x")),
+    ]);
+    assert!(err.contains("--crop 17"), "{err}");
+
+    let out = dir.path().join("m.spn");
+    let mut args = train_args(s(&src), s(&out), "2");
+    args.extend(["--data", s(&crops), "--heldout-percent", "0"]);
+    spn_ok(&args);
+    let info = json(&spn_ok(&["info", "--model", s(&out), "--json"]));
+    let training = &info["training"];
+    assert_eq!(training["train_images"].as_u64(), Some(4 + 2), "{training}");
+    let data = training["data"].as_str().unwrap();
+    assert!(data.contains(s(&src)) && data.contains(s(&crops)), "{data}");
+}

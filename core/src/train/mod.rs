@@ -22,6 +22,10 @@ use tch::{Device, Kind, Tensor};
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainOptions {
     pub data: PathBuf,
+    /// More folders of training images, read as if they were inside `data` (`--data` given again): a data
+    /// set mixed from others without copying them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_data: Vec<PathBuf>,
     pub out: PathBuf,
     pub steps: u64,
     pub batch_size: i64,
@@ -109,9 +113,24 @@ fn apply_given(saved: TrainOptions, new: &TrainOptions) -> Result<TrainOptions> 
 }
 
 impl TrainOptions {
+    /// The folders of training images: `data`, then `more_data`.
+    pub fn data_folders(&self) -> impl Iterator<Item = &PathBuf> {
+        std::iter::once(&self.data).chain(&self.more_data)
+    }
+
+    /// [`Self::data_folders`] for messages and the training record.
+    pub fn data_names(&self) -> String {
+        let names: Vec<String> = self
+            .data_folders()
+            .map(|d| d.display().to_string())
+            .collect();
+        names.join(", ")
+    }
+
     pub fn new(data: PathBuf, out: PathBuf, steps: u64) -> Self {
         Self {
             data,
+            more_data: Vec::new(),
             out,
             steps,
             batch_size: 32,
@@ -297,6 +316,7 @@ fn resume_pipeline(
     saved.until = opts.until;
     saved.out = opts.out.clone();
     saved.data = opts.data.clone();
+    saved.more_data = opts.more_data.clone();
     if !opts.stages.is_empty() {
         saved.stages = opts.stages.clone();
     }
@@ -575,16 +595,22 @@ fn read_data(
     cfg: &PipelineConfig,
     device: Device,
 ) -> Result<(Tensor, usize, Vec<PathBuf>)> {
-    let train_files = data::split_files(&opts.data, Split::Train, opts.heldout_percent)?;
-    let heldout_files = data::split_files(&opts.data, Split::Heldout, opts.heldout_percent)?;
+    let files = |split: Split| -> Result<Vec<PathBuf>> {
+        let mut all = Vec::new();
+        for dir in opts.data_folders() {
+            all.extend(data::split_files(dir, split, opts.heldout_percent)?);
+        }
+        Ok(all)
+    };
+    let (train_files, heldout_files) = (files(Split::Train)?, files(Split::Heldout)?);
     if train_files.is_empty() {
         return Err(Error::input(if heldout_files.is_empty() {
-            format!("no training images in {}", opts.data.display())
+            format!("no training images in {}", opts.data_names())
         } else {
             format!(
                 "all {} images in {} fall in the held-out split (--heldout-percent {}): lower it, e.g. --heldout-percent 0",
                 heldout_files.len(),
-                opts.data.display(),
+                opts.data_names(),
                 opts.heldout_percent
             )
         }));
@@ -853,7 +879,7 @@ impl Trainer {
 
     fn info(&self) -> TrainingInfo {
         TrainingInfo {
-            data: Some(self.opts.data.display().to_string()),
+            data: Some(self.opts.data_names()),
             train_images: self.train_count,
             heldout_images: self.heldout_files.len(),
             steps: self.step,

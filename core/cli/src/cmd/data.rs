@@ -31,6 +31,11 @@ pub struct Args {
     /// on white by the same rule, so the pixels read are the same; `spn train --backgrounds` uses it).
     #[arg(long)]
     keep_alpha: bool,
+    /// Write one CROP x CROP window of each image (after fitting or rendering at SIZE), where at least a
+    /// quarter is not transparent if such a window is found, at a position seeded by the file name: details
+    /// at a larger scale for a smaller model (a 64x64 model that upscales 256x256 canvases).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    crop: Option<u32>,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -43,6 +48,7 @@ pub fn run(a: Args) -> Result<()> {
         heldout_percent: a.heldout_percent,
         size: a.size,
         keep_alpha: a.keep_alpha,
+        crop: a.crop,
     };
     let items = spn::prepare::plan(&opts)?;
     let pb = bar(items.len() as u64, "data");

@@ -17,8 +17,9 @@ fn d() -> TrainOptions {
 /// Train a model (or continue one with --resume) on a folder of images (sub-folders included).
 #[derive(clap::Args)]
 pub struct Args {
-    #[arg(long)]
-    data: PathBuf,
+    /// A folder of training images, sub-folders included; give --data again to train on several at once.
+    #[arg(long, required = true)]
+    data: Vec<PathBuf>,
     #[arg(long, conflicts_with = "config")]
     preset: Option<String>,
     #[arg(long)]
@@ -90,7 +91,10 @@ pub struct Args {
 
 impl Args {
     fn options(self, given: Vec<String>) -> TrainOptions {
-        let mut o = TrainOptions::new(self.data, self.out, self.steps);
+        let mut data = self.data.into_iter();
+        let first = data.next().unwrap_or_default();
+        let mut o = TrainOptions::new(first, self.out, self.steps);
+        o.more_data = data.collect();
         o.batch_size = self.batch_size;
         o.lr = self.lr;
         o.warmup = self.warmup;
