@@ -514,8 +514,10 @@ pub fn add_copy_bonus(
 ) {
     for o in 0..copy.len().min(gate.len()).min(agree.len()) / 3 {
         let row = &copy[o * 3..][..3];
-        let (v, matched) = match [0, 1, 2].map(|c| unpack_sides(row[c])) {
-            [Some(r), Some(g), Some(b)] => {
+        // Only blend entries hold packed sides (all three channels or none): plain entries skip unpacking.
+        let sides = (row[0] >= SIDES_BASE).then(|| [0, 1, 2].map(|c| unpack_sides(row[c])));
+        let (v, matched) = match sides {
+            Some([Some(r), Some(g), Some(b)]) => {
                 match blend_level(&[r, g, b], earlier, ch, logits.len()) {
                     Some((v, m)) => (v, usize::from(m)),
                     None => continue,
