@@ -80,9 +80,8 @@ pub fn blends(net: &NetConfig) -> usize {
 /// weight rounds to one side, which the image neighbours already offer.
 pub const BLEND_MIN_SPREAD: i32 = 2;
 /// A blend entry's channel holds its two sides packed into one map value, [`SIDES_BASE`] and above (a level
-/// is below 256, [`NONE`] and [`PENDING`] are negative): `SIDES_BASE + (a + SIDES_OFFSET) * SIDES_SPAN + c
-/// + SIDES_OFFSET`, the sides `a`, `c` relative to the target's band (stage C: full values less the target's
-/// MSBs times the own levels), so in -255..=255.
+/// is below 256, [`NONE`] and [`PENDING`] are negative): [`pack_sides`] of the sides `a`, `c` relative to
+/// the target's band (stage C: full values less the target's MSBs times the own levels), so in -255..=255.
 pub const SIDES_BASE: i32 = 1 << 20;
 pub const SIDES_SPAN: i32 = 1024;
 pub const SIDES_OFFSET: i32 = 512;
@@ -176,108 +175,164 @@ pub fn copy_map(
     (h, w): (usize, usize),
 ) -> Result<Vec<i32>> {
     let s = spec.scale.max(1) as usize;
-    let slices = s * s;
     let n = h * w;
     let with_msb = spec.cond_bits.is_some();
-    if cin != 3 * slices * if with_msb { 2 } else { 1 } || cond.len() != ks.len() * n * cin {
+    if cin != 3 * s * s * if with_msb { 2 } else { 1 } || cond.len() != ks.len() * n * cin {
         return Err(Error::Other("slice context of the wrong size".into()));
     }
-    let level = |x: f32, levels: i64| ((x + 1.0) * (levels - 1).max(1) as f32 / 2.0).round() as i32;
-    let (own_levels, msb_levels) = (spec.levels(), 1i64 << spec.cond_bits.unwrap_or(1));
     let width = entries(&spec.net) * 3;
     let mut out = vec![NONE; ks.len() * n * width];
-    for (i, &k) in ks.iter().enumerate() {
-        let (a, b) = ((k / s) as isize, (k % s) as isize);
-        let at = |ch: usize, p: usize| cond[(i * n + p) * cin + ch];
-        // A pixel's (MSBs, own levels); the MSBs are 0 without them.
-        let colour = |q: usize, p: usize| -> ([i32; 3], [i32; 3]) {
-            let own = [0, 1, 2].map(|c| level(at(c * slices + q, p), own_levels));
-            let msb = [0, 1, 2].map(|c| {
-                if with_msb {
-                    level(at(3 * slices + c * slices + q, p), msb_levels)
-                } else {
-                    0
-                }
-            });
-            (msb, own)
+    for ((&k, cond), rows) in ks
+        .iter()
+        .zip(cond.chunks_exact(n * cin))
+        .zip(out.chunks_exact_mut(n * width))
+    {
+        let known = Known {
+            cond,
+            cin,
+            s,
+            h,
+            w,
+            with_msb,
+            own_levels: spec.levels(),
+            msb_levels: 1i64 << spec.cond_bits.unwrap_or(1),
         };
         let palette = palette(
             (0..k)
                 .flat_map(|q| (0..n).map(move |p| (q, p)))
-                .map(|(q, p)| colour(q, p)),
+                .map(|(q, p)| known.colour(q, p)),
         );
-        for (p, px) in out[i * n * width..][..n * width]
-            .chunks_exact_mut(width)
-            .enumerate()
-        {
-            let (y, x) = ((p / w) as isize, (p % w) as isize);
-            let msb_ok = |c: usize, q: usize, np: usize| {
-                !with_msb
-                    || level(at(3 * slices + c * slices + q, np), msb_levels)
-                        == level(at(3 * slices + c * slices + k, p), msb_levels)
-            };
-            for (o, &(dy, dx)) in IMAGE.iter().enumerate() {
-                // Image row S*y + a + dy is row (a + dy) mod S of slice row y + floor((a + dy) / S).
-                let (ny, na) = (
-                    y + (a + dy).div_euclid(s as isize),
-                    (a + dy).rem_euclid(s as isize),
-                );
-                let (nx, nb) = (
-                    x + (b + dx).div_euclid(s as isize),
-                    (b + dx).rem_euclid(s as isize),
-                );
-                let q = (na * s as isize + nb) as usize;
-                if q >= k || ny < 0 || nx < 0 || ny >= h as isize || nx >= w as isize {
-                    continue;
-                }
-                let np = ny as usize * w + nx as usize;
-                for c in 0..3 {
-                    if msb_ok(c, q, np) {
-                        px[o * 3 + c] = level(at(c * slices + q, np), own_levels);
-                    }
-                }
-            }
-            for (j, &(dy, dx)) in IN_SLICE.iter().enumerate() {
-                let (ny, nx) = (y + dy, x + dx);
-                if ny < 0 || nx < 0 || nx >= w as isize {
-                    continue;
-                }
-                let np = ny as usize * w + nx as usize;
-                for c in 0..3 {
-                    if msb_ok(c, k, np) {
-                        px[(IMAGE.len() + j) * 3 + c] = PENDING;
-                    }
-                }
-            }
+        for (p, px) in rows.chunks_exact_mut(width).enumerate() {
+            known.neighbour_entries(px, k, p);
             let first = IMAGE.len() + IN_SLICE.len();
-            let target_msb = colour(k, p).0;
+            let target_msb = known.colour(k, p).0;
             if let Some(colours) = palette.get(&target_msb) {
                 for (e, own) in px[first * 3..].chunks_exact_mut(3).zip(colours) {
                     e.copy_from_slice(own);
                 }
             }
-            // The nearest pixel of an earlier slice at image offset (dy, dx) * t, t = 1..=S: (t, full values).
-            let (iy, ix) = (y * s as isize + a, x * s as isize + b);
-            let nearest = |dy: isize, dx: isize| {
-                (1..=s as isize).find_map(|t| {
-                    let (ny, nx) = (iy + dy * t, ix + dx * t);
-                    if ny < 0 || nx < 0 || ny >= (h * s) as isize || nx >= (w * s) as isize {
-                        return None;
-                    }
-                    let (ny, nx) = (ny as usize, nx as usize);
-                    let q = (ny % s) * s + nx % s;
-                    (q < k).then(|| {
-                        let (msb, own) = colour(q, (ny / s) * w + nx / s);
-                        (t, [0, 1, 2].map(|c| msb[c] * own_levels as i32 + own[c]))
-                    })
-                })
-            };
+            let sides = LINES.map(|(dy, dx)| {
+                known
+                    .nearest(k, p, (-dy, -dx))
+                    .zip(known.nearest(k, p, (dy, dx)))
+            });
             let msb = with_msb.then_some(target_msb);
-            let sides = LINES.map(|(dy, dx)| nearest(-dy, -dx).zip(nearest(dy, dx)));
-            line_entries(px, &spec.net, &sides, own_levels as i32, msb);
+            line_entries(px, &spec.net, &sides, known.own_levels as i32, msb);
         }
     }
     Ok(out)
+}
+
+/// The nearest earlier pixel on one side of a target along a line: (distance, full values).
+type Side = (isize, [i32; 3]);
+
+/// One image's embedder input `(h * w, cin)` as the copy map reads it: the levels of slice `q`'s pixel `p`.
+struct Known<'a> {
+    cond: &'a [f32],
+    cin: usize,
+    /// The scale S: S * S slices of `h` by `w`.
+    s: usize,
+    h: usize,
+    w: usize,
+    /// Stage C: the MSBs of every slice follow the own levels.
+    with_msb: bool,
+    own_levels: i64,
+    msb_levels: i64,
+}
+
+impl Known<'_> {
+    fn level(x: f32, levels: i64) -> i32 {
+        ((x + 1.0) * (levels - 1).max(1) as f32 / 2.0).round() as i32
+    }
+
+    fn own(&self, c: usize, q: usize, p: usize) -> i32 {
+        Self::level(
+            self.cond[p * self.cin + c * self.s * self.s + q],
+            self.own_levels,
+        )
+    }
+
+    /// The MSBs of channel `c`, 0 without them.
+    fn msb(&self, c: usize, q: usize, p: usize) -> i32 {
+        let slices = self.s * self.s;
+        if self.with_msb {
+            Self::level(
+                self.cond[p * self.cin + 3 * slices + c * slices + q],
+                self.msb_levels,
+            )
+        } else {
+            0
+        }
+    }
+
+    /// A pixel's (MSBs, own levels).
+    fn colour(&self, q: usize, p: usize) -> ([i32; 3], [i32; 3]) {
+        (
+            [0, 1, 2].map(|c| self.msb(c, q, p)),
+            [0, 1, 2].map(|c| self.own(c, q, p)),
+        )
+    }
+
+    /// The image and in-slice neighbour entries of target slice `k`'s position `p`: an image neighbour counts
+    /// when it lies in an earlier slice, and for stage C in a channel only when its MSBs are the target's.
+    fn neighbour_entries(&self, px: &mut [i32], k: usize, p: usize) {
+        let (s, w) = (self.s as isize, self.w as isize);
+        let (a, b) = ((k / self.s) as isize, (k % self.s) as isize);
+        let (y, x) = (p as isize / w, p as isize % w);
+        let msb_ok = |c: usize, q: usize, np: usize| self.msb(c, q, np) == self.msb(c, k, p);
+        for (o, &(dy, dx)) in IMAGE.iter().enumerate() {
+            // Image row S*y + a + dy is row (a + dy) mod S of slice row y + floor((a + dy) / S).
+            let (ny, na) = (y + (a + dy).div_euclid(s), (a + dy).rem_euclid(s));
+            let (nx, nb) = (x + (b + dx).div_euclid(s), (b + dx).rem_euclid(s));
+            let q = (na * s + nb) as usize;
+            if q >= k || ny < 0 || nx < 0 || ny >= self.h as isize || nx >= w {
+                continue;
+            }
+            let np = (ny * w + nx) as usize;
+            for c in 0..3 {
+                if msb_ok(c, q, np) {
+                    px[o * 3 + c] = self.own(c, q, np);
+                }
+            }
+        }
+        for (j, &(dy, dx)) in IN_SLICE.iter().enumerate() {
+            let (ny, nx) = (y + dy, x + dx);
+            if ny < 0 || nx < 0 || nx >= w {
+                continue;
+            }
+            let np = (ny * w + nx) as usize;
+            for c in 0..3 {
+                if msb_ok(c, k, np) {
+                    px[(IMAGE.len() + j) * 3 + c] = PENDING;
+                }
+            }
+        }
+    }
+
+    /// The nearest pixel of a slice before `k` at image offset `(dy, dx) * t`, t = 1..=S, from target slice
+    /// `k`'s position `p`: (t, full values).
+    fn nearest(&self, k: usize, p: usize, (dy, dx): (isize, isize)) -> Option<Side> {
+        let s = self.s;
+        let (iy, ix) = (
+            (p / self.w * s + k / s) as isize,
+            (p % self.w * s + k % s) as isize,
+        );
+        (1..=s as isize).find_map(|t| {
+            let (ny, nx) = (iy + dy * t, ix + dx * t);
+            if ny < 0 || nx < 0 || ny >= (self.h * s) as isize || nx >= (self.w * s) as isize {
+                return None;
+            }
+            let (ny, nx) = (ny as usize, nx as usize);
+            let q = (ny % s) * s + nx % s;
+            (q < k).then(|| {
+                let (msb, own) = self.colour(q, (ny / s) * self.w + nx / s);
+                (
+                    t,
+                    [0, 1, 2].map(|c| msb[c] * self.own_levels as i32 + own[c]),
+                )
+            })
+        })
+    }
 }
 
 /// Writes the line and blend entries of a target's row `px` ([`copy_map`]): `sides`, per direction of
@@ -286,7 +341,7 @@ pub fn copy_map(
 fn line_entries(
     px: &mut [i32],
     net: &NetConfig,
-    sides: &[Option<((isize, [i32; 3]), (isize, [i32; 3]))>; 4],
+    sides: &[Option<(Side, Side)>; 4],
     own_levels: i32,
     msb: Option<[i32; 3]>,
 ) {
@@ -316,12 +371,7 @@ fn line_entries(
 /// smooth ramp crosses an MSB boundary, the target lies at the edge of its band (the stop-19 rule left it
 /// out, and the 64 model drew band edges of upscaled gradients pulled into the band: a line every 32 levels,
 /// models/README.md, stop 20).
-fn interpolate(
-    (ta, va): (isize, [i32; 3]),
-    (tc, vc): (isize, [i32; 3]),
-    own_levels: i32,
-    msb: Option<[i32; 3]>,
-) -> [i32; 3] {
+fn interpolate((ta, va): Side, (tc, vc): Side, own_levels: i32, msb: Option<[i32; 3]>) -> [i32; 3] {
     let (ta, tc) = (ta as i32, tc as i32);
     [0, 1, 2].map(|c| {
         let (num, den) = (va[c] * tc + vc[c] * ta, ta + tc);
