@@ -203,9 +203,9 @@ pub fn copy_map(
                 .map(|(q, p)| known.colour(q, p)),
         );
         for (p, px) in rows.chunks_exact_mut(width).enumerate() {
-            known.neighbour_entries(px, k, p);
-            let first = IMAGE.len() + IN_SLICE.len();
             let target_msb = known.colour(k, p).0;
+            known.neighbour_entries(px, k, p, target_msb);
+            let first = IMAGE.len() + IN_SLICE.len();
             if let Some(colours) = palette.get(&target_msb) {
                 for (e, own) in px[first * 3..].chunks_exact_mut(3).zip(colours) {
                     e.copy_from_slice(own);
@@ -273,13 +273,14 @@ impl Known<'_> {
         )
     }
 
-    /// The image and in-slice neighbour entries of target slice `k`'s position `p`: an image neighbour counts
-    /// when it lies in an earlier slice, and for stage C in a channel only when its MSBs are the target's.
-    fn neighbour_entries(&self, px: &mut [i32], k: usize, p: usize) {
+    /// The image and in-slice neighbour entries of target slice `k`'s position `p`, whose MSBs are
+    /// `target_msb`: an image neighbour counts when it lies in an earlier slice, and for stage C in a channel
+    /// only when its MSBs are the target's.
+    fn neighbour_entries(&self, px: &mut [i32], k: usize, p: usize, target_msb: [i32; 3]) {
         let (s, w) = (self.s as isize, self.w as isize);
         let (a, b) = ((k / self.s) as isize, (k % self.s) as isize);
         let (y, x) = (p as isize / w, p as isize % w);
-        let msb_ok = |c: usize, q: usize, np: usize| self.msb(c, q, np) == self.msb(c, k, p);
+        let msb_ok = |c: usize, q: usize, np: usize| self.msb(c, q, np) == target_msb[c];
         for (o, &(dy, dx)) in IMAGE.iter().enumerate() {
             // Image row S*y + a + dy is row (a + dy) mod S of slice row y + floor((a + dy) / S).
             let (ny, na) = (y + (a + dy).div_euclid(s), (a + dy).rem_euclid(s));
