@@ -18,6 +18,8 @@ mod ffi {
             world: i32,
             timeout_ms: i64,
         ) -> Result<UniquePtr<Group>>;
+        // SAFETY (for callers): `tensor` is a live `at::Tensor*` (tch's `as_mut_ptr`) that no other thread
+        // touches until the call returns; the shim only reads and writes that tensor's storage in place.
         unsafe fn allreduce_sum(group: Pin<&mut Group>, tensor: *mut u8) -> Result<()>;
         unsafe fn broadcast(group: Pin<&mut Group>, tensor: *mut u8, root: i32) -> Result<()>;
     }

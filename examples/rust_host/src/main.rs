@@ -36,6 +36,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::process::exit(2);
     }
     let count: u32 = args.get(4).map(|s| s.parse()).transpose()?.unwrap_or(2);
+    // SAFETY: `args[1]` is meant to be libspn; each symbol is read with the signature include/spn.h gives it,
+    // after the ABI version check, and `lib` outlives every symbol and pointer taken from it (one scope).
     unsafe {
         let lib = Library::new(&args[1])?;
         let abi: Symbol<extern "C" fn() -> u32> = lib.get(b"spn_abi_version")?;
