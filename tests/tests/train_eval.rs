@@ -193,6 +193,24 @@ fn a_killed_run_resumes_from_its_checkpoint_and_ends_as_an_uninterrupted_one() {
     assert_same_weights(&a, &b, "after resume");
 }
 
+/// A fresh checkout holds a finished run's checkpoint (recipes/checkpoint.sh) but not its bundle, which `out/`
+/// kept: rerunning the recipe trains nothing and writes the bundle the run ended with.
+#[test]
+fn resuming_a_finished_run_without_its_bundle_writes_the_bundle_back() {
+    let data = fixtures().join("emoji8");
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.spn");
+    spn_ok(&train_args(s(&data), s(&m), "20"));
+    let kept = dir.path().join("kept.spn");
+    std::fs::rename(&m, &kept).unwrap();
+    let mut args = train_args(s(&data), s(&m), "20");
+    args.push("--resume");
+    let r = json(&spn_ok(&args));
+    assert_eq!(r["resumed_from"].as_u64(), Some(20), "{r}");
+    assert!(m.exists(), "no bundle written from the finished checkpoint");
+    assert_same_weights(&kept, &m, "written back from the checkpoint");
+}
+
 #[test]
 fn stages_can_be_trained_one_after_another_into_one_bundle() {
     let data = fixtures().join("emoji8");

@@ -1015,11 +1015,17 @@ impl Trainer {
             .until
             .map_or(self.opts.steps, |u| u.min(self.opts.steps));
         if self.step >= end {
-            // Resumed past this phase (`new` read no data for it): nothing to train, nothing to write.
+            // Resumed past this phase (`new` read no data for it): nothing to train. A fresh checkout has
+            // the finished run's checkpoint (recipes/checkpoint.sh) but not its bundle: write it from the
+            // checkpoint's EMA weights, so that rerunning a recipe brings the bundle back.
             log::info!(
-                "step {} is past this phase's end ({end}): nothing to do",
+                "step {} is past this phase's end ({end}): nothing to train",
                 self.step
             );
+            if self.rank() == 0 && !self.opts.out.exists() {
+                self.write_bundle()?;
+                log::info!("wrote {} from the checkpoint", self.opts.out.display());
+            }
             return Ok(Report {
                 resumed_from: self.step,
                 steps: self.step,
