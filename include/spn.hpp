@@ -105,6 +105,8 @@ struct SampleParams {
     bool mean = false;
     /// upscale_size: the factor; 0: the model's scale S (since ABI 6).
     uint32_t upscale_factor = 0;
+    /// Independent draws averaged into each image; 0 or 1: one draw (since ABI 7; spn.h, `draws`).
+    uint32_t draws = 0;
 };
 
 namespace detail {
@@ -205,6 +207,7 @@ class Model {
         cp.keep_alpha = p.keep_alpha ? 1 : 0;
         cp.pick = p.mean ? SPN_PICK_MEAN : SPN_PICK_SAMPLE;
         cp.upscale_factor = p.upscale_factor;
+        cp.draws = p.draws;
         detail::ProgressContext ctx{&p.progress, nullptr};
         if (p.progress) {
             cp.progress = &detail::spn_hpp_progress_trampoline;

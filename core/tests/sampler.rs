@@ -844,6 +844,68 @@ fn the_mean_pick_is_deterministic_and_keeps_the_known() {
     }
 }
 
+/// Averaged draws (`SampleOptions::draws`): each pixel is the rounded mean of the image's draws, draw d from
+/// the stream `draw_seed(seed, d)` (one draw: the plain image), whatever the batching; the input's pixels
+/// stay exact; the mean pick and 0 draws are refused.
+#[test]
+fn averaged_draws_are_the_mean_of_the_draws_and_keep_the_known() {
+    let p = model("tiny", 9);
+    let small = image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(9, 6, |x, y| {
+        image::Rgb([(x * 25) as u8, 200, (y * 40) as u8])
+    }));
+    let job = spn::sampler::CanvasJob::UpscaleSize {
+        image: &small,
+        factor: Some(3),
+    };
+    let run = |draws, batch_size, seeds: &[u64]| {
+        let s = Sampler::new(
+            &p,
+            SampleOptions {
+                draws,
+                batch_size,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let r = s
+            .canvas(&job, seeds, &mut no_progress(), &CancelToken::new())
+            .unwrap();
+        r.iter().map(|c| c.image.to_rgb8()).collect::<Vec<_>>()
+    };
+    let seeds = [7u64, 8];
+    let avg = run(3, 4, &seeds);
+    assert_eq!(avg, run(3, 1, &seeds), "the batching changed the average");
+    for (img, &seed) in avg.iter().zip(&seeds) {
+        let one: Vec<_> = (0..3)
+            .map(|d| run(1, 2, &[spn::sampler::draw_seed(seed, d)]).remove(0))
+            .collect();
+        assert_eq!(one[0], run(1, 2, &[seed])[0], "draw 0 is the plain image");
+        assert_ne!(one[0], one[1], "the draws are independent");
+        for (i, v) in img.as_raw().iter().enumerate() {
+            let sum: u32 = one.iter().map(|o| o.as_raw()[i] as u32).sum();
+            assert_eq!(*v as u32, (sum + 1) / 3, "seed {seed}, value {i}");
+        }
+        for (x, y, px) in small.to_rgb8().enumerate_pixels() {
+            assert_eq!(img.get_pixel(3 * x, 3 * y), px, "input kept at ({x}, {y})");
+        }
+    }
+    for (draws, pick) in [
+        (0, spn::sampler::Pick::Sample),
+        (spn::sampler::MAX_DRAWS + 1, spn::sampler::Pick::Sample),
+        (2, spn::sampler::Pick::Mean),
+    ] {
+        let r = Sampler::new(
+            &p,
+            SampleOptions {
+                draws,
+                pick,
+                ..Default::default()
+            },
+        );
+        assert!(r.is_err(), "{draws} draws with {pick:?} accepted");
+    }
+}
+
 /// Size upscaling by a factor F other than S (issue 15: 64x64 to 256x256 with an S = 8 model is F = 4): the
 /// result is F times larger with every input pixel (colour and alpha) at (F*x, F*y); F = S is the default;
 /// factors below 2 or above the limit are input errors that say what is allowed.

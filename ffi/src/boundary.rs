@@ -169,8 +169,9 @@ pub unsafe fn c_path(p: *const c_char, what: &str) -> Result<Option<std::path::P
 /// `spn_sample_params` gains width, height, overlap and keep_alpha; RGBA inputs give RGBA results. 4:
 /// `SPN_DEVICE_TORCH_CPU` (libspn links no libtorch; CUDA runs in the backend it loads, `backend.rs`). 5:
 /// `spn_sample_params.pick` (the mean pick) and `reserved`. 6: `reserved` becomes `upscale_factor` (0, the
-/// default, is what every earlier host passed: the model's scale).
-pub const ABI_VERSION: u32 = 6;
+/// default, is what every earlier host passed: the model's scale). 7: `draws` (averaged draws; 0, one draw) and
+/// a new `reserved`.
+pub const ABI_VERSION: u32 = 7;
 
 #[no_mangle]
 pub extern "C" fn spn_abi_version() -> u32 {

@@ -17,13 +17,14 @@ mod score;
 
 pub use boundary::ABI_VERSION;
 
-// The layouts spn.h documents (ABI version 6). Appending a field changes these sizes; changing the offsets of
+// The layouts spn.h documents (ABI version 7). Appending a field changes these sizes; changing the offsets of
 // existing fields is never allowed.
 const _: () = assert!(std::mem::size_of::<model::spn_model_params>() == 12);
 const _: () = assert!(std::mem::size_of::<model::spn_model_info>() == 32);
-const _: () = assert!(std::mem::size_of::<sample::spn_sample_params>() == 72);
 const _: () = assert!(std::mem::offset_of!(sample::spn_sample_params, pick) == 64);
 const _: () = assert!(std::mem::offset_of!(sample::spn_sample_params, upscale_factor) == 68);
+const _: () = assert!(std::mem::offset_of!(sample::spn_sample_params, draws) == 72);
+const _: () = assert!(std::mem::size_of::<sample::spn_sample_params>() == 80);
 const _: () = assert!(std::mem::offset_of!(sample::spn_sample_params, width) == 48);
 const _: () = assert!(std::mem::offset_of!(sample::spn_sample_params, keep_alpha) == 60);
 const _: () = assert!(std::mem::offset_of!(sample::spn_sample_params, progress) == 24);

@@ -7,7 +7,8 @@ use crate::job::{job_ref, SpnJob};
 use crate::model::{SpnModel, MODELS};
 use image::DynamicImage;
 use spn_core::sampler::{
-    CancelToken, CanvasJob, Pick, SampleOptions, SampleProgress, Sampler, MAX_UPSCALE_FACTOR,
+    CancelToken, CanvasJob, Pick, SampleOptions, SampleProgress, Sampler, MAX_DRAWS,
+    MAX_UPSCALE_FACTOR,
 };
 use std::ffi::{c_int, c_void};
 
@@ -31,11 +32,15 @@ pub struct spn_sample_params {
     pub pick: u32,
     // Since ABI version 6 (`reserved`, always 0, before).
     pub upscale_factor: u32,
+    // Since ABI version 7.
+    pub draws: u32,
+    pub reserved: u32,
 }
 
 impl spn_sample_params {
     /// Where each field ends: the struct sizes an older header may pass.
-    pub const FIELD_ENDS: &'static [usize] = &[8, 16, 20, 24, 32, 40, 48, 52, 56, 60, 64, 68, 72];
+    pub const FIELD_ENDS: &'static [usize] =
+        &[8, 16, 20, 24, 32, 40, 48, 52, 56, 60, 64, 68, 72, 76, 80];
     /// Where `keep_alpha` ends: hosts whose struct stops before it were built when outputs were RGB only.
     const KEEP_ALPHA_END: u32 = 64;
 }
@@ -57,6 +62,8 @@ impl Default for spn_sample_params {
             keep_alpha: 1,
             pick: 0,
             upscale_factor: 0,
+            draws: 0,
+            reserved: 0,
         }
     }
 }
@@ -198,6 +205,15 @@ fn plan(
             p.pick
         )));
     }
+    if p.draws as usize > MAX_DRAWS || (p.draws > 1 && p.pick != 0) {
+        return Err(invalid(format!(
+            "draws must be from 0 to {MAX_DRAWS}, and more than 1 only with SPN_PICK_SAMPLE (the mean pick gives the same image every draw); got {} with pick {}",
+            p.draws, p.pick
+        )));
+    }
+    if p.reserved != 0 {
+        return Err(invalid("spn_sample_params.reserved must be 0"));
+    }
     if p.overlap < -1 {
         return Err(invalid(format!(
             "overlap must be -1 (the default) or at least 0, got {}",
@@ -252,6 +268,7 @@ unsafe fn sample(
                 1 => Pick::Mean,
                 _ => Pick::Sample,
             },
+            draws: (p.draws as usize).max(1),
             ..Default::default()
         };
         let sampler = Sampler::new(&*m.net, options)?;

@@ -35,9 +35,10 @@ typedef struct {
     gint32 height;
     gint32 mean; /* editing procedures: each sub-pixel's mean level, not a draw (SPN_PICK_MEAN) */
     gint32 factor; /* size upscaling's factor; 0: the model's scale S (spn_sample_params.upscale_factor) */
+    gint32 draws; /* the dialog's editing: draws averaged into the result (spn_sample_params.draws); scripts: 1 */
 } SpnValues;
 
-static SpnValues vals = {"", 4, 0, 1.0, 0, 0, 0, 0};
+static SpnValues vals = {"", 4, 0, 1.0, 0, 0, 0, 0, 1};
 
 static void query(void);
 static void run(const gchar *name, gint nparams, const GimpParam *param, gint *nreturn_vals, GimpParam **return_vals);
@@ -197,7 +198,7 @@ static gboolean dialog(gboolean with_count, gboolean with_factor) {
     gimp_ui_init("spn-gimp", FALSE);
     GtkWidget *dlg = gimp_dialog_new("SPN", "spn-gimp", NULL, 0, gimp_standard_help_func, GEN_PROC, "_Cancel",
                                      GTK_RESPONSE_CANCEL, "_OK", GTK_RESPONSE_OK, NULL);
-    GtkWidget *table = gtk_table_new(6, 2, FALSE);
+    GtkWidget *table = gtk_table_new(7, 2, FALSE);
     gtk_container_set_border_width(GTK_CONTAINER(table), 12);
     gtk_box_pack_start(GTK_BOX(gtk_dialog_get_content_area(GTK_DIALOG(dlg))), table, TRUE, TRUE, 0);
     GtkWidget *model = gtk_entry_new();
@@ -221,6 +222,11 @@ static gboolean dialog(gboolean with_count, gboolean with_factor) {
     if (with_factor)
         factor = gimp_scale_entry_new(GTK_TABLE(table), 0, 5, "Factor (2-64; 0: model's S):", 150, 6, vals.factor, 0,
                                       64, 1, 2, 0, TRUE, 0, 64, NULL, NULL);
+    /* Averaged draws: the least squared error an upscale can have (models/README.md, "Averaged draws"). */
+    GtkObject *draws = NULL;
+    if (!with_count)
+        draws = gimp_scale_entry_new(GTK_TABLE(table), 0, 6, "Averaged draws (1: one draw):", 150, 6,
+                                     vals.draws < 1 ? 1 : vals.draws, 1, 64, 1, 4, 0, TRUE, 0, 0, NULL, NULL);
     GtkObject *width = NULL, *height = NULL;
     if (with_count) {
         width = gimp_scale_entry_new(GTK_TABLE(table), 0, 4, "Width (0: model's):", 150, 6, vals.width, 0, 4096, 1,
@@ -239,6 +245,7 @@ static gboolean dialog(gboolean with_count, gboolean with_factor) {
         vals.temperature = gtk_adjustment_get_value(GTK_ADJUSTMENT(temp));
         if (mean) vals.mean = gtk_toggle_button_get_active(GTK_TOGGLE_BUTTON(mean));
         if (factor) vals.factor = (gint32)gtk_adjustment_get_value(GTK_ADJUSTMENT(factor));
+        if (draws) vals.draws = (gint32)gtk_adjustment_get_value(GTK_ADJUSTMENT(draws));
     }
     gtk_widget_destroy(dlg);
     return ok;
@@ -267,6 +274,7 @@ static GimpPDBStatusType read_values(Call *c, gint nparams, const GimpParam *par
         /* Scripts choose the mean pick by procedure, or by argument. */
         vals.mean = by ? param[m + 4].data.d_int32 != 0 : strcmp(c->name, SIZE_MEAN_PROC) == 0;
         vals.factor = by ? param[m + 3].data.d_int32 : 0;
+        vals.draws = 1;
     } else if (c->mode == GIMP_RUN_INTERACTIVE && !dialog(with_count, size || by)) {
         return GIMP_PDB_CANCEL;
     }
@@ -289,6 +297,8 @@ static GimpPDBStatusType open_model(Call *c, Session *s) {
     s->sp.temperature = (float)vals.temperature;
     s->sp.pick = vals.mean ? SPN_PICK_MEAN : SPN_PICK_SAMPLE;
     s->sp.upscale_factor = (uint32_t)vals.factor; /* read by spn_upscale_size only */
+    /* The mean level is the same every draw: averaging applies to drawn values only. */
+    s->sp.draws = vals.mean || vals.draws < 1 ? 1 : (uint32_t)vals.draws;
     s->sp.progress = on_progress;
     return GIMP_PDB_SUCCESS;
 }

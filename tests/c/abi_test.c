@@ -490,8 +490,8 @@ static void test_pick(void) {
     spn_image_view v = {8, 8, 3, 24, rgb};
     spn_sample_params p;
     spn_sample_params_init(&p);
-    CHECK(p.pick == SPN_PICK_SAMPLE && p.upscale_factor == 0, "defaults");
-    CHECK(sizeof(spn_sample_params) == 72, "size %zu", sizeof(spn_sample_params));
+    CHECK(p.pick == SPN_PICK_SAMPLE && p.upscale_factor == 0 && p.draws == 0, "defaults");
+    CHECK(sizeof(spn_sample_params) == 80, "size %zu", sizeof(spn_sample_params));
     p.pick = SPN_PICK_MEAN;
     spn_image *a = NULL, *b = NULL;
     uint32_t na = 0, nb = 0;
@@ -550,6 +550,59 @@ static void test_upscale_factor(void) {
     /* The other calls ignore it. */
     CHECK(spn_upscale_depth(model, &v, &p, &a, &na) == SPN_OK, "ignored by upscale_depth");
     spn_images_free(a, na);
+}
+
+/* ---- Averaged draws (ABI 7) ---- */
+static void test_draws(void) {
+    uint8_t rgb[5 * 4 * 3];
+    for (int i = 0; i < (int)sizeof rgb; i++) rgb[i] = (uint8_t)(i * 41 + 3);
+    spn_image_view v = {5, 4, 3, 15, rgb};
+    spn_sample_params p;
+    spn_sample_params_init(&p);
+    p.seed = 3;
+    spn_image *one = NULL, *avg = NULL, *again = NULL;
+    uint32_t n1 = 0, na = 0, ng = 0;
+    CHECK(spn_upscale_size(model, &v, &p, &one, &n1) == SPN_OK, "one draw: %s", spn_last_error());
+    p.draws = 4;
+    CHECK(spn_upscale_size(model, &v, &p, &avg, &na) == SPN_OK, "4 draws: %s", spn_last_error());
+    p.batch_size = 1;
+    CHECK(spn_upscale_size(model, &v, &p, &again, &ng) == SPN_OK, "4 draws, batch 1");
+    size_t bytes = one ? (size_t)one[0].height * one[0].stride : 0;
+    CHECK(avg && again && avg[0].width == one[0].width && memcmp(avg[0].data, again[0].data, bytes) == 0,
+          "the average does not depend on the batch");
+    CHECK(avg && memcmp(avg[0].data, one[0].data, bytes) != 0, "the average is not one draw");
+    spn_model_info info;
+    memset(&info, 0, sizeof info);
+    info.struct_size = sizeof info;
+    CHECK(spn_model_get_info(model, &info) == SPN_OK, "info");
+    for (uint32_t y = 0; avg && y < 4; y++)
+        for (uint32_t x = 0; x < 5; x++)
+            CHECK(memcmp(avg[0].data + (size_t)info.scale * y * avg[0].stride + (size_t)info.scale * x * 3,
+                         rgb + y * 15 + x * 3, 3) == 0,
+                  "input pixel (%u, %u) kept", x, y);
+    spn_images_free(one, n1);
+    spn_images_free(avg, na);
+    spn_images_free(again, ng);
+    spn_image *bad = NULL;
+    uint32_t nb = 0;
+    p.draws = 65;
+    CHECK(spn_upscale_size(model, &v, &p, &bad, &nb) == SPN_ERR_INVALID_ARGUMENT && !bad, "65 draws refused");
+    CHECK(strstr(spn_last_error(), "draws") != NULL, "message names the field: %s", spn_last_error());
+    p.draws = 2;
+    p.pick = SPN_PICK_MEAN;
+    CHECK(spn_upscale_size(model, &v, &p, &bad, &nb) == SPN_ERR_INVALID_ARGUMENT && !bad, "draws with the mean");
+    p.pick = SPN_PICK_SAMPLE;
+    p.reserved = 1;
+    CHECK(spn_upscale_size(model, &v, &p, &bad, &nb) == SPN_ERR_INVALID_ARGUMENT && !bad, "reserved refused");
+    /* An ABI 6 host (72 bytes) gets one draw: what lies past its struct is never read. */
+    spn_sample_params_init(&p);
+    p.struct_size = 72;
+    p.seed = 3;
+    p.draws = 99;
+    spn_image *old = NULL;
+    uint32_t no = 0;
+    CHECK(spn_upscale_size(model, &v, &p, &old, &no) == SPN_OK, "ABI 6 struct: %s", spn_last_error());
+    spn_images_free(old, no);
 }
 
 /* ---- Compatibility ---- */
@@ -636,6 +689,7 @@ int main(int argc, char **argv) {
     test_compat();
     test_pick();
     test_upscale_factor();
+    test_draws();
     CHECK(log_lines > 0, "log callback called");
     spn_set_log_callback(NULL, NULL);
     spn_model_free(model);

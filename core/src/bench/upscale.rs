@@ -37,6 +37,8 @@ pub struct UpscaleReport {
     pub scale: u32,
     /// The upscaling factor F: inputs are every F-th pixel.
     pub factor: u32,
+    /// Draws averaged into each upscale (1: one draw, or the mean levels).
+    pub draws: usize,
     pub psnr: Vec<PsnrRow>,
     pub flat: Vec<FlatRow>,
 }
@@ -203,13 +205,14 @@ fn psnr_row(
 
 /// PSNR against the filters on each folder of `sets` (its first `limit` images, sorted by name), and flat
 /// regions on synthetic inputs, at each temperature, upscaling by `factor` (None: the model's scale S).
-/// `pick`: how the model chooses values (drawn, or each sub-pixel's mean level). With `pictures`, each set's
+/// `pick`: how the model chooses values (drawn, or each sub-pixel's mean level); `draws`: draws averaged into
+/// each upscale (`SampleOptions::draws`). With `pictures`, each set's
 /// first image and each synthetic input are written there as pictures ([`save_example`]).
 pub fn run(
     p: &Pipeline,
     name: &str,
     sets: &[PathBuf],
-    (temperatures, pick): (&[f64], Pick),
+    (temperatures, pick, draws): (&[f64], Pick, usize),
     (limit, factor): (usize, Option<u32>),
     pictures: Option<&Path>,
 ) -> Result<UpscaleReport> {
@@ -223,8 +226,10 @@ pub fn run(
             p,
             SampleOptions {
                 temperature: t,
-                batch_size: 1,
+                // An image's draws are sampled together.
+                batch_size: draws,
                 pick,
+                draws,
                 ..Default::default()
             },
         )?;
@@ -260,6 +265,7 @@ pub fn run(
         model: name.into(),
         scale: p.config().scale as u32,
         factor: s,
+        draws,
         psnr: psnr_rows,
         flat: flat_rows,
     })

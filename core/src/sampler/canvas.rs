@@ -172,8 +172,20 @@ impl Work {
     }
 }
 
+/// The stream of draw `d` of the image of `seed` when draws are averaged: draw 0 is the image's own, so one
+/// draw is plain sampling; the others are mixed like windows' streams (`windows::window_seed`) but from a
+/// different constant, so that no draw repeats a window's stream.
+pub fn draw_seed(seed: u64, d: usize) -> u64 {
+    if d == 0 {
+        seed
+    } else {
+        windows::window_seed(seed ^ 0xD1B5_4A32_D192_ED03, d)
+    }
+}
+
 impl Sampler<'_> {
-    /// Runs `job` once per seed on a canvas of any size (at least 1x1).
+    /// Runs `job` once per seed on a canvas of any size (at least 1x1); with several draws an image
+    /// (`SampleOptions::draws`), each image is the average of that many, all sampled in the same batches.
     pub fn canvas(
         &self,
         job: &CanvasJob,
@@ -182,6 +194,64 @@ impl Sampler<'_> {
         cancel: &CancelToken,
     ) -> Result<Vec<CanvasImage>> {
         Self::check_seeds(seeds)?;
+        let k = self.options.draws.max(1);
+        if k == 1 {
+            return self.canvas_draws(job, seeds, progress, cancel);
+        }
+        // Draw d of the image of seed s: its own stream, draw 0 the image's plain one.
+        let all: Vec<u64> = seeds
+            .iter()
+            .flat_map(|&s| (0..k).map(move |d| draw_seed(s, d)))
+            .collect();
+        let (draws, size) = self.canvas_works(job, &all, progress, cancel)?;
+        let mut out = Vec::with_capacity(seeds.len());
+        for (&seed, group) in seeds.iter().zip(draws.chunks(k)) {
+            let Some((first, _)) = group.first() else {
+                continue;
+            };
+            let mut work = first.clone();
+            let n = k as u32;
+            for (p, v) in work.rgb.iter_mut().enumerate() {
+                let sum: u32 = group.iter().map(|(w, _)| w.rgb[p] as u32).sum();
+                *v = ((sum + n / 2) / n) as u8;
+            }
+            // Not a likelihood of the average: the draws' mean bits, for a host that shows one.
+            let bits = group.iter().map(|(_, b)| b).sum::<f64>() / k as f64;
+            let image = self.finish(job, &work, size)?;
+            out.push(CanvasImage { image, seed, bits });
+        }
+        Ok(out)
+    }
+
+    /// One draw per seed: the finished images.
+    fn canvas_draws(
+        &self,
+        job: &CanvasJob,
+        seeds: &[u64],
+        progress: ProgressFn,
+        cancel: &CancelToken,
+    ) -> Result<Vec<CanvasImage>> {
+        let (works, size) = self.canvas_works(job, seeds, progress, cancel)?;
+        let mut out = Vec::with_capacity(seeds.len());
+        for ((w, bits), &seed) in works.iter().zip(seeds) {
+            let image = self.finish(job, w, size)?;
+            out.push(CanvasImage {
+                image,
+                seed,
+                bits: *bits,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Samples the job's canvas once per seed: each draw's canvas and bits, and the result's size.
+    fn canvas_works(
+        &self,
+        job: &CanvasJob,
+        seeds: &[u64],
+        progress: ProgressFn,
+        cancel: &CancelToken,
+    ) -> Result<(Vec<(Work, f64)>, (usize, usize))> {
         let (start, size) = self.start(job)?;
         let (mh, mw) = self.hw();
         let start = start.padded(mw, mh);
@@ -200,12 +270,9 @@ impl Sampler<'_> {
         for chunk in seeds.chunks(group) {
             let mut works = vec![start.clone(); chunk.len()];
             let bits = self.run_windows(&mut works, chunk, &plan, &mut rows, progress, cancel)?;
-            for ((w, &seed), bits) in works.iter().zip(chunk).zip(bits) {
-                let image = self.finish(job, w, size)?;
-                out.push(CanvasImage { image, seed, bits });
-            }
+            out.extend(works.into_iter().zip(bits));
         }
-        Ok(out)
+        Ok((out, size))
     }
 
     /// The job's canvas before sampling, and the size of its result.

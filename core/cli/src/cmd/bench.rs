@@ -53,6 +53,9 @@ pub struct Args {
     /// With --upscale: the model takes each sub-pixel's mean level instead of drawing it.
     #[arg(long, requires = "upscale")]
     mean: bool,
+    /// With --upscale: average this many draws into each upscale (`spn upscale-size --average`).
+    #[arg(long, default_value_t = 1, value_name = "N", requires = "upscale")]
+    average: usize,
     /// With --upscale: write each set's first image and each synthetic input here as pictures (input, Lanczos,
     /// model, original), named SET-IMAGE-tT-WHAT.png.
     #[arg(long, requires = "upscale")]
@@ -84,7 +87,7 @@ pub fn run(a: Args, device: tch::Device) -> Result<()> {
             &pipeline,
             &name,
             sets,
-            (&a.temperatures, pick, a.limit, a.factor),
+            (&a.temperatures, (pick, a.average), a.limit, a.factor),
             a.pictures.as_deref(),
             a.json,
         );
@@ -205,20 +208,27 @@ fn upscale(
     p: &Pipeline,
     name: &str,
     sets: &[PathBuf],
-    (temps, pick, limit, factor): (&[f64], Pick, usize, Option<u32>),
+    (temps, (pick, draws), limit, factor): (&[f64], (Pick, usize), usize, Option<u32>),
     pictures: Option<&std::path::Path>,
     json: bool,
 ) -> Result<()> {
     if limit == 0 || temps.is_empty() {
         bail!("--limit and --temperatures must not be empty");
     }
-    let r = spn::bench::upscale::run(p, name, sets, (temps, pick), (limit, factor), pictures)?;
+    let r = spn::bench::upscale::run(
+        p,
+        name,
+        sets,
+        (temps, pick, draws),
+        (limit, factor),
+        pictures,
+    )?;
     if json {
         return print_json(&r);
     }
     println!(
-        "{}: size upscaling x{} from every {}th pixel (scale {}, {:?}), PSNR (dB), mean over images",
-        r.model, r.factor, r.factor, r.scale, pick
+        "{}: size upscaling x{} from every {}th pixel (scale {}, {:?}, {} draws averaged), PSNR (dB), mean over images",
+        r.model, r.factor, r.factor, r.scale, pick, r.draws
     );
     println!(
         "  {:<44} {:>6} {:>5} {:>8} {:>8} {:>11}",

@@ -27,6 +27,11 @@ pub struct Sampling {
     /// error, for upscaling judged like a filter) instead of drawing it.
     #[arg(long)]
     mean: bool,
+    /// Average this many independent draws into each image (1 to 64): an estimate of the posterior mean,
+    /// the upscale with the least expected squared error (models/README.md, "Averaged draws"); costs N
+    /// draws, sampled together in batches.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    average: usize,
 }
 
 impl Sampling {
@@ -41,6 +46,7 @@ impl Sampling {
             },
             overlap: self.overlap,
             pick: if self.mean { Pick::Mean } else { Pick::Sample },
+            draws: self.average,
             ..Default::default()
         }
     }
