@@ -32,9 +32,33 @@ fn build_dist() {
 #[cfg(not(feature = "dist"))]
 fn build_dist() {}
 
+/// Builds src/precision.cpp (IEEE float32 on CUDA) for the `torch` feature, against torch-sys's libtorch.
+#[cfg(feature = "torch")]
+fn build_precision() {
+    println!("cargo:rerun-if-changed=src/precision.cpp");
+    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect(
+        "the torch feature needs libtorch's location from torch-sys (DEP_TCH_LIBTORCH_LIB)",
+    );
+    let include = std::path::Path::new(&lib).join("../include");
+    cc::Build::new()
+        .cpp(true)
+        .file("src/precision.cpp")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .flag("-std=c++17")
+        .flag("-w")
+        .opt_level(1)
+        .compile("spn_precision");
+}
+
+#[cfg(not(feature = "torch"))]
+fn build_precision() {}
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=build_libtorch.rs");
     link_libtorch();
+    build_precision();
     build_dist();
 }

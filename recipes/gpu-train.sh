@@ -42,28 +42,33 @@ names=target/gpu/google-names.txt
 
 case "$mode" in
   prepare)
-    [ -f "$ckpt" ] || { echo "no $ckpt: run recipes/$run.sh first" >&2; exit 1; }
+    # Without a checkpoint the run starts there as the recipe starts it here (from its WARM bundle, tracked).
+    [ -f "$ckpt" ] || echo "no $ckpt: the run starts afresh there (recipes/$run.sh)" >&2
     if trainer_running; then
       echo "the $run trainer is running: stop it first (pkill -INT -f 'out/$run.spn'), so the carried checkpoint is its last" >&2
       exit 1
     fi
-    carry=(target/release/spn "$ckpt" "${sources[@]}")
+    # The device tool carries 8 paths at most: the sources and the names travel in one folder, target/gpu.
+    mkdir -p target/gpu/cache
+    cp "${sources[@]}" target/gpu/cache/
+    carry=(target/release/spn target/gpu)
+    [ -f "$ckpt" ] && carry+=("$ckpt")
     if [ "$run" = styles64 ]; then
       carry+=(data/cache/package/img/google/64)
     else
-      mkdir -p target/gpu
       ls data/cache/package/img/google/64 > "$names"
-      carry+=("$names")
     fi
-    # The checkpoints kept in models/training (recipes/checkpoint.sh) are tracked files, which travel with the
-    # working tree and count towards the same 64 MiB as the carry: they are set aside until `collect` puts
-    # them back (git has them either way).
-    if compgen -G "models/training/*.ckpt" >/dev/null; then
-      mkdir -p target/gpu/kept
-      mv models/training/*.ckpt target/gpu/kept/
-      echo "set aside models/training/*.ckpt in target/gpu/kept until collect" >&2
-    fi
-    tree=$(git ls-files -z | xargs -0 du -cb 2>/dev/null | tail -1 | cut -f1)
+    # The files kept in models/training (checkpoints, earlier runs' bundles) are tracked, so they travel with
+    # the working tree and count towards the same 64 MiB as the carry: all but the recipe's WARM bundle are set
+    # aside in out/gpu-kept (not carried) until `collect` puts them back (git has them either way).
+    warm=$(sed -n 's/^WARM=\${WARM:-\(.*\)}$/\1/p' "recipes/$run.sh")
+    mkdir -p out/gpu-kept
+    for f in models/training/*; do
+      [ "$f" = "$warm" ] || mv "$f" out/gpu-kept/
+    done
+    echo "set aside models/training (but $warm) in out/gpu-kept until collect" >&2
+    # Files set aside count 0 (du fails on them, hence the || true under pipefail).
+    tree=$( (git ls-files -z | xargs -0 du -cb 2>/dev/null || true) | tail -1 | cut -f1)
     bytes=$(( $(du -cb "${carry[@]}" | tail -1 | cut -f1) + tree ))
     echo "carry, with the working tree ($((bytes >> 20)) MiB):" >&2
     printf '%s\n' "${carry[@]}" | python3 -c 'import json, sys; print(json.dumps(sys.stdin.read().split()))'
@@ -81,6 +86,8 @@ case "$mode" in
       nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$out/gpu.txt"
     fi
     if [ -z "${DATA_DONE:-}" ]; then
+      mkdir -p data/cache
+      cp -n target/gpu/cache/*.tgz data/cache/ 2>/dev/null || true
       if [ -f "$names" ]; then
         mkdir -p data/cache/package/img/google/64
         (cd data/cache/package/img/google/64 && xargs touch < "$OLDPWD/$names")
@@ -115,8 +122,8 @@ case "$mode" in
     # A part that did not come back must not replace the CPU checkpoint.
     [ "$(cut -d' ' -f1 "$from/$run.spn.ckpt.sha256")" = "$(sha256sum "$ckpt.gpu" | cut -d' ' -f1)" ] ||
       { rm -f "$ckpt.gpu"; echo "the joined checkpoint does not match its SHA-256: a part is missing" >&2; exit 1; }
-    if compgen -G "target/gpu/kept/*.ckpt" >/dev/null; then
-      mv target/gpu/kept/*.ckpt models/training/
+    if compgen -G "out/gpu-kept/*" >/dev/null; then
+      mv out/gpu-kept/* models/training/
     fi
     [ -f "$ckpt" ] && mv "$ckpt" "$ckpt.before-gpu"
     mv "$ckpt.gpu" "$ckpt"

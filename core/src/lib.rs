@@ -26,6 +26,8 @@ pub mod iconify;
 pub mod model;
 #[cfg(feature = "torch")]
 pub mod pipeline;
+#[cfg(feature = "torch")]
+pub mod precision;
 pub mod prepare;
 pub mod resample;
 pub mod sampler;

@@ -39,6 +39,9 @@ pub struct Likelihood {
 impl Pipeline {
     pub fn new(config: PipelineConfig, device: Device) -> Result<Self> {
         config.validate()?;
+        if device.is_cuda() {
+            crate::precision::ieee_fp32();
+        }
         let vs = nn::VarStore::new(device);
         let stages = config
             .stages()
