@@ -59,7 +59,7 @@ install-test-deps: patchelf
 	@command -v cmake >/dev/null || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends cmake; }
 
 # The held-out emoji (`make data`) are scored against libwebp by one of the tests.
-test: build cpu-cli gimp-deps jxl-tools install-test-deps data
+test: build cpu-cli gimp-deps jxl-tools install-test-deps data data-256
 	$(CARGO) test --release --workspace $(addprefix --exclude ,$(NO_TORCH)) --features spn/dist --no-fail-fast
 
 # Generation with the bundled model on the CPU engine: builds only what that needs, downloads no PyTorch.

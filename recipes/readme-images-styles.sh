@@ -9,6 +9,9 @@ SPN=${SPN:-target/release/spn}
 MODEL64=${MODEL64:-models/default.spn}
 MODEL256=${MODEL256:-models/emoji256.spn}
 OUT=${OUT:-docs/styles}
+# How the model's column is drawn: the mean of 16 draws at T = 1, the least squared error (models/README.md,
+# "Averaged draws"); PICK=--mean for each sub-pixel's mean level.
+PICK=${PICK:---average 16}
 CONVERT=${CONVERT:-$(command -v /usr/bin/convert || command -v convert)}
 mkdir -p "$OUT"
 tmp=$(mktemp -d)
@@ -16,7 +19,7 @@ trap 'rm -rf "$tmp"' EXIT
 png() { "$CONVERT" -define png:exclude-chunks=date,time "$@"; }
 
 # One row per style: the input (every FACTOR-th pixel, enlarged by pixel repetition), Lanczos from it, the
-# model's mean (--mean, T = 1), the original; OUT/upscale-NAME.png. With the model's own side, the same for the
+# model's upscale (PICK, T = 1), the original; OUT/upscale-NAME.png. With the model's own side, the same for the
 # inputs unlike emoji (flat colour, a gradient, line art, a coloured background): OUT/flat-NAME.png.
 row() {
   local base=${1%-original.png} side=$2
@@ -27,7 +30,7 @@ row() {
 rows() {
   local model=$1 side=$2 factor=$3 name=$4 sets=("${@:5}")
   local dir=$tmp/$name emoji=() flat=()
-  "$SPN" bench --model "$model" --upscale "${sets[@]}" --limit 1 --mean --temperatures 1 --factor "$factor" \
+  "$SPN" bench --model "$model" --upscale "${sets[@]}" --limit 1 $PICK --temperatures 1 --factor "$factor" \
     --pictures "$dir" >/dev/null
   for set in "${sets[@]}"; do
     emoji+=("$(row "$dir/$(basename "$set")"-*-t1-original.png "$side")")

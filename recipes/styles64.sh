@@ -7,16 +7,18 @@
 # issue 15 item 5, upscaling must keep flat colour flat; it needs the data's alpha, which both keep).
 #
 # The network is the emoji preset with the channel head's copy path: palette, line entries in spread bins, and
-# blend entries (docs/design.md section 3). Stop 23's run starts from the bundle of stop 21 (models/default.spn
-# at commit f651ff2, the EMA weights at step 20,001 of this recipe's previous lineage, whose checkpoint is kept
-# in git history as models/training/styles64.spn.ckpt at that commit), every spread bin starting with its line
+# blend entries (docs/design.md section 3). Stop 23's run starts from the bundle of stop 21
+# (models/training/styles64-stop21.spn, models/default.spn from stop 21 to stop 26, as at commit f651ff2: the
+# EMA weights at step 20,001 of this recipe's previous lineage, whose checkpoint is kept in git history as
+# models/training/styles64.spn.ckpt at that commit), every spread bin starting with its line
 # gates and the blend gates half open (`train::warm_start`, `model::head::close_palette`), and fine-tunes
 # stages B and C at a low rate (stage A at 16x16 has one slice, so nothing earlier to copy: it is kept).
 # The previous lineage: the stop-19 run with the palette but without the lines (models/training/styles64-stop19.spn),
 # from the stop-18 run without the palette, from the model trained on the PNG set alone (models/default.spn at
 # commit b472580).
 # Usage: recipes/styles64.sh [STEPS]   (after `make data data-crops`; resumable: rerun the same command)
-#   OUT=out/styles64.spn   WARM=models/default.spn (at the commit above)
+#   OUT=out/styles64.spn   WARM=models/training/styles64-stop21.spn
+# Its EMA weights at step 3,000 are models/default.spn since stop 27 (models/README.md).
 # Every random choice is seeded by (seed, step), so an interrupted run resumed with the same command ends with
 # the same weights. A run's checkpoint committed in models/training/ (recipes/checkpoint.sh) is where a fresh
 # checkout resumes from.
@@ -27,7 +29,7 @@ trap 'exit 143' TERM
 cd "$(dirname "$0")/.."
 STEPS=${1:-3000}
 OUT=${OUT:-out/styles64.spn}
-WARM=${WARM:-models/default.spn}
+WARM=${WARM:-models/training/styles64-stop21.spn}
 SPN=${SPN:-target/release/spn}
 [ -f data/styles64/.done ] || { echo "no data/styles64: run make data first" >&2; exit 1; }
 [ -f data/crops64/.done ] || { echo "no data/crops64: run make data-crops first" >&2; exit 1; }
