@@ -23,7 +23,7 @@
 # takes every weight whose name and shape match (--warm-start).
 # Usage: recipes/styles256.sh [STEPS]   (resumable: rerun the same command)
 #   OUT=out/styles256.spn   WARM=models/training/styles256-stop23.spn
-# Stop 27 ran this run's first 1,358 steps on a lent GPU (recipes/gpu-session.sh); its checkpoint is kept in
+# Stop 27 ran steps 1 to 1,358 of this run on a lent GPU (recipes/gpu-session.sh) and to 1,816 here; the checkpoint is kept in
 # models/training/styles256.spn.ckpt, where the CPU resumes.
 # Every random choice is seeded by (seed, step), so an interrupted run resumed with the same command ends with the
 # same weights. A run's checkpoint committed in models/training/ (recipes/checkpoint.sh) is where a fresh
