@@ -1,5 +1,13 @@
 include!("build_libtorch.rs");
 
+/// libtorch's headers, beside the library torch-sys linked (the C++ shims below compile against them).
+#[cfg(feature = "torch")]
+fn libtorch_include() -> std::path::PathBuf {
+    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
+        .expect("the C++ shims need libtorch's location from torch-sys (DEP_TCH_LIBTORCH_LIB)");
+    std::path::Path::new(&lib).join("../include")
+}
+
 /// Builds the c10d shim (src/dist) for the `dist` feature (on by default; `make setup` installs Gloo's
 /// headers). The symbols come from libtorch itself.
 #[cfg(feature = "dist")]
@@ -7,8 +15,6 @@ fn build_dist() {
     println!("cargo:rerun-if-changed=src/dist/shim.cpp");
     println!("cargo:rerun-if-changed=src/dist/shim.h");
     println!("cargo:rerun-if-changed=src/dist/mod.rs");
-    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB")
-        .expect("the dist feature needs libtorch's location from torch-sys (DEP_TCH_LIBTORCH_LIB)");
     let gloo = [
         "/usr/include/gloo/allreduce.h",
         "/usr/local/include/gloo/allreduce.h",
@@ -16,7 +22,7 @@ fn build_dist() {
     if !gloo.iter().any(|p| std::path::Path::new(p).exists()) {
         panic!("the dist feature (distributed training) needs Gloo's headers: run `make setup` (apt-get install libgloo-dev), or build with --no-default-features");
     }
-    let include = std::path::Path::new(&lib).join("../include");
+    let include = libtorch_include();
     cxx_build::bridge("src/dist/mod.rs")
         .file("src/dist/shim.cpp")
         .include(&include)
@@ -36,10 +42,7 @@ fn build_dist() {}
 #[cfg(feature = "torch")]
 fn build_precision() {
     println!("cargo:rerun-if-changed=src/precision.cpp");
-    let lib = std::env::var("DEP_TCH_LIBTORCH_LIB").expect(
-        "the torch feature needs libtorch's location from torch-sys (DEP_TCH_LIBTORCH_LIB)",
-    );
-    let include = std::path::Path::new(&lib).join("../include");
+    let include = libtorch_include();
     cc::Build::new()
         .cpp(true)
         .file("src/precision.cpp")

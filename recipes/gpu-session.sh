@@ -3,8 +3,8 @@
 # minute or more of it to start the machine, so one call does everything): the CUDA checks
 # (recipes/gpu-check.sh: the backend's bits against the CPU engine's, images a minute), then a training run
 # continued on CUDA for most of the budget (recipes/gpu-train.sh), then its bundle's held-out bits/dim and upscale
-# figures on CUDA from the data that run rendered. The device tool brings back 8 files at most, so the small results travel in one archive,
-# results.tgz, beside the checkpoint's parts, its SHA-256 and the bundle.
+# figures on CUDA from the data that run rendered. The device tool brings back 8 files at most, so the small
+# results travel in one archive, results.tgz, beside the checkpoint's parts, its SHA-256 and the bundle.
 #
 # Here:  make build && bash recipes/gpu-check.sh build && recipes/gpu-train.sh prepare RUN
 #        (cp out/styles64.spn target/gpu/ for the 64 model's 64->256 upscale figures)
@@ -41,7 +41,7 @@ share=${UPSCALE_SECONDS:-90}
 OUT=$work bash recipes/gpu-train.sh run "$run" $((seconds - $(elapsed) - share)) >"$work/gpu-train.log" 2>&1
 echo "train: $? after $(elapsed)s" | tee -a "$work/times.txt"
 
-# 3. 64->256 upscales of held-out emoji on CUDA (the data step above rendered data/styles256), averaged draws.
+# 3. On CUDA, from the data the training step rendered: the run's bundle scored, then 64->256 upscales.
 torch_lib=$(python3 -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))')
 export LD_LIBRARY_PATH=$torch_lib
 # The run's bundle, exactly scored on the first 8 held-out images of each style (eval's codecs run on the CPU).
@@ -52,6 +52,7 @@ if [ -f "out/$run.spn" ] && [ "$left" -gt 60 ]; then
     --limit 8 --json >"$work/eval.json" 2>"$work/eval.log"
   echo "eval: $? after $(elapsed)s" | tee -a "$work/times.txt"
 fi
+# 64->256 upscales of held-out emoji by the 64 model (carried as target/gpu/styles64.spn), averaged draws.
 left=$((seconds - $(elapsed) - 15))
 if [ -f target/gpu/styles64.spn ] && [ -d data/styles256/heldout ] && [ "$left" -gt 20 ]; then
   timeout "$left" target/release/spn --device cuda bench --model target/gpu/styles64.spn \

@@ -63,49 +63,34 @@ fn bundled_model_beats_lossless_webp_on_every_styles_held_out_emoji() {
         heldout.display()
     );
     // No --model: the bundled one.
-    let r = json(&spn_ok(&[
-        "eval",
-        "--data",
-        s(&heldout),
-        "--per-folder",
-        "--json",
-    ]));
-    let styles = r.as_array().expect("one result per style");
-    let names: Vec<&str> = styles.iter().filter_map(|f| f["folder"].as_str()).collect();
-    for want in [
-        "google",
-        "noto",
-        "fluent-emoji-flat",
-        "openmoji",
-        "emojione",
-    ] {
-        assert!(names.contains(&want), "no held-out {want} in {names:?}");
-    }
+    let scores = held_out_scores(
+        &["eval", "--data", s(&heldout), "--per-folder", "--json"],
+        &[
+            "google",
+            "noto",
+            "fluent-emoji-flat",
+            "openmoji",
+            "emojione",
+        ],
+    );
     let mut failures = Vec::new();
-    for f in styles {
-        let images = f["images"].as_u64().unwrap_or(0);
+    for f in &scores {
         // 5% of each style's emoji, by the hash of the emoji's name: 95 to 235 images.
         assert!(
-            images > 80,
-            "{}: only {images} held-out images",
-            f["folder"]
-        );
-        let (model, webp, png) = (
-            f["bits_per_dim"].as_f64().unwrap(),
-            f["webp_bits_per_dim"].as_f64().unwrap(),
-            f["png_bits_per_dim"].as_f64().unwrap(),
+            f.images > 80,
+            "{}: only {} held-out images",
+            f.folder,
+            f.images
         );
         // JPEG XL (libjxl at its strongest effort) is reported too: `make test` installs cjxl. Below it is the
         // aim, not the bar (models/README.md says where the bundle stands).
-        let jxl = f["jxl_bits_per_dim"].as_f64();
-        assert!(jxl.is_some_and(|j| j < png), "JPEG XL not measured: {f}");
-        let line = format!(
-            "{}: model {model:.4}, libwebp {webp:.4}, JPEG XL {jxl:?}, PNG {png:.4}",
-            f["folder"]
+        assert!(
+            f.jxl.is_some_and(|j| j < f.png),
+            "JPEG XL not measured: {}",
+            f.line
         );
-        eprintln!("{line}");
-        if !(model < webp && webp < png) {
-            failures.push(line);
+        if !(f.model < f.webp && f.webp < f.png) {
+            failures.push(&f.line);
         }
     }
     assert!(
@@ -114,10 +99,57 @@ fn bundled_model_beats_lossless_webp_on_every_styles_held_out_emoji() {
     );
 }
 
+/// One style's row of `spn eval --per-folder --json`.
+struct Score {
+    folder: String,
+    images: u64,
+    model: f64,
+    webp: f64,
+    png: f64,
+    jxl: Option<f64>,
+    /// The row as the tests print it.
+    line: String,
+}
+
+/// Runs `spn` with `args` (an `eval --per-folder --json`), checks that every style in `styles` has a row, and
+/// prints and returns the rows.
+fn held_out_scores(args: &[&str], styles: &[&str]) -> Vec<Score> {
+    let r = json(&spn_ok(args));
+    let rows = r.as_array().expect("one result per style");
+    let names: Vec<&str> = rows.iter().filter_map(|f| f["folder"].as_str()).collect();
+    for want in styles {
+        assert!(names.contains(want), "no held-out {want} in {names:?}");
+    }
+    rows.iter()
+        .map(|f| {
+            let folder = f["folder"].as_str().unwrap_or_default().to_string();
+            let (model, webp, png, jxl) = (
+                f["bits_per_dim"].as_f64().unwrap(),
+                f["webp_bits_per_dim"].as_f64().unwrap(),
+                f["png_bits_per_dim"].as_f64().unwrap(),
+                f["jxl_bits_per_dim"].as_f64(),
+            );
+            let line = format!(
+                "{folder}: model {model:.4}, libwebp {webp:.4}, JPEG XL {jxl:?}, PNG {png:.4}"
+            );
+            eprintln!("{line}");
+            Score {
+                folder,
+                images: f["images"].as_u64().unwrap_or(0),
+                model,
+                webp,
+                png,
+                jxl,
+                line,
+            }
+        })
+        .collect()
+}
+
 /// Upscaling that beats a classic filter (issue 15 item 5): on the first 24 held-out images of every style,
 /// the bundled model's 4x size upscaling from slice 0 (8 draws at temperature 1 averaged, the setting
-/// models/README.md measured best; 16 gain about 0.2 dB more at twice the time) has a higher PSNR than Lanczos from the same 16x16 input; and inputs unlike
-/// emoji keep their flat regions flat.
+/// models/README.md measured best; 16 gain about 0.2 dB more at twice the time) has a higher PSNR than Lanczos
+/// from the same 16x16 input; and inputs unlike emoji keep their flat regions flat.
 #[test]
 fn bundled_model_upscales_every_style_better_than_lanczos() {
     let heldout = root().join("data/styles64/heldout");
@@ -211,45 +243,32 @@ fn bundled_256_model_beats_lossless_webp_on_the_held_out_emoji_at_256() {
         heldout.display()
     );
     let model = root().join("models/emoji256.spn");
-    let r = json(&spn_ok(&[
-        "eval",
-        "--model",
-        s(&model),
-        "--data",
-        s(&heldout),
-        "--per-folder",
-        "--limit",
-        "8",
-        "--json",
-        "--device",
-        "cpu",
-    ]));
-    let styles = r.as_array().expect("one result per style");
-    let names: Vec<&str> = styles.iter().filter_map(|f| f["folder"].as_str()).collect();
-    for want in ["noto", "fluent-emoji-flat", "openmoji", "emojione"] {
-        assert!(names.contains(&want), "no held-out {want} in {names:?}");
-    }
+    let scores = held_out_scores(
+        &[
+            "eval",
+            "--model",
+            s(&model),
+            "--data",
+            s(&heldout),
+            "--per-folder",
+            "--limit",
+            "8",
+            "--json",
+            "--device",
+            "cpu",
+        ],
+        &["noto", "fluent-emoji-flat", "openmoji", "emojione"],
+    );
     let mut failures = Vec::new();
-    for f in styles {
-        assert_eq!(f["images"].as_u64(), Some(8), "{f}");
-        let (model, webp, png) = (
-            f["bits_per_dim"].as_f64().unwrap(),
-            f["webp_bits_per_dim"].as_f64().unwrap(),
-            f["png_bits_per_dim"].as_f64().unwrap(),
-        );
-        let line = format!(
-            "{}: model {model:.4}, libwebp {webp:.4}, JPEG XL {:?}, PNG {png:.4}",
-            f["folder"],
-            f["jxl_bits_per_dim"].as_f64()
-        );
-        eprintln!("{line}");
-        let bar = if f["folder"] == "noto" {
-            1.05 * webp
+    for f in &scores {
+        assert_eq!(f.images, 8, "{}", f.line);
+        let bar = if f.folder == "noto" {
+            1.05 * f.webp
         } else {
-            webp
+            f.webp
         };
-        if !(model < bar && model < png) {
-            failures.push(line);
+        if !(f.model < bar && f.model < f.png) {
+            failures.push(&f.line);
         }
     }
     assert!(
