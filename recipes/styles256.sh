@@ -5,7 +5,12 @@
 # emojione}), with left-right flips, 30% of the examples over a random flat colour or gradient, a fifth of
 # those without their emoji (--backgrounds 0.3, issue 15 item 5; it needs the data's alpha, which
 # `make data-256` keeps). The copy path has its palette, line entries with their spread bins, and blend
-# entries (docs/design.md section 3). Stop 25's run starts from the stop-23 run of this recipe
+# entries (docs/design.md section 3), and (stop 28) slopes on the line entries of stages B and C (`line_slopes`,
+# docs/design.md section 3: a two-sided geometric prior around each line's level). Stop 28's run starts from the
+# stop-27 run of this recipe (models/training/styles256-stop27.spn: EMA weights at step 1,816 of its 3,000 at
+# lr 1.5e-4, trained at commit 269dfcc), whose held-out noto had stopped gaining (0.3700 at stop 23, 0.3695 at
+# step 1,358, 0.3693 at step 1,816); the slopes' weights are new (`model::head::LineSlopes::new`), every
+# other weight is that run's; lr 3e-4 for the new weights to open within a session. Stop 25's run starts from the stop-23 run of this recipe
 # (models/training/styles256-stop23.spn: EMA weights at step 970 of its 6,000 at lr 5e-4, trained at commit
 # 7a0c875), whose training batches had been flat since step 500 and whose held-out noto had not gained since
 # step 598: the same data at under a third of the rate (1.5e-4), a fresh Adam with 50 warm-up steps, and a
@@ -22,9 +27,8 @@
 # 53b8ea9), which started from the 64x64 model bundled at commit b472580 for 73% of its weights. Each start
 # takes every weight whose name and shape match (--warm-start).
 # Usage: recipes/styles256.sh [STEPS]   (resumable: rerun the same command)
-#   OUT=out/styles256.spn   WARM=models/training/styles256-stop23.spn
-# Stop 27 ran steps 1 to 1,358 of this run on a lent GPU (recipes/gpu-session.sh) and to 1,816 here; the checkpoint is kept in
-# models/training/styles256.spn.ckpt, where the CPU resumes.
+#   OUT=out/styles256.spn   WARM=models/training/styles256-stop27.spn
+# Stop 27 ran steps 1 to 1,358 of its run on a lent GPU (recipes/gpu-session.sh) and to 1,816 here.
 # Every random choice is seeded by (seed, step), so an interrupted run resumed with the same command ends with the
 # same weights. A run's checkpoint committed in models/training/ (recipes/checkpoint.sh) is where a fresh
 # checkout resumes from.
@@ -35,12 +39,12 @@ trap 'exit 143' TERM
 cd "$(dirname "$0")/.."
 STEPS=${1:-3000}
 OUT=${OUT:-out/styles256.spn}
-WARM=${WARM:-models/training/styles256-stop23.spn}
+WARM=${WARM:-models/training/styles256-stop27.spn}
 SPN=${SPN:-target/release/spn}
 [ -f data/styles256/.done ] || { echo "no data/styles256: run make data-256 first" >&2; exit 1; }
 mkdir -p "$(dirname "$OUT")"
 recipes/checkpoint.sh restore "$OUT"
-common=(--data data/styles256/train --steps "$STEPS" --batch-size 16 --lr 1.5e-4 --warmup 50 --ema 0.998 --flip
+common=(--data data/styles256/train --steps "$STEPS" --batch-size 16 --lr 3e-4 --warmup 50 --ema 0.998 --flip
   --backgrounds 0.3 --checkpoint-every 100 --seed 0 --eval-images 0 --out "$OUT" -v --stages b,c)
 if [ -f "$OUT.ckpt" ]; then
   "$SPN" train --resume "${common[@]}"

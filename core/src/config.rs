@@ -71,6 +71,13 @@ pub struct NetConfig {
     /// versions.
     #[serde(default, skip_serializing_if = "is_false")]
     pub copy_blends: bool,
+    /// Slopes on the copy path's line entries (`decode::neighbours::add_copy_bonus`, docs/design.md section
+    /// 3): each line entry also takes `softplus(gate) * |l - v|` off the logit of every level `l`, a
+    /// two-sided geometric prior around its interpolated level `v`, so that a smooth ramp's low bits
+    /// can land one or two levels off the line at a cost that grows with the distance (models/README.md,
+    /// stop 28). Left out of the file when off, so bundles without it stay readable by earlier versions.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub line_slopes: bool,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -208,7 +215,9 @@ impl StageSpec {
             + attention_layers * attention;
         let copy = if net.copy {
             let gates = 3 * crate::decode::neighbours::entries(net) as u128;
-            linear(d, gates) + gates // gate, and the weight of earlier channels' agreement
+            let slopes = 3 * crate::decode::neighbours::slopes(net) as u128;
+            // Gates, and the weights of earlier channels' agreement; the same for the slopes.
+            linear(d, gates) + gates + linear(d, slopes) + slopes
         } else {
             0
         };
@@ -282,6 +291,7 @@ impl PipelineConfig {
             copy: true,
             copy_spreads: COPY_SPREADS.to_vec(),
             copy_blends: true,
+            line_slopes: false,
         };
         // Sized for a 2-core CPU: training throughput and sampling speed over depth.
         let emoji_net = NetConfig {
@@ -295,6 +305,7 @@ impl PipelineConfig {
             copy: true,
             copy_spreads: COPY_SPREADS.to_vec(),
             copy_blends: true,
+            line_slopes: false,
         };
         // Sized for one GPU (see recipes/gpu.sh): wider and deeper, with dropout because 3,597 training
         // images overfit even the CPU-sized net. About 39 MB as a bundle.
@@ -309,6 +320,7 @@ impl PipelineConfig {
             copy: true,
             copy_spreads: COPY_SPREADS.to_vec(),
             copy_blends: true,
+            line_slopes: false,
         };
         // Every preset is square, with a plain stage A.
         let make = |size: i64, scale: i64, msb_bits: Option<u32>, net: NetConfig| PipelineConfig {
@@ -337,10 +349,20 @@ impl PipelineConfig {
                 ..make(256, 4, Some(3), emoji_net.clone())
             },
             // The same with S = 8: 32x32 slices, four times cheaper per training example, 64 of them.
-            "emoji256-s8" => PipelineConfig {
-                small_scale: 2,
-                ..make(256, 8, Some(3), emoji_net)
-            },
+            // Stages B and C with slopes on their line entries (stop 28): most of a 256x256 Noto emoji's
+            // bits are the low bits of shaded ramps. Stage A keeps the plain head it was trained with.
+            "emoji256-s8" => {
+                let sloped = NetConfig {
+                    line_slopes: true,
+                    ..emoji_net.clone()
+                };
+                PipelineConfig {
+                    small_scale: 2,
+                    net_b: Some(sloped.clone()),
+                    net_c: Some(sloped),
+                    ..make(256, 8, Some(3), emoji_net)
+                }
+            }
             other => {
                 return Err(Error::config(format!(
                     "unknown preset '{other}' (known: {})",
@@ -546,6 +568,7 @@ mod tests {
             copy: rng.gen_bool(0.5),
             copy_spreads: [vec![], vec![0], COPY_SPREADS.to_vec()][rng.gen_range(0..3)].clone(),
             copy_blends: rng.gen_bool(0.5),
+            line_slopes: rng.gen_bool(0.5),
         }
     }
 

@@ -10,7 +10,26 @@ use tch::{Device, Kind, Tensor};
 
 fn model(preset: &str, seed: i64) -> Pipeline {
     tch::manual_seed(seed);
-    Pipeline::new(PipelineConfig::preset(preset).unwrap(), Device::Cpu).unwrap()
+    let p = Pipeline::new(PipelineConfig::preset(preset).unwrap(), Device::Cpu).unwrap();
+    open_slopes(&p);
+    p
+}
+
+/// Random weights for the line entries' slopes (`net.line_slopes`), whose gates start with zero weights: the
+/// engines must agree on where each slope's row of the gates lies, which zeros would not show.
+fn open_slopes(p: &Pipeline) {
+    tch::no_grad(|| {
+        for (name, t) in p.named_weights() {
+            let (scale, shift) = match name {
+                n if n.contains("line_slope.weight") => (0.05, 0.0),
+                n if n.contains("line_slope.bias") => (0.5, -2.0),
+                n if n.contains("line_slope_agree") => (0.5, 0.0),
+                _ => continue,
+            };
+            let r = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * scale + shift;
+            t.shallow_clone().copy_(&r);
+        }
+    });
 }
 
 fn images(p: &Pipeline, n: i64, seed: i64) -> Tensor {
@@ -188,6 +207,7 @@ fn cpu_decoder_logits_equal_full_pass_logits() {
     emoji_shape.net.first_kernel = 5;
     emoji_shape.net.decoder_blocks = 3;
     emoji_shape.net.attention_every = 3;
+    emoji_shape.net.line_slopes = true;
     configs.push(emoji_shape);
     let mut one_by_one = PipelineConfig::preset("tiny-full").unwrap();
     one_by_one.name = "1x1".into();
@@ -197,6 +217,7 @@ fn cpu_decoder_logits_equal_full_pass_logits() {
         let preset = cfg.name.clone();
         tch::manual_seed(11);
         let p = Pipeline::new(cfg, Device::Cpu).unwrap();
+        open_slopes(&p);
         let x = images(&p, 3, 12);
         let parts = p.decompose(&x).unwrap();
         let inputs = p.stage_inputs(&parts).unwrap();
@@ -729,7 +750,7 @@ fn reported_bits_are_the_exact_likelihood_of_the_output() {
 
 /// The plain-Rust CPU engine (`decode::host`: embedder, step decoder, full pass, built from the weights as a
 /// bundle stores them) against libtorch's full pass on every preset, every stage, at its first, middle and last
-/// slice: every logit within 1e-4.
+/// slice: every logit within 1e-4, or 4 parts in a million of its size where that is more.
 #[test]
 fn the_cpu_engine_matches_libtorch_on_every_preset() {
     for preset in PipelineConfig::PRESETS {
@@ -794,7 +815,9 @@ fn the_cpu_engine_matches_libtorch_on_every_preset() {
                     for got in [&fp, &inc] {
                         assert_eq!(got.len(), reference.len());
                         for (a, b) in got.iter().zip(&reference) {
-                            worst = worst.max((a - b).abs());
+                            // Slopes make logits of tens of nats, where f32 sums in another order
+                            // differ by a few parts in a million.
+                            worst = worst.max((a - b).abs() / (1.0 + 0.04 * b.abs()));
                         }
                     }
                 }

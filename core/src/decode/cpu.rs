@@ -233,28 +233,49 @@ pub(super) struct HeadWeights {
     pub(super) copy: Option<CopyWeights>,
 }
 
-/// The head's copy path (`model::head::CopyGates`): gates `(D, E * 3)` row-major with their bias, and the
-/// weight of the earlier channels' agreement; E entries (`neighbours::entries`).
+/// The head's copy path (`model::head::CopyGates`, and `model::head::LineSlopes` after it): gates
+/// `(D, (E + K) * 3)` row-major with their bias, and the weights of the earlier channels' agreement; E
+/// entries (`neighbours::entries`), K slopes (`neighbours::slopes`).
 pub(super) struct CopyWeights {
     pub(super) gate: (Vec<f32>, Vec<f32>),
     pub(super) agree: Vec<f32>,
-    /// `E * 3`.
+    /// `E * 3`: the copy map's row.
     pub(super) width: usize,
+    /// `(E + K) * 3`: the gates'.
+    pub(super) gates: usize,
 }
 
 impl CopyWeights {
-    fn new(w: &Weights, d: usize, entries: usize) -> Result<Self> {
-        let gates = 3 * entries;
+    fn new(w: &Weights, d: usize, net: &crate::config::NetConfig) -> Result<Self> {
+        let width = 3 * super::neighbours::entries(net);
+        let slopes = 3 * super::neighbours::slopes(net);
+        let (mut gate, mut agree) = (
+            linear(w, "head.copy_gate", d, width)?,
+            w.get("head.copy_agree", &[width])?.data.clone(),
+        );
+        if slopes > 0 {
+            // One gemm for both: each row of the (D, E * 3) matrix continues with the slopes' row.
+            let (sw, sb) = linear(w, "head.line_slope", d, slopes)?;
+            gate.0 = gate
+                .0
+                .chunks_exact(width)
+                .zip(sw.chunks_exact(slopes))
+                .flat_map(|(g, s)| g.iter().chain(s).copied())
+                .collect();
+            gate.1.extend_from_slice(&sb);
+            agree.extend_from_slice(&w.get("head.line_slope_agree", &[slopes])?.data);
+        }
         Ok(Self {
-            gate: linear(w, "head.copy_gate", d, gates)?,
-            agree: w.get("head.copy_agree", &[gates])?.data.clone(),
-            width: gates,
+            gate,
+            agree,
+            width,
+            gates: width + slopes,
         })
     }
 
-    /// Gate logits `(m, E * 3)` of head features `t` `(m, D)` into `out`.
+    /// Gate logits `(m, (E + K) * 3)` of head features `t` `(m, D)` into `out`.
     pub(super) fn gates(&self, t: &[f32], m: usize, d: usize, out: &mut [f32]) {
-        let gates = self.width;
+        let gates = self.gates;
         for row in out[..m * gates].chunks_exact_mut(gates) {
             row.copy_from_slice(&self.gate.1);
         }
@@ -332,7 +353,7 @@ impl CpuStepWeights {
             copy: spec
                 .net
                 .copy
-                .then(|| CopyWeights::new(w, d, super::neighbours::entries(&spec.net)))
+                .then(|| CopyWeights::new(w, d, &spec.net))
                 .transpose()?,
         };
         Ok(Self {
@@ -471,7 +492,7 @@ impl<'a> CpuSliceDecoder<'a> {
             hin: vec![0f32; g * d],
             logits: vec![0f32; g * w.levels],
             copy: None,
-            copy_gates: vec![0f32; g * w.head.copy.as_ref().map_or(0, |c| c.width)],
+            copy_gates: vec![0f32; g * w.head.copy.as_ref().map_or(0, |c| c.gates)],
         }
     }
 
@@ -705,13 +726,13 @@ impl<'a> CpuSliceDecoder<'a> {
         }
         gemm(g, d, l, &self.hin, d, ow, &mut self.logits, l, 1.0);
         if let (Some(cw), Some(rows)) = (&hd.copy, self.copy.as_ref()) {
-            let gates = cw.width;
+            let (gates, width) = (cw.gates, cw.width);
             for gi in 0..g {
                 add_copy_bonus(
                     &mut self.logits[gi * l..][..l],
                     &self.copy_gates[gi * gates..][..gates],
                     &cw.agree,
-                    &rows.current()[gi * gates..][..gates],
+                    &rows.current()[gi * width..][..width],
                     ch,
                     &values[gi],
                 );

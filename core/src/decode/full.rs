@@ -203,8 +203,8 @@ fn head_logits(
     let hd = &st.head;
     let relu: Vec<f32> = trunk.iter().map(|v| v.max(0.0)).collect();
     let t = linear(&relu, &hd.proj, n, d);
-    let gates = hd.copy.as_ref().map_or(0, |cw| cw.width);
-    let copy_gates = match (&hd.copy, copy.len() == n * gates) {
+    let (width, gates) = hd.copy.as_ref().map_or((0, 0), |cw| (cw.width, cw.gates));
+    let copy_gates = match (&hd.copy, copy.len() == n * width) {
         (Some(cw), true) => {
             let mut z = vec![0f32; n * gates];
             cw.gates(&t, n, d, &mut z);
@@ -233,7 +233,7 @@ fn head_logits(
             let row = &mut out[(p * 3 + ch) * l..][..l];
             row.copy_from_slice(lg);
             if let Some((cw, z)) = &copy_gates {
-                let (z, c) = (&z[p * gates..][..gates], &copy[p * gates..][..gates]);
+                let (z, c) = (&z[p * gates..][..gates], &copy[p * width..][..width]);
                 add_copy_bonus(row, z, &cw.agree, c, ch, &values[p]);
             }
         }

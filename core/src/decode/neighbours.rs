@@ -59,6 +59,16 @@ pub fn entries(net: &NetConfig) -> usize {
     }
 }
 
+/// Line entries that also carry a slope (`net.line_slopes`): every line entry of every spread bin, the
+/// entries from [`FIXED`] on. Their gates come after the copy map's in the head ([`add_copy_bonus`]).
+pub fn slopes(net: &NetConfig) -> usize {
+    if net.copy && net.line_slopes {
+        LINES.len() * (net.copy_spreads.len() + 1)
+    } else {
+        0
+    }
+}
+
 /// Blend entries, the last of a row: one per direction of [`LINES`]. Why: an antialiased edge pixel mixes
 /// the colours on either side of the edge, one weight for all three channels, so once red is chosen the
 /// weight is known and green and blue follow ([`blend_level`]). On 16 held-out noto emoji at 256x256, edge
@@ -552,8 +562,10 @@ impl CopyRows {
 }
 
 /// The head's copy rule for one pixel and channel `ch`, on the host: each neighbour with a level to copy
-/// adds `softplus(gate + agree * (earlier channels it matches))` to that level's logit. `gate`, `agree`:
-/// `(E * 3)`, entry-major; `copy`: the pixel's row of [`copy_map`]; `earlier`: the pixel's
+/// adds `softplus(gate + agree * (earlier channels it matches))` to that level's logit; with slopes
+/// (`net.line_slopes`), each line entry `j` with a level `v` also takes `softplus(slope gate + slope agree
+/// * matched) * |l - v|` off every level `l`'s logit. `gate`, `agree`: `(E * 3)` entry-major, then `(K * 3)`
+/// for the K = [`slopes`] slopes; `copy`: the pixel's row of [`copy_map`] `(E * 3)`; `earlier`: the pixel's
 /// channels chosen so far. `model::head::ChannelHead` is the same rule on libtorch (tests hold the two equal).
 pub fn add_copy_bonus(
     logits: &mut [f32],
@@ -563,7 +575,13 @@ pub fn add_copy_bonus(
     ch: usize,
     earlier: &[i64; 3],
 ) {
-    for o in 0..copy.len().min(gate.len()).min(agree.len()) / 3 {
+    let entries = copy.len().min(gate.len()).min(agree.len()) / 3;
+    let matched = |row: &[i32]| {
+        (0..ch)
+            .filter(|&c| row[c] >= 0 && row[c] as i64 == earlier[c])
+            .count()
+    };
+    for o in 0..entries {
         let row = &copy[o * 3..][..3];
         // Only blend entries hold packed sides (all three channels or none): plain entries skip unpacking.
         let sides = (row[0] >= SIDES_BASE).then(|| [0, 1, 2].map(|c| unpack_sides(row[c])));
@@ -574,18 +592,35 @@ pub fn add_copy_bonus(
                     None => continue,
                 }
             }
-            _ => (
-                row[ch],
-                (0..ch)
-                    .filter(|&c| row[c] >= 0 && row[c] as i64 == earlier[c])
-                    .count(),
-            ),
+            _ => (row[ch], matched(row)),
         };
         if v < 0 || v as usize >= logits.len() {
             continue;
         }
         let z = gate[o * 3 + ch] + agree[o * 3 + ch] * matched as f32;
         logits[v as usize] += softplus(z);
+    }
+    let slopes = (gate.len().min(agree.len()) / 3).saturating_sub(entries);
+    if slopes == 0 {
+        return;
+    }
+    // Summed before it is taken off, as libtorch does: the sum is small next to a logit, so the engines
+    // round alike.
+    let mut penalty = [0f32; 256];
+    for j in 0..slopes.min(entries.saturating_sub(FIXED)) {
+        let row = &copy[(FIXED + j) * 3..][..3];
+        let v = row[ch];
+        if v < 0 || v as usize >= logits.len() {
+            continue;
+        }
+        let o = (entries + j) * 3 + ch;
+        let s = softplus(gate[o] + agree[o] * matched(row) as f32);
+        for (l, p) in penalty.iter_mut().take(logits.len()).enumerate() {
+            *p += s * (l as f32 - v as f32).abs();
+        }
+    }
+    for (x, p) in logits.iter_mut().zip(penalty) {
+        *x -= p;
     }
 }
 
@@ -934,6 +969,30 @@ mod tests {
         let mut logits = vec![0f32; 8];
         add_copy_bonus(&mut logits, &gate, &agree, &copy, 2, &[3, 5, 0]);
         assert!((logits[1] - 2.0 * softplus(0.5 + 1.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_slope_takes_its_distance_from_the_line_level_off_every_level() {
+        const E: usize = FIXED + LINES.len();
+        let mut copy = [NONE; E * 3];
+        copy[FIXED * 3..][..3].copy_from_slice(&[2, 5, 4]); // line entry 0
+        copy[(FIXED + 2) * 3..][..3].copy_from_slice(&[7, 5, 1]); // line entry 2
+                                                                  // The copy map's gates closed, then one slope gate per line entry and channel.
+        let mut gate = vec![-100f32; E * 3];
+        gate.extend([0.5f32; LINES.len() * 3]);
+        let agree = vec![1.0f32; (E + LINES.len()) * 3];
+        let mut logits = vec![0f32; 8];
+        // Blue, red chosen 2 (entry 0 agrees once), green 5 (both agree).
+        add_copy_bonus(&mut logits, &gate, &agree, &copy, 2, &[2, 5, 0]);
+        let (s0, s2) = (softplus(0.5 + 2.0), softplus(0.5 + 1.0));
+        for (l, x) in logits.iter().enumerate() {
+            let want = -s0 * (l as f32 - 4.0).abs() - s2 * (l as f32 - 1.0).abs();
+            assert!((x - want).abs() < 1e-4, "level {l}: {x} against {want}");
+        }
+        // Without slope gates in the row, the same map adds nothing.
+        let mut logits = vec![0f32; 8];
+        add_copy_bonus(&mut logits, &gate[..E * 3], &agree, &copy, 2, &[2, 5, 0]);
+        assert!(logits.iter().all(|&x| x.abs() < 1e-30));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use super::layers::{linear, new_embedding, new_linear, new_randn, Embedding};
 use super::values::Values;
 use crate::decode::neighbours::{
-    BLEND_MIN_SPREAD, IMAGE, IN_SLICE, SIDES_BASE, SIDES_OFFSET, SIDES_SPAN,
+    BLEND_MIN_SPREAD, FIXED, IMAGE, IN_SLICE, LINES, SIDES_BASE, SIDES_OFFSET, SIDES_SPAN,
 };
 use crate::error::Result;
 use tch::{nn, Kind, Tensor};
@@ -20,6 +20,16 @@ pub struct CopyGates {
     blends: i64,
 }
 
+/// Slopes on the line entries (`net.line_slopes`, `neighbours::add_copy_bonus`): a gate per line entry and
+/// channel from the trunk, and the weight of the earlier channels' agreement with the entry.
+#[derive(Debug)]
+pub struct LineSlopes {
+    pub gate: nn::Linear,
+    /// `(K * 3)`, K line entries (`neighbours::slopes`).
+    pub agree: Tensor,
+    lines: i64,
+}
+
 #[derive(Debug)]
 pub struct ChannelHead {
     pub proj: nn::Linear,
@@ -28,16 +38,18 @@ pub struct ChannelHead {
     pub g_to_b: Embedding,
     pub out: [nn::Linear; 3],
     pub copy: Option<CopyGates>,
+    pub slopes: Option<LineSlopes>,
 }
 
 impl ChannelHead {
     /// `copy_entries`: the copy path's entries per target (`neighbours::entries`), 0 without it, of which
-    /// the last `blends` are blend entries (`neighbours::blends`).
+    /// the last `blends` are blend entries (`neighbours::blends`); `slopes`: its line entries with a slope
+    /// (`neighbours::slopes`).
     pub fn new(
         vs: nn::Path,
         dim: i64,
         levels: i64,
-        (copy_entries, blends): (usize, usize),
+        (copy_entries, blends, slopes): (usize, usize, usize),
     ) -> Result<Self> {
         let emb = |n: &str| new_embedding(&(&vs / n), levels, dim);
         let lin = |n: &str| new_linear(&(&vs / n), dim, levels);
@@ -59,6 +71,9 @@ impl ChannelHead {
                         blends: blends as i64,
                     })
                 })
+                .transpose()?,
+            slopes: (copy_entries > 0 && slopes > 0)
+                .then(|| LineSlopes::new(&vs, dim, slopes as i64))
                 .transpose()?,
         })
     }
@@ -87,7 +102,13 @@ impl ChannelHead {
         };
         let logits = linear(&h.f_relu()?, &self.out[c])?;
         match (&self.copy, copy) {
-            (Some(gates), Some(map)) => gates.add_bonus(t, logits, c, earlier, map),
+            (Some(gates), Some(map)) => {
+                let logits = gates.add_bonus(t, logits, c, earlier, map)?;
+                match &self.slopes {
+                    Some(s) => s.add_slopes(t, logits, c, earlier, map),
+                    None => Ok(logits),
+                }
+            }
             (None, _) => Ok(logits),
             (Some(_), None) => Err(crate::error::Error::Other(
                 "the copy path needs the copy map".into(),
@@ -163,6 +184,67 @@ impl CopyGates {
         let (v, matched) = blend_levels(&map.f_narrow(3, plain, self.blends)?, c, earlier, levels)?;
         let part = |t: &Tensor| t.f_narrow(-1, plain, self.blends);
         scatter_bonus(logits, &part(&z)?, &part(&agree)?, &v, &matched)
+    }
+}
+
+impl LineSlopes {
+    /// Gates start as a weak prior where a line's two sides are close (spread bins 0 and 1: bias -2, 0.13
+    /// nats a level away) and nearly none across edges (bias -4), so that a warm start (which has no such
+    /// weights) begins near its density; the linear weights start at zero, and Adam moves each of the D
+    /// of them by about the learning rate a step, which opens a gate where it pays within hundreds of steps
+    /// (a bias alone would take thousands: the spread bins' lesson, models/README.md, stop 22).
+    fn new(vs: &nn::Path, dim: i64, lines: i64) -> Result<Self> {
+        let gate = new_linear(&(vs / "line_slope"), dim, 3 * lines)?;
+        let near = (3 * 2 * LINES.len() as i64).min(3 * lines);
+        tch::no_grad(|| -> Result<()> {
+            let _ = gate.ws.shallow_clone().f_zero_()?;
+            if let Some(b) = &gate.bs {
+                let _ = b.shallow_clone().f_fill_(-4.0)?;
+                let _ = b.f_narrow(0, 0, near)?.f_fill_(-2.0)?;
+            }
+            Ok(())
+        })?;
+        Ok(Self {
+            gate,
+            agree: new_randn(vs, "line_slope_agree", &[3 * lines], 0.01)?,
+            lines,
+        })
+    }
+
+    /// `neighbours::add_copy_bonus`'s slopes on libtorch: `t` `(B, h, w, D)`, `logits` `(B, h, w, L)`, `map`
+    /// `(B, h, w, E, 3)`; each line entry's `softplus(gate + agree * matched) * |l - v|` off level l.
+    fn add_slopes(
+        &self,
+        t: &Tensor,
+        logits: Tensor,
+        c: usize,
+        earlier: &[Values],
+        map: &Tensor,
+    ) -> Result<Tensor> {
+        let n = self.lines;
+        let (b, h, w, levels) = logits.size4()?;
+        let entries = map.numel() as i64 / (b * h * w * 3);
+        let lines = map
+            .f_view([b, h, w, entries, 3])?
+            .f_narrow(3, FIXED as i64, n)?;
+        let (v, matched) = plain_levels(&lines, c, earlier)?;
+        let z = linear(t, &self.gate)?
+            .f_view([b, h, w, n, 3])?
+            .f_select(4, c as i64)?;
+        let agree = self.agree.f_view([n, 3])?.f_select(1, c as i64)?;
+        let slope = z
+            .f_add(&matched.f_mul(&agree)?)?
+            .f_softplus()?
+            .f_mul(&v.f_ge(0)?.f_to_kind(Kind::Float)?)?;
+        let at = Tensor::f_arange(levels, (Kind::Float, logits.device()))?;
+        let dist = at
+            .f_view([1, 1, 1, 1, levels])?
+            .f_sub(&v.f_clamp_min(0)?.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?)?
+            .f_abs()?; // (B, h, w, K, L)
+        let penalty =
+            dist.f_mul(&slope.f_unsqueeze(-1)?)?
+                .f_sum_dim_intlist(3, false, Kind::Float)?;
+        Ok(logits.f_sub(&penalty)?)
     }
 }
 

@@ -31,6 +31,7 @@ impl SpnNet {
                 (
                     neighbours::entries(&spec.net),
                     neighbours::blends(&spec.net),
+                    neighbours::slopes(&spec.net),
                 ),
             )?,
         })
