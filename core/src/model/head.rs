@@ -170,10 +170,7 @@ impl CopyGates {
         let n = self.entries;
         let (b, h, w, levels) = logits.size4()?;
         let map = map.f_view([b, h, w, n, 3])?;
-        let z = linear(t, &self.gate)?
-            .f_view([b, h, w, n, 3])?
-            .f_select(4, c as i64)?;
-        let agree = self.agree.f_view([n, 3])?.f_select(1, c as i64)?; // (N,)
+        let (z, agree) = channel_gates(t, (&self.gate, &self.agree), n, c)?;
         let plain = n - self.blends;
         let (v, matched) = plain_levels(&map.f_narrow(3, 0, plain)?, c, earlier)?;
         let part = |t: &Tensor| t.f_narrow(-1, 0, plain);
@@ -228,10 +225,7 @@ impl LineSlopes {
             .f_view([b, h, w, entries, 3])?
             .f_narrow(3, FIXED as i64, n)?;
         let (v, matched) = plain_levels(&lines, c, earlier)?;
-        let z = linear(t, &self.gate)?
-            .f_view([b, h, w, n, 3])?
-            .f_select(4, c as i64)?;
-        let agree = self.agree.f_view([n, 3])?.f_select(1, c as i64)?;
+        let (z, agree) = channel_gates(t, (&self.gate, &self.agree), n, c)?;
         let slope = z
             .f_add(&matched.f_mul(&agree)?)?
             .f_softplus()?
@@ -246,6 +240,21 @@ impl LineSlopes {
                 .f_sum_dim_intlist(3, false, Kind::Float)?;
         Ok(logits.f_sub(&penalty)?)
     }
+}
+
+/// Channel `c`'s gate logits `(B, h, w, N)` of features `t` `(B, h, w, D)` and its agreement weights `(N,)`,
+/// for gates and agreement weights laid out entry-major, `(N * 3)`.
+fn channel_gates(
+    t: &Tensor,
+    (gate, agree): (&nn::Linear, &Tensor),
+    n: i64,
+    c: usize,
+) -> Result<(Tensor, Tensor)> {
+    let (b, h, w, _) = t.size4()?;
+    let z = linear(t, gate)?
+        .f_view([b, h, w, n, 3])?
+        .f_select(4, c as i64)?;
+    Ok((z, agree.f_view([n, 3])?.f_select(1, c as i64)?))
 }
 
 /// Adds `softplus(z + agree * matched)` to the logit of each entry's level `v` (`(B, h, w, N)`, negative:
