@@ -5,8 +5,10 @@
 # emojione}), with left-right flips, 30% of the examples over a random flat colour or gradient, a fifth of
 # those without their emoji (--backgrounds 0.3, issue 15 item 5; it needs the data's alpha, which
 # `make data-256` keeps). The copy path has its palette, line entries with their spread bins, and blend
-# entries (docs/design.md section 3), and (stop 28) slopes on the line entries of stages B and C (`line_slopes`,
-# docs/design.md section 3: a two-sided geometric prior around each line's level). Stop 28's run starts from the
+# entries (docs/design.md section 3), and (stop 28) slopes on the line and blend entries of stages B and C
+# (`line_slopes`, `blend_slopes`, docs/design.md section 3: a two-sided geometric prior around each entry's
+# level). Stop 28's second run starts from its first (models/training/styles256-stop28-lines.spn: EMA weights
+# at step 780, line slopes only, trained at commit 6ddbd29), with new blend slopes. The first run started from the
 # stop-27 run of this recipe (models/training/styles256-stop27.spn: EMA weights at step 1,816 of its 3,000 at
 # lr 1.5e-4, trained at commit 269dfcc), whose held-out noto had stopped gaining (0.3700 at stop 23, 0.3695 at
 # step 1,358, 0.3693 at step 1,816); the slopes' weights are new (`model::head::LineSlopes::new`), every
@@ -27,7 +29,7 @@
 # 53b8ea9), which started from the 64x64 model bundled at commit b472580 for 73% of its weights. Each start
 # takes every weight whose name and shape match (--warm-start).
 # Usage: recipes/styles256.sh [STEPS]   (resumable: rerun the same command)
-#   OUT=out/styles256.spn   WARM=models/training/styles256-stop27.spn
+#   OUT=out/styles256.spn   WARM=models/training/styles256-stop28-lines.spn
 # Stop 27 ran steps 1 to 1,358 of its run on a lent GPU (recipes/gpu-session.sh) and to 1,816 here.
 # Every random choice is seeded by (seed, step), so an interrupted run resumed with the same command ends with the
 # same weights. A run's checkpoint committed in models/training/ (recipes/checkpoint.sh) is where a fresh
@@ -39,7 +41,7 @@ trap 'exit 143' TERM
 cd "$(dirname "$0")/.."
 STEPS=${1:-3000}
 OUT=${OUT:-out/styles256.spn}
-WARM=${WARM:-models/training/styles256-stop27.spn}
+WARM=${WARM:-models/training/styles256-stop28-lines.spn}
 SPN=${SPN:-target/release/spn}
 [ -f data/styles256/.done ] || { echo "no data/styles256: run make data-256 first" >&2; exit 1; }
 mkdir -p "$(dirname "$OUT")"

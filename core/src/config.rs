@@ -78,6 +78,11 @@ pub struct NetConfig {
     /// stop 28). Left out of the file when off, so bundles without it stay readable by earlier versions.
     #[serde(default, skip_serializing_if = "is_false")]
     pub line_slopes: bool,
+    /// With `line_slopes` and `copy_blends`, slopes on the blend entries too: the same prior around the
+    /// level a blend implies, which in a shaded ramp is where the earlier channel's step along the line puts
+    /// this one (models/README.md, stop 28). Left out of the file when off.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub blend_slopes: bool,
 }
 
 fn is_zero(x: &f64) -> bool {
@@ -215,7 +220,9 @@ impl StageSpec {
             + attention_layers * attention;
         let copy = if net.copy {
             let gates = 3 * crate::decode::neighbours::entries(net) as u128;
-            let slopes = 3 * crate::decode::neighbours::slopes(net) as u128;
+            let slopes = 3
+                * (crate::decode::neighbours::slopes(net)
+                    + crate::decode::neighbours::blend_slopes(net)) as u128;
             // Gates, and the weights of earlier channels' agreement; the same for the slopes.
             linear(d, gates) + gates + linear(d, slopes) + slopes
         } else {
@@ -292,6 +299,7 @@ impl PipelineConfig {
             copy_spreads: COPY_SPREADS.to_vec(),
             copy_blends: true,
             line_slopes: false,
+            blend_slopes: false,
         };
         // Sized for a 2-core CPU: training throughput and sampling speed over depth.
         let emoji_net = NetConfig {
@@ -306,6 +314,7 @@ impl PipelineConfig {
             copy_spreads: COPY_SPREADS.to_vec(),
             copy_blends: true,
             line_slopes: false,
+            blend_slopes: false,
         };
         // Sized for one GPU (see recipes/gpu.sh): wider and deeper, with dropout because 3,597 training
         // images overfit even the CPU-sized net. About 39 MB as a bundle.
@@ -321,6 +330,7 @@ impl PipelineConfig {
             copy_spreads: COPY_SPREADS.to_vec(),
             copy_blends: true,
             line_slopes: false,
+            blend_slopes: false,
         };
         // Every preset is square, with a plain stage A.
         let make = |size: i64, scale: i64, msb_bits: Option<u32>, net: NetConfig| PipelineConfig {
@@ -354,6 +364,7 @@ impl PipelineConfig {
             "emoji256-s8" => {
                 let sloped = NetConfig {
                     line_slopes: true,
+                    blend_slopes: true,
                     ..emoji_net.clone()
                 };
                 PipelineConfig {
@@ -569,6 +580,7 @@ mod tests {
             copy_spreads: [vec![], vec![0], COPY_SPREADS.to_vec()][rng.gen_range(0..3)].clone(),
             copy_blends: rng.gen_bool(0.5),
             line_slopes: rng.gen_bool(0.5),
+            blend_slopes: rng.gen_bool(0.5),
         }
     }
 

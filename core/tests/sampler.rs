@@ -15,15 +15,15 @@ fn model(preset: &str, seed: i64) -> Pipeline {
     p
 }
 
-/// Random weights for the line entries' slopes (`net.line_slopes`), whose gates start with zero weights: the
+/// Random weights for the line and blend entries' slopes (`net.line_slopes`, `net.blend_slopes`), whose gates start with zero weights: the
 /// engines must agree on where each slope's row of the gates lies, which zeros would not show.
 fn open_slopes(p: &Pipeline) {
     tch::no_grad(|| {
         for (name, t) in p.named_weights() {
             let (scale, shift) = match name {
-                n if n.contains("line_slope.weight") => (0.05, 0.0),
-                n if n.contains("line_slope.bias") => (0.5, -2.0),
-                n if n.contains("line_slope_agree") => (0.5, 0.0),
+                n if n.contains("_slope.weight") => (0.05, 0.0),
+                n if n.contains("_slope.bias") => (0.5, -2.0),
+                n if n.contains("_slope_agree") => (0.5, 0.0),
                 _ => continue,
             };
             let r = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * scale + shift;
@@ -208,6 +208,7 @@ fn cpu_decoder_logits_equal_full_pass_logits() {
     emoji_shape.net.decoder_blocks = 3;
     emoji_shape.net.attention_every = 3;
     emoji_shape.net.line_slopes = true;
+    emoji_shape.net.blend_slopes = true;
     configs.push(emoji_shape);
     let mut one_by_one = PipelineConfig::preset("tiny-full").unwrap();
     one_by_one.name = "1x1".into();

@@ -241,21 +241,35 @@ pub(super) struct CopyWeights {
     pub(super) agree: Vec<f32>,
     /// `E * 3`: the copy map's row.
     pub(super) width: usize,
-    /// `(E + K) * 3`: the gates'.
+    /// `(E + K + K') * 3`: the gates'.
     pub(super) gates: usize,
+    /// K', the blend entries' slopes (`neighbours::blend_slopes`).
+    pub(super) blend_slopes: usize,
 }
 
 impl CopyWeights {
     fn new(w: &Weights, d: usize, net: &crate::config::NetConfig) -> Result<Self> {
         let width = 3 * super::neighbours::entries(net);
-        let slopes = 3 * super::neighbours::slopes(net);
+        let blend_slopes = super::neighbours::blend_slopes(net);
+        let slopes = 3 * (super::neighbours::slopes(net) + blend_slopes);
         let (mut gate, mut agree) = (
             linear(w, "head.copy_gate", d, width)?,
             w.get("head.copy_agree", &[width])?.data.clone(),
         );
         if slopes > 0 {
             // One gemm for both: each row of the (D, E * 3) matrix continues with the slopes' row.
-            let (sw, sb) = linear(w, "head.line_slope", d, slopes)?;
+            let (mut sw, mut sb) = linear(w, "head.line_slope", d, slopes - 3 * blend_slopes)?;
+            let mut sa = w.get("head.line_slope_agree", &[sb.len()])?.data.clone();
+            if blend_slopes > 0 {
+                let (bw, bb) = linear(w, "head.blend_slope", d, 3 * blend_slopes)?;
+                sw = sw
+                    .chunks_exact(sb.len())
+                    .zip(bw.chunks_exact(bb.len()))
+                    .flat_map(|(l, b)| l.iter().chain(b).copied())
+                    .collect();
+                sb.extend_from_slice(&bb);
+                sa.extend_from_slice(&w.get("head.blend_slope_agree", &[bb.len()])?.data);
+            }
             gate.0 = gate
                 .0
                 .chunks_exact(width)
@@ -263,13 +277,14 @@ impl CopyWeights {
                 .flat_map(|(g, s)| g.iter().chain(s).copied())
                 .collect();
             gate.1.extend_from_slice(&sb);
-            agree.extend_from_slice(&w.get("head.line_slope_agree", &[slopes])?.data);
+            agree.extend_from_slice(&sa);
         }
         Ok(Self {
             gate,
             agree,
             width,
             gates: width + slopes,
+            blend_slopes,
         })
     }
 
@@ -730,10 +745,9 @@ impl<'a> CpuSliceDecoder<'a> {
             for gi in 0..g {
                 add_copy_bonus(
                     &mut self.logits[gi * l..][..l],
-                    &self.copy_gates[gi * gates..][..gates],
-                    &cw.agree,
+                    (&self.copy_gates[gi * gates..][..gates], &cw.agree),
                     &rows.current()[gi * width..][..width],
-                    ch,
+                    (ch, cw.blend_slopes),
                     &values[gi],
                 );
             }

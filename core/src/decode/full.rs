@@ -234,7 +234,7 @@ fn head_logits(
             row.copy_from_slice(lg);
             if let Some((cw, z)) = &copy_gates {
                 let (z, c) = (&z[p * gates..][..gates], &copy[p * width..][..width]);
-                add_copy_bonus(row, z, &cw.agree, c, ch, &values[p]);
+                add_copy_bonus(row, (z, &cw.agree), c, (ch, cw.blend_slopes), &values[p]);
             }
         }
     }

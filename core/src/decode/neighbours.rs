@@ -69,6 +69,15 @@ pub fn slopes(net: &NetConfig) -> usize {
     }
 }
 
+/// Blend entries that also carry a slope (`net.blend_slopes`, with the line slopes): every blend entry.
+pub fn blend_slopes(net: &NetConfig) -> usize {
+    if net.line_slopes && net.blend_slopes {
+        blends(net)
+    } else {
+        0
+    }
+}
+
 /// Blend entries, the last of a row: one per direction of [`LINES`]. Why: an antialiased edge pixel mixes
 /// the colours on either side of the edge, one weight for all three channels, so once red is chosen the
 /// weight is known and green and blue follow ([`blend_level`]). On 16 held-out noto emoji at 256x256, edge
@@ -564,15 +573,16 @@ impl CopyRows {
 /// The head's copy rule for one pixel and channel `ch`, on the host: each neighbour with a level to copy
 /// adds `softplus(gate + agree * (earlier channels it matches))` to that level's logit; with slopes
 /// (`net.line_slopes`), each line entry `j` with a level `v` also takes `softplus(slope gate + slope agree
-/// * matched) * |l - v|` off every level `l`'s logit. `gate`, `agree`: `(E * 3)` entry-major, then `(K * 3)`
-/// for the K = [`slopes`] slopes; `copy`: the pixel's row of [`copy_map`] `(E * 3)`; `earlier`: the pixel's
-/// channels chosen so far. `model::head::ChannelHead` is the same rule on libtorch (tests hold the two equal).
+/// * matched) * |l - v|` off every level `l`'s logit, and with `net.blend_slopes` each blend entry the same
+/// around the level it implies. `gate`, `agree`: `(E * 3)` entry-major, then `(K * 3)` for the K =
+/// [`slopes`] line slopes, then `(blend_slopes * 3)`; `copy`: the pixel's row of [`copy_map`] `(E * 3)`;
+/// `earlier`: the pixel's channels chosen so far. `model::head::ChannelHead` is the same rule on libtorch
+/// (tests hold the two equal).
 pub fn add_copy_bonus(
     logits: &mut [f32],
-    gate: &[f32],
-    agree: &[f32],
+    (gate, agree): (&[f32], &[f32]),
     copy: &[i32],
-    ch: usize,
+    (ch, blend_slopes): (usize, usize),
     earlier: &[i64; 3],
 ) {
     let entries = copy.len().min(gate.len()).min(agree.len()) / 3;
@@ -581,6 +591,11 @@ pub fn add_copy_bonus(
             .filter(|&c| row[c] >= 0 && row[c] as i64 == earlier[c])
             .count()
     };
+    // The blend entries' levels, for their slopes: (index among the last `blend_slopes` entries, level,
+    // agreement).
+    let mut blended = [(0usize, 0i32, 0usize); BLENDS];
+    let mut n_blended = 0;
+    let first_blend = entries.saturating_sub(blend_slopes);
     for o in 0..entries {
         let row = &copy[o * 3..][..3];
         // Only blend entries hold packed sides (all three channels or none): plain entries skip unpacking.
@@ -597,26 +612,38 @@ pub fn add_copy_bonus(
         if v < 0 || v as usize >= logits.len() {
             continue;
         }
+        if o >= first_blend && sides.is_some() && n_blended < BLENDS {
+            blended[n_blended] = (o - first_blend, v, matched);
+            n_blended += 1;
+        }
         let z = gate[o * 3 + ch] + agree[o * 3 + ch] * matched as f32;
         logits[v as usize] += softplus(z);
     }
-    let slopes = (gate.len().min(agree.len()) / 3).saturating_sub(entries);
-    if slopes == 0 {
+    let extra = (gate.len().min(agree.len()) / 3).saturating_sub(entries);
+    let lines = extra.saturating_sub(blend_slopes);
+    if extra == 0 {
         return;
     }
     // Summed before it is taken off, as libtorch does: the sum is small next to a logit, so the engines
     // round alike.
     let mut penalty = [0f32; 256];
-    for j in 0..slopes.min(entries.saturating_sub(FIXED)) {
-        let row = &copy[(FIXED + j) * 3..][..3];
-        let v = row[ch];
-        if v < 0 || v as usize >= logits.len() {
-            continue;
-        }
-        let o = (entries + j) * 3 + ch;
-        let s = softplus(gate[o] + agree[o] * matched(row) as f32);
+    let mut add = |o: usize, v: i32, m: usize| {
+        let o = o * 3 + ch;
+        let s = softplus(gate[o] + agree[o] * m as f32);
         for (l, p) in penalty.iter_mut().take(logits.len()).enumerate() {
             *p += s * (l as f32 - v as f32).abs();
+        }
+    };
+    for j in 0..lines.min(entries.saturating_sub(FIXED)) {
+        let row = &copy[(FIXED + j) * 3..][..3];
+        let v = row[ch];
+        if v >= 0 && (v as usize) < logits.len() {
+            add(entries + j, v, matched(row));
+        }
+    }
+    if extra > lines {
+        for &(j, v, m) in &blended[..n_blended] {
+            add(entries + lines + j, v, m);
         }
     }
     for (x, p) in logits.iter_mut().zip(penalty) {
@@ -962,12 +989,12 @@ mod tests {
         copy[3..6].copy_from_slice(&[2, 5, 1]); // neighbour 1, the same colour
         let (gate, agree) = ([0.5f32; E * 3], [1.0f32; E * 3]);
         let mut logits = vec![0f32; 8];
-        add_copy_bonus(&mut logits, &gate, &agree, &copy, 2, &[2, 5, 0]);
+        add_copy_bonus(&mut logits, (&gate, &agree), &copy, (2, 0), &[2, 5, 0]);
         let one = softplus(0.5 + 2.0);
         assert!((logits[1] - 2.0 * one).abs() < 1e-6);
         assert_eq!(logits.iter().filter(|&&l| l != 0.0).count(), 1);
         let mut logits = vec![0f32; 8];
-        add_copy_bonus(&mut logits, &gate, &agree, &copy, 2, &[3, 5, 0]);
+        add_copy_bonus(&mut logits, (&gate, &agree), &copy, (2, 0), &[3, 5, 0]);
         assert!((logits[1] - 2.0 * softplus(0.5 + 1.0)).abs() < 1e-6);
     }
 
@@ -983,7 +1010,7 @@ mod tests {
         let agree = vec![1.0f32; (E + LINES.len()) * 3];
         let mut logits = vec![0f32; 8];
         // Blue, red chosen 2 (entry 0 agrees once), green 5 (both agree).
-        add_copy_bonus(&mut logits, &gate, &agree, &copy, 2, &[2, 5, 0]);
+        add_copy_bonus(&mut logits, (&gate, &agree), &copy, (2, 0), &[2, 5, 0]);
         let (s0, s2) = (softplus(0.5 + 2.0), softplus(0.5 + 1.0));
         for (l, x) in logits.iter().enumerate() {
             let want = -s0 * (l as f32 - 4.0).abs() - s2 * (l as f32 - 1.0).abs();
@@ -991,7 +1018,13 @@ mod tests {
         }
         // Without slope gates in the row, the same map adds nothing.
         let mut logits = vec![0f32; 8];
-        add_copy_bonus(&mut logits, &gate[..E * 3], &agree, &copy, 2, &[2, 5, 0]);
+        add_copy_bonus(
+            &mut logits,
+            (&gate[..E * 3], &agree),
+            &copy,
+            (2, 0),
+            &[2, 5, 0],
+        );
         assert!(logits.iter().all(|&x| x.abs() < 1e-30));
     }
 
@@ -1060,7 +1093,7 @@ mod tests {
         let (gate, agree) = (vec![0.5f32; e * 3], vec![1.0f32; e * 3]);
         let bonus = |ch: usize, earlier: [i64; 3]| {
             let mut logits = vec![0f32; 256];
-            add_copy_bonus(&mut logits, &gate, &agree, &copy, ch, &earlier);
+            add_copy_bonus(&mut logits, (&gate, &agree), &copy, (ch, 0), &earlier);
             logits
                 .iter()
                 .enumerate()
@@ -1072,5 +1105,36 @@ mod tests {
         assert_eq!(bonus(1, [100, 0, 0]), vec![(50, softplus(0.5))]);
         assert_eq!(bonus(2, [100, 50, 0]), vec![(25, softplus(1.5))]);
         assert_eq!(bonus(2, [100, 49, 0]), vec![(25, softplus(0.5))]);
+    }
+
+    #[test]
+    fn a_blend_slope_centres_on_the_level_the_blend_implies() {
+        let e = FIXED + LINES.len() + BLENDS;
+        let mut copy = vec![NONE; e * 3];
+        let blend = (e - BLENDS) * 3;
+        for (c, (a, s)) in [(200, 0), (100, 0), (0, 50)].into_iter().enumerate() {
+            copy[blend + c] = pack_sides(a, s);
+        }
+        // Copy gates shut, line slopes shut, blend slopes at 0.5.
+        let mut gate = vec![-100f32; (e + LINES.len()) * 3];
+        gate.extend([0.5f32; BLENDS * 3]);
+        let agree = vec![1.0f32; gate.len()];
+        let mut logits = vec![0f32; 256];
+        add_copy_bonus(
+            &mut logits,
+            (&gate, &agree),
+            &copy,
+            (1, BLENDS),
+            &[100, 0, 0],
+        );
+        let s = softplus(0.5);
+        for (l, x) in logits.iter().enumerate() {
+            let want = -s * (l as f32 - 50.0).abs();
+            assert!((x - want).abs() < 1e-3, "level {l}: {x} against {want}");
+        }
+        // Red takes no slope from a blend: nothing fixes its weight.
+        let mut logits = vec![0f32; 256];
+        add_copy_bonus(&mut logits, (&gate, &agree), &copy, (0, BLENDS), &[0; 3]);
+        assert!(logits.iter().all(|&x| x.abs() < 1e-30));
     }
 }

@@ -28,6 +28,9 @@ pub struct LineSlopes {
     /// `(K * 3)`, K line entries (`neighbours::slopes`).
     pub agree: Tensor,
     lines: i64,
+    /// The blend entries' slopes (`net.blend_slopes`): gates and agreement weights `(K' * 3)`.
+    pub blend: Option<(nn::Linear, Tensor)>,
+    blends: i64,
 }
 
 #[derive(Debug)]
@@ -44,12 +47,12 @@ pub struct ChannelHead {
 impl ChannelHead {
     /// `copy_entries`: the copy path's entries per target (`neighbours::entries`), 0 without it, of which
     /// the last `blends` are blend entries (`neighbours::blends`); `slopes`: its line entries with a slope
-    /// (`neighbours::slopes`).
+    /// (`neighbours::slopes`), and `blend_slopes` its blend entries with one (`neighbours::blend_slopes`).
     pub fn new(
         vs: nn::Path,
         dim: i64,
         levels: i64,
-        (copy_entries, blends, slopes): (usize, usize, usize),
+        (copy_entries, blends, slopes, blend_slopes): (usize, usize, usize, usize),
     ) -> Result<Self> {
         let emb = |n: &str| new_embedding(&(&vs / n), levels, dim);
         let lin = |n: &str| new_linear(&(&vs / n), dim, levels);
@@ -73,7 +76,7 @@ impl ChannelHead {
                 })
                 .transpose()?,
             slopes: (copy_entries > 0 && slopes > 0)
-                .then(|| LineSlopes::new(&vs, dim, slopes as i64))
+                .then(|| LineSlopes::new(&vs, dim, slopes as i64, blend_slopes as i64))
                 .transpose()?,
         })
     }
@@ -190,21 +193,24 @@ impl LineSlopes {
     /// weights) begins near its density; the linear weights start at zero, and Adam moves each of the D
     /// of them by about the learning rate a step, which opens a gate where it pays within hundreds of steps
     /// (a bias alone would take thousands: the spread bins' lesson, models/README.md, stop 22).
-    fn new(vs: &nn::Path, dim: i64, lines: i64) -> Result<Self> {
+    fn new(vs: &nn::Path, dim: i64, lines: i64, blends: i64) -> Result<Self> {
         let gate = new_linear(&(vs / "line_slope"), dim, 3 * lines)?;
         let near = (3 * 2 * LINES.len() as i64).min(3 * lines);
-        tch::no_grad(|| -> Result<()> {
-            let _ = gate.ws.shallow_clone().f_zero_()?;
-            if let Some(b) = &gate.bs {
-                let _ = b.shallow_clone().f_fill_(-4.0)?;
-                let _ = b.f_narrow(0, 0, near)?.f_fill_(-2.0)?;
-            }
-            Ok(())
-        })?;
+        weak_slopes(&gate, near)?;
+        let blend = (blends > 0)
+            .then(|| -> Result<(nn::Linear, Tensor)> {
+                let g = new_linear(&(vs / "blend_slope"), dim, 3 * blends)?;
+                // A blend serves edges and ramps alike: every one starts as a weak prior.
+                weak_slopes(&g, 3 * blends)?;
+                Ok((g, new_randn(vs, "blend_slope_agree", &[3 * blends], 0.01)?))
+            })
+            .transpose()?;
         Ok(Self {
             gate,
             agree: new_randn(vs, "line_slope_agree", &[3 * lines], 0.01)?,
             lines,
+            blend,
+            blends,
         })
     }
 
@@ -221,25 +227,56 @@ impl LineSlopes {
         let n = self.lines;
         let (b, h, w, levels) = logits.size4()?;
         let entries = map.numel() as i64 / (b * h * w * 3);
-        let lines = map
-            .f_view([b, h, w, entries, 3])?
-            .f_narrow(3, FIXED as i64, n)?;
-        let (v, matched) = plain_levels(&lines, c, earlier)?;
-        let (z, agree) = channel_gates(t, (&self.gate, &self.agree), n, c)?;
-        let slope = z
-            .f_add(&matched.f_mul(&agree)?)?
-            .f_softplus()?
-            .f_mul(&v.f_ge(0)?.f_to_kind(Kind::Float)?)?;
-        let at = Tensor::f_arange(levels, (Kind::Float, logits.device()))?;
-        let dist = at
-            .f_view([1, 1, 1, 1, levels])?
-            .f_sub(&v.f_clamp_min(0)?.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?)?
-            .f_abs()?; // (B, h, w, K, L)
-        let penalty =
-            dist.f_mul(&slope.f_unsqueeze(-1)?)?
-                .f_sum_dim_intlist(3, false, Kind::Float)?;
-        Ok(logits.f_sub(&penalty)?)
+        let map = map.f_view([b, h, w, entries, 3])?;
+        let (v, matched) = plain_levels(&map.f_narrow(3, FIXED as i64, n)?, c, earlier)?;
+        let gates = channel_gates(t, (&self.gate, &self.agree), n, c)?;
+        let logits = logits.f_sub(&slope_penalty(gates, &v, &matched, levels)?)?;
+        match &self.blend {
+            Some((gate, agree)) if c >= 1 => {
+                let k = self.blends;
+                let blends = map.f_narrow(3, entries - k, k)?;
+                let (v, matched) = blend_levels(&blends, c, earlier, levels)?;
+                let gates = channel_gates(t, (gate, agree), k, c)?;
+                Ok(logits.f_sub(&slope_penalty(gates, &v, &matched, levels)?)?)
+            }
+            _ => Ok(logits),
+        }
     }
+}
+
+/// Slopes of the closed-gate start: zero weights, bias -4 (0.018 nats a level), and -2 (0.13) for the
+/// first `near` rows.
+fn weak_slopes(gate: &nn::Linear, near: i64) -> Result<()> {
+    tch::no_grad(|| -> Result<()> {
+        let _ = gate.ws.shallow_clone().f_zero_()?;
+        if let Some(b) = &gate.bs {
+            let _ = b.shallow_clone().f_fill_(-4.0)?;
+            let _ = b.f_narrow(0, 0, near)?.f_fill_(-2.0)?;
+        }
+        Ok(())
+    })
+}
+
+/// `sum_j softplus(z_j + agree_j * matched_j) * |l - v_j|` for every level `l`, `(B, h, w, L)`, over the
+/// entries `j` with a level (`v` `(B, h, w, N)`, negative: none).
+fn slope_penalty(
+    (z, agree): (Tensor, Tensor),
+    v: &Tensor,
+    matched: &Tensor,
+    levels: i64,
+) -> Result<Tensor> {
+    let slope = z
+        .f_add(&matched.f_mul(&agree)?)?
+        .f_softplus()?
+        .f_mul(&v.f_ge(0)?.f_to_kind(Kind::Float)?)?;
+    let at = Tensor::f_arange(levels, (Kind::Float, v.device()))?;
+    let dist = at
+        .f_view([1, 1, 1, 1, levels])?
+        .f_sub(&v.f_clamp_min(0)?.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?)?
+        .f_abs()?; // (B, h, w, N, L)
+    Ok(dist
+        .f_mul(&slope.f_unsqueeze(-1)?)?
+        .f_sum_dim_intlist(3, false, Kind::Float)?)
 }
 
 /// Channel `c`'s gate logits `(B, h, w, N)` of features `t` `(B, h, w, D)` and its agreement weights `(N,)`,

@@ -32,6 +32,7 @@ impl SpnNet {
                     neighbours::entries(&spec.net),
                     neighbours::blends(&spec.net),
                     neighbours::slopes(&spec.net),
+                    neighbours::blend_slopes(&spec.net),
                 ),
             )?,
         })
