@@ -31,6 +31,8 @@
 # Usage: recipes/styles256.sh [STEPS]   (resumable: rerun the same command)
 #   OUT=out/styles256.spn   WARM=models/training/styles256-stop28-lines.spn
 # Stop 27 ran steps 1 to 1,358 of its run on a lent GPU (recipes/gpu-session.sh) and to 1,816 here.
+# Stop 28's second run reached step 914 of 3,000 here (the bundle in models/emoji256.spn); its checkpoint is
+# kept in models/training/styles256.spn.ckpt, where the CPU (or recipes/gpu-session.sh) resumes.
 # Every random choice is seeded by (seed, step), so an interrupted run resumed with the same command ends with the
 # same weights. A run's checkpoint committed in models/training/ (recipes/checkpoint.sh) is where a fresh
 # checkout resumes from.
