@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SPN=${SPN:-target/release/spn}
 MODEL64=${MODEL64:-models/default.spn}
-MODEL256=${MODEL256:-models/emoji256.spn}  # the 256x256 preview bundle
+MODEL256=${MODEL256:-models/emoji256.spn}  # the 256x256 bundle
 OUT=${OUT:-docs/styles}
 # How the model's column is drawn: the mean of 16 draws at T = 1, the least squared error (models/README.md,
 # "Averaged draws"); PICK=--mean for each sub-pixel's mean level.
