@@ -345,12 +345,26 @@ impl PipelineConfig {
             net_b: None,
             net_c: None,
         };
+        // Slopes on the line and blend entries (docs/design.md section 3) for the stages that have earlier
+        // slices to copy from; stage A of every preset keeps the plain head.
+        let sloped = |net: &NetConfig| NetConfig {
+            line_slopes: true,
+            blend_slopes: true,
+            ..net.clone()
+        };
         let c = match name {
             "tiny" => make(8, 2, Some(3), tiny_net),
             "tiny-full" => make(8, 2, None, tiny_net),
             "emoji" => make(64, 4, Some(3), emoji_net),
             "emoji-large" => make(64, 4, Some(3), large_net),
             "emoji-full" => make(64, 4, None, emoji_net),
+            // The emoji preset with slopes in stages B and C (stop 29): what the 256 model gained from them
+            // (models/README.md "Why the slopes") for the 64x64 model that upscales canvases window by window.
+            "emoji-slopes" => PipelineConfig {
+                net_b: Some(sloped(&emoji_net)),
+                net_c: Some(sloped(&emoji_net)),
+                ..make(64, 4, Some(3), emoji_net.clone())
+            },
             // 256x256 with the 64x64 preset's networks (docs/design.md section 3: widths never depend on
             // the image size). S = 4: B and C decode 64x64 slices; stage A is itself an SPN over the 64x64
             // slice 0 (small_scale 4: 16x16 sub-slices, the 64 preset's slice size).
@@ -361,19 +375,12 @@ impl PipelineConfig {
             // The same with S = 8: 32x32 slices, four times cheaper per training example, 64 of them.
             // Stages B and C with slopes on their line entries (stop 28): most of a 256x256 Noto emoji's
             // bits are the low bits of shaded ramps. Stage A keeps the plain head it was trained with.
-            "emoji256-s8" => {
-                let sloped = NetConfig {
-                    line_slopes: true,
-                    blend_slopes: true,
-                    ..emoji_net.clone()
-                };
-                PipelineConfig {
-                    small_scale: 2,
-                    net_b: Some(sloped.clone()),
-                    net_c: Some(sloped),
-                    ..make(256, 8, Some(3), emoji_net)
-                }
-            }
+            "emoji256-s8" => PipelineConfig {
+                small_scale: 2,
+                net_b: Some(sloped(&emoji_net)),
+                net_c: Some(sloped(&emoji_net)),
+                ..make(256, 8, Some(3), emoji_net)
+            },
             other => {
                 return Err(Error::config(format!(
                     "unknown preset '{other}' (known: {})",
@@ -391,6 +398,7 @@ impl PipelineConfig {
         "emoji",
         "emoji-large",
         "emoji-full",
+        "emoji-slopes",
         "emoji256",
         "emoji256-s8",
     ];

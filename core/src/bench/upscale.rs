@@ -204,7 +204,8 @@ fn psnr_row(
 }
 
 /// PSNR against the filters on each folder of `sets` (its first `limit` images, sorted by name), and flat
-/// regions on synthetic inputs, at each temperature, upscaling by `factor` (None: the model's scale S).
+/// regions on synthetic inputs, at each temperature, upscaling by `factor` (None: the model's scale S), with
+/// windows sharing `overlap` pixels on canvases larger than the model (None: the sampler's default).
 /// `pick`: how the model chooses values (drawn, or each sub-pixel's mean level); `draws`: draws averaged into
 /// each upscale (`SampleOptions::draws`). With `pictures`, each set's
 /// first image and each synthetic input are written there as pictures ([`save_example`]).
@@ -213,7 +214,7 @@ pub fn run(
     name: &str,
     sets: &[PathBuf],
     (temperatures, pick, draws): (&[f64], Pick, usize),
-    (limit, factor): (usize, Option<u32>),
+    (limit, factor, overlap): (usize, Option<u32>, Option<usize>),
     pictures: Option<&Path>,
 ) -> Result<UpscaleReport> {
     // Checked before anything divides by it: the sampler's rule for the factor.
@@ -230,6 +231,7 @@ pub fn run(
                 batch_size: draws,
                 pick,
                 draws,
+                overlap,
                 ..Default::default()
             },
         )?;

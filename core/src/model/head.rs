@@ -106,9 +106,10 @@ impl ChannelHead {
         let logits = linear(&h.f_relu()?, &self.out[c])?;
         match (&self.copy, copy) {
             (Some(gates), Some(map)) => {
-                let logits = gates.add_bonus(t, logits, c, earlier, map)?;
+                let levels = gates.levels(map, c, earlier, logits.size4()?)?;
+                let logits = gates.add_bonus(t, logits, c, &levels)?;
                 match &self.slopes {
-                    Some(s) => s.add_slopes(t, logits, c, earlier, map),
+                    Some(s) => s.add_slopes(t, logits, c, &levels),
                     None => Ok(logits),
                 }
             }
@@ -159,31 +160,50 @@ fn close_palette(gate: &nn::Linear, blend_gates: i64) -> Result<()> {
     })
 }
 
+/// One channel's copy entries: each entry's level (negative: none) and how many earlier channels agree with
+/// it, `(B, h, w, N)`; computed once for the copy bonus and the slopes.
+struct EntryLevels {
+    /// The plain entries (the first E - K').
+    plain: (Tensor, Tensor),
+    /// The K' blend entries, for the channels after red.
+    blend: Option<(Tensor, Tensor)>,
+}
+
 impl CopyGates {
-    /// `neighbours::add_copy_bonus` on libtorch, for every position at once: `t` `(B, h, w, D)`, `logits`
-    /// `(B, h, w, L)`, `map` `(B, h, w, E, 3)`.
-    fn add_bonus(
+    /// The entries' levels for channel `c` from `map` `(B, h, w, E, 3)`, for logits of shape `(b, h, w, L)`.
+    fn levels(
         &self,
-        t: &Tensor,
-        logits: Tensor,
+        map: &Tensor,
         c: usize,
         earlier: &[Values],
-        map: &Tensor,
-    ) -> Result<Tensor> {
+        (b, h, w, levels): (i64, i64, i64, i64),
+    ) -> Result<EntryLevels> {
+        let map = map.f_view([b, h, w, self.entries, 3])?;
+        let plain = self.entries - self.blends;
+        Ok(EntryLevels {
+            plain: plain_levels(&map.f_narrow(3, 0, plain)?, c, earlier)?,
+            blend: (self.blends > 0 && c > 0)
+                .then(|| blend_levels(&map.f_narrow(3, plain, self.blends)?, c, earlier, levels))
+                .transpose()?,
+        })
+    }
+
+    /// `neighbours::add_copy_bonus` on libtorch, for every position at once: `t` `(B, h, w, D)`, `logits`
+    /// `(B, h, w, L)`.
+    fn add_bonus(&self, t: &Tensor, logits: Tensor, c: usize, lv: &EntryLevels) -> Result<Tensor> {
         let n = self.entries;
-        let (b, h, w, levels) = logits.size4()?;
-        let map = map.f_view([b, h, w, n, 3])?;
         let (z, agree) = channel_gates(t, (&self.gate, &self.agree), n, c)?;
         let plain = n - self.blends;
-        let (v, matched) = plain_levels(&map.f_narrow(3, 0, plain)?, c, earlier)?;
+        let (v, matched) = &lv.plain;
         let part = |t: &Tensor| t.f_narrow(-1, 0, plain);
-        let logits = scatter_bonus(logits, &part(&z)?, &part(&agree)?, &v, &matched)?;
-        if self.blends == 0 || c == 0 {
-            return Ok(logits);
+        let logits = scatter_bonus(logits, &part(&z)?, &part(&agree)?, v, matched)?;
+        match &lv.blend {
+            Some((v, matched)) => {
+                let part = |t: &Tensor| t.f_narrow(-1, plain, self.blends);
+                scatter_bonus(logits, &part(&z)?, &part(&agree)?, v, matched)
+            }
+            None => Ok(logits),
         }
-        let (v, matched) = blend_levels(&map.f_narrow(3, plain, self.blends)?, c, earlier, levels)?;
-        let part = |t: &Tensor| t.f_narrow(-1, plain, self.blends);
-        scatter_bonus(logits, &part(&z)?, &part(&agree)?, &v, &matched)
     }
 }
 
@@ -215,30 +235,23 @@ impl LineSlopes {
         })
     }
 
-    /// `neighbours::add_copy_bonus`'s slopes on libtorch: `t` `(B, h, w, D)`, `logits` `(B, h, w, L)`, `map`
-    /// `(B, h, w, E, 3)`; each line entry's `softplus(gate + agree * matched) * |l - v|` off level l.
-    fn add_slopes(
-        &self,
-        t: &Tensor,
-        logits: Tensor,
-        c: usize,
-        earlier: &[Values],
-        map: &Tensor,
-    ) -> Result<Tensor> {
+    /// `neighbours::add_copy_bonus`'s slopes on libtorch: `t` `(B, h, w, D)`, `logits` `(B, h, w, L)`; each
+    /// line entry's `softplus(gate + agree * matched) * |l - v|` off level l (the line entries are the plain
+    /// entries from `neighbours::FIXED` on; the blend slopes serve the last K' blend entries).
+    fn add_slopes(&self, t: &Tensor, logits: Tensor, c: usize, lv: &EntryLevels) -> Result<Tensor> {
+        let levels = logits.size4()?.3;
         let n = self.lines;
-        let (b, h, w, levels) = logits.size4()?;
-        let entries = map.numel() as i64 / (b * h * w * 3);
-        let map = map.f_view([b, h, w, entries, 3])?;
-        let (v, matched) = plain_levels(&map.f_narrow(3, FIXED as i64, n)?, c, earlier)?;
+        let lines = |x: &Tensor| x.f_narrow(3, FIXED as i64, n);
+        let (v, matched) = (lines(&lv.plain.0)?, lines(&lv.plain.1)?);
         let gates = channel_gates(t, (&self.gate, &self.agree), n, c)?;
         let logits = logits.f_sub(&slope_penalty(gates, &v, &matched, levels)?)?;
-        match &self.blend {
-            Some((gate, agree)) if c >= 1 => {
+        match (&self.blend, &lv.blend) {
+            (Some((gate, agree)), Some((v, matched))) => {
                 let k = self.blends;
-                let blends = map.f_narrow(3, entries - k, k)?;
-                let (v, matched) = blend_levels(&blends, c, earlier, levels)?;
+                let last = |x: &Tensor| x.f_narrow(3, x.size4()?.3 - k, k);
                 let gates = channel_gates(t, (gate, agree), k, c)?;
-                Ok(logits.f_sub(&slope_penalty(gates, &v, &matched, levels)?)?)
+                let penalty = slope_penalty(gates, &last(v)?, &last(matched)?, levels)?;
+                Ok(logits.f_sub(&penalty)?)
             }
             _ => Ok(logits),
         }
@@ -259,7 +272,9 @@ fn weak_slopes(gate: &nn::Linear, near: i64) -> Result<()> {
 }
 
 /// `sum_j softplus(z_j + agree_j * matched_j) * |l - v_j|` for every level `l`, `(B, h, w, L)`, over the
-/// entries `j` with a level (`v` `(B, h, w, N)`, negative: none).
+/// entries `j` with a level (`v` `(B, h, w, N)`, negative: none). As `S D`: the slopes summed per level,
+/// `S` `(B, h, w, L)`, times the levels' distances `D` `(L, L)`, so that backward keeps `S`, not an
+/// `(B, h, w, N, L)` tensor of distances (which doubled the 256 run's training memory, stop 28).
 fn slope_penalty(
     (z, agree): (Tensor, Tensor),
     v: &Tensor,
@@ -270,14 +285,12 @@ fn slope_penalty(
         .f_add(&matched.f_mul(&agree)?)?
         .f_softplus()?
         .f_mul(&v.f_ge(0)?.f_to_kind(Kind::Float)?)?;
+    let (b, h, w, _) = slope.size4()?;
+    let per_level = Tensor::f_zeros([b, h, w, levels], (Kind::Float, slope.device()))?
+        .f_scatter_add(3, &v.f_clamp_min(0)?, &slope)?;
     let at = Tensor::f_arange(levels, (Kind::Float, v.device()))?;
-    let dist = at
-        .f_view([1, 1, 1, 1, levels])?
-        .f_sub(&v.f_clamp_min(0)?.f_to_kind(Kind::Float)?.f_unsqueeze(-1)?)?
-        .f_abs()?; // (B, h, w, N, L)
-    Ok(dist
-        .f_mul(&slope.f_unsqueeze(-1)?)?
-        .f_sum_dim_intlist(3, false, Kind::Float)?)
+    let dist = at.f_unsqueeze(1)?.f_sub(&at.f_unsqueeze(0)?)?.f_abs()?; // (L, L), symmetric
+    Ok(per_level.f_matmul(&dist)?)
 }
 
 /// Channel `c`'s gate logits `(B, h, w, N)` of features `t` `(B, h, w, D)` and its agreement weights `(N,)`,

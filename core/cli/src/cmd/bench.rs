@@ -27,8 +27,8 @@ pub struct Args {
     /// canvas sides, and measure the seams between windows.
     #[arg(long, value_delimiter = ',', num_args = 0.., default_missing_value = "64,256,512,1024")]
     canvas: Option<Vec<u32>>,
-    /// With --canvas: pixels neighbouring windows share (default: the sampler's).
-    #[arg(long, requires = "canvas")]
+    /// With --canvas or --upscale: pixels neighbouring windows share (default: the sampler's).
+    #[arg(long)]
     overlap: Option<usize>,
     /// Size upscaling against Lanczos and Catmull-Rom from the same pixels (slice 0, or every --factor-th),
     /// in PSNR, on the images of these folders (e.g. data/styles64/heldout/noto), and flat regions of
@@ -87,7 +87,12 @@ pub fn run(a: Args, device: tch::Device) -> Result<()> {
             &pipeline,
             &name,
             sets,
-            (&a.temperatures, (pick, a.average), a.limit, a.factor),
+            (
+                &a.temperatures,
+                (pick, a.average),
+                a.limit,
+                (a.factor, a.overlap),
+            ),
             a.pictures.as_deref(),
             a.json,
         );
@@ -208,7 +213,12 @@ fn upscale(
     p: &Pipeline,
     name: &str,
     sets: &[PathBuf],
-    (temps, (pick, draws), limit, factor): (&[f64], (Pick, usize), usize, Option<u32>),
+    (temps, (pick, draws), limit, (factor, overlap)): (
+        &[f64],
+        (Pick, usize),
+        usize,
+        (Option<u32>, Option<usize>),
+    ),
     pictures: Option<&std::path::Path>,
     json: bool,
 ) -> Result<()> {
@@ -220,7 +230,7 @@ fn upscale(
         name,
         sets,
         (temps, pick, draws),
-        (limit, factor),
+        (limit, factor, overlap),
         pictures,
     )?;
     if json {
