@@ -285,53 +285,59 @@ impl NetConfig {
 /// levels; 4 served best, each helped), as four bins with their own gates.
 pub const COPY_SPREADS: [i32; 3] = [1, 4, 16];
 
+/// The presets' networks: tiny, emoji (sized for a 2-core CPU) and large (sized for one GPU).
+fn preset_nets() -> (NetConfig, NetConfig, NetConfig) {
+    let tiny_net = NetConfig {
+        channels: 16,
+        embed_blocks: 1,
+        decoder_blocks: 2,
+        attention_every: 2,
+        heads: 2,
+        first_kernel: 3,
+        dropout: 0.0,
+        copy: true,
+        copy_spreads: COPY_SPREADS.to_vec(),
+        copy_blends: true,
+        line_slopes: false,
+        blend_slopes: false,
+    };
+    // Sized for a 2-core CPU: training throughput and sampling speed over depth.
+    let emoji_net = NetConfig {
+        channels: 64,
+        embed_blocks: 2,
+        decoder_blocks: 3,
+        attention_every: 3,
+        heads: 4,
+        first_kernel: 5,
+        dropout: 0.0,
+        copy: true,
+        copy_spreads: COPY_SPREADS.to_vec(),
+        copy_blends: true,
+        line_slopes: false,
+        blend_slopes: false,
+    };
+    // Sized for one GPU (see recipes/gpu.sh): wider and deeper, with dropout because 3,597 training
+    // images overfit even the CPU-sized net. About 39 MB as a bundle.
+    let large_net = NetConfig {
+        channels: 128,
+        embed_blocks: 3,
+        decoder_blocks: 6,
+        attention_every: 3,
+        heads: 8,
+        first_kernel: 5,
+        dropout: 0.1,
+        copy: true,
+        copy_spreads: COPY_SPREADS.to_vec(),
+        copy_blends: true,
+        line_slopes: false,
+        blend_slopes: false,
+    };
+    (tiny_net, emoji_net, large_net)
+}
+
 impl PipelineConfig {
     pub fn preset(name: &str) -> Result<Self> {
-        let tiny_net = NetConfig {
-            channels: 16,
-            embed_blocks: 1,
-            decoder_blocks: 2,
-            attention_every: 2,
-            heads: 2,
-            first_kernel: 3,
-            dropout: 0.0,
-            copy: true,
-            copy_spreads: COPY_SPREADS.to_vec(),
-            copy_blends: true,
-            line_slopes: false,
-            blend_slopes: false,
-        };
-        // Sized for a 2-core CPU: training throughput and sampling speed over depth.
-        let emoji_net = NetConfig {
-            channels: 64,
-            embed_blocks: 2,
-            decoder_blocks: 3,
-            attention_every: 3,
-            heads: 4,
-            first_kernel: 5,
-            dropout: 0.0,
-            copy: true,
-            copy_spreads: COPY_SPREADS.to_vec(),
-            copy_blends: true,
-            line_slopes: false,
-            blend_slopes: false,
-        };
-        // Sized for one GPU (see recipes/gpu.sh): wider and deeper, with dropout because 3,597 training
-        // images overfit even the CPU-sized net. About 39 MB as a bundle.
-        let large_net = NetConfig {
-            channels: 128,
-            embed_blocks: 3,
-            decoder_blocks: 6,
-            attention_every: 3,
-            heads: 8,
-            first_kernel: 5,
-            dropout: 0.1,
-            copy: true,
-            copy_spreads: COPY_SPREADS.to_vec(),
-            copy_blends: true,
-            line_slopes: false,
-            blend_slopes: false,
-        };
+        let (tiny_net, emoji_net, large_net) = preset_nets();
         // Every preset is square, with a plain stage A.
         let make = |size: i64, scale: i64, msb_bits: Option<u32>, net: NetConfig| PipelineConfig {
             name: name.into(),

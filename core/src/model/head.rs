@@ -281,13 +281,9 @@ fn slope_penalty(
     matched: &Tensor,
     levels: i64,
 ) -> Result<Tensor> {
-    let slope = z
-        .f_add(&matched.f_mul(&agree)?)?
-        .f_softplus()?
-        .f_mul(&v.f_ge(0)?.f_to_kind(Kind::Float)?)?;
-    let (b, h, w, _) = slope.size4()?;
-    let per_level = Tensor::f_zeros([b, h, w, levels], (Kind::Float, slope.device()))?
-        .f_scatter_add(3, &v.f_clamp_min(0)?, &slope)?;
+    let (b, h, w, _) = z.size4()?;
+    let zeros = Tensor::f_zeros([b, h, w, levels], (Kind::Float, z.device()))?;
+    let per_level = scatter_bonus(zeros, &z, &agree, v, matched)?;
     let at = Tensor::f_arange(levels, (Kind::Float, v.device()))?;
     let dist = at.f_unsqueeze(1)?.f_sub(&at.f_unsqueeze(0)?)?.f_abs()?; // (L, L), symmetric
     Ok(per_level.f_matmul(&dist)?)
@@ -309,7 +305,7 @@ fn channel_gates(
 }
 
 /// Adds `softplus(z + agree * matched)` to the logit of each entry's level `v` (`(B, h, w, N)`, negative:
-/// none).
+/// none): the copy bonus, and (added to zeros) the slopes summed per level.
 fn scatter_bonus(
     logits: Tensor,
     z: &Tensor,
